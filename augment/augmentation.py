@@ -1,0 +1,168 @@
+"""An augmentation set: which random operations to apply to a training batch, and how strongly."""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from augment import ops
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    kind: type
+    low: float
+    high: float
+    doc: str
+    choices: tuple = ()
+
+    def describe(self):
+        if self.choices:
+            return " | ".join(self.choices)
+        if self.kind is bool:
+            return "true | false"
+        return f"{self.low:g} to {self.high:g}"
+
+
+# The operations, their units and valid ranges. A value of 0 (or false) switches an operation off.
+PARAMS = {
+    "rotation": Param(float, 0, 180, "angle uniform in [-D, D] degrees per image, bilinear"),
+    "width_shift": Param(float, 0, 1, "shift uniform in [-s, s] x width pixels per image"),
+    "height_shift": Param(float, 0, 1, "shift uniform in [-s, s] x height pixels per image"),
+    "zoom": Param(float, 0, 0.9, "scale uniform in [1-z, 1+z] per image (> 1 enlarges)"),
+    "horizontal_flip": Param(bool, 0, 1, "mirror left-right with p = 0.5"),
+    "vertical_flip": Param(bool, 0, 1, "mirror top-bottom with p = 0.5"),
+    "brightness": Param(float, 0, 1, "multiply pixels by a factor uniform in [1-f, 1+f], clip to [0, 255]"),
+    "contrast": Param(float, 0, 1, "scale distance from the per-channel mean by [1-c, 1+c], clip"),
+    "cutout": Param(float, 0, 1, "fill one square of side c x min(H, W) with the image's mean colour"),
+    "fill_mode": Param(str, 0, 0, "how warps fill pixels from outside the image", ops.FILL_MODES),
+    "fill_value": Param(float, 0, 255, "pixel value for fill_mode = constant"),
+}
+DEFAULTS = {"fill_mode": "reflect", "fill_value": 0.0}
+_GEOMETRIC = ("rotation", "width_shift", "height_shift", "zoom", "horizontal_flip", "vertical_flip")
+
+
+def _check(key, value):
+    if key not in PARAMS:
+        raise ValueError(f"unknown augmentation key {key!r}; valid keys: {', '.join(PARAMS)}")
+    param = PARAMS[key]
+    if param.kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"augmentation {key} must be true or false, got {value!r}")
+        return value
+    if param.kind is str:
+        if value not in param.choices:
+            raise ValueError(f"augmentation {key} must be one of {', '.join(param.choices)}, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"augmentation {key} must be a number, got {value!r}")
+    if not param.low <= value <= param.high:
+        raise ValueError(f"augmentation {key} = {value} is out of range; valid: {param.describe()}")
+    return float(value)
+
+
+class Augmentation:
+    """A set of random operations applied per image to a batch of [0, 255] float32 pixels.
+
+    Build it from keywords or a dict (a TOML table): `Augmentation(rotation=20, brightness=0.2,
+    horizontal_flip=True)` or `Augmentation.from_dict(table)`. `Augmentation()` is the identity.
+    The order is fixed: one bilinear warp for all geometric operations (mirror, zoom, rotation,
+    shift, composed into one affine matrix per image), then brightness, contrast and cutout.
+
+    Brightness multiplies, as the legacy Keras ImageDataGenerator did (Keras 3's RandomBrightness
+    adds a delta instead): a factor keeps black black and scales the contrast with the light,
+    which is what a change of exposure does to a photograph.
+    """
+
+    def __init__(self, **params):
+        self.params = {key: _check(key, value) for key, value in params.items()}
+        self._settings = {**DEFAULTS, **self.params}
+        self._compiled = tf.function(self._apply, reduce_retracing=True)
+
+    @classmethod
+    def from_dict(cls, table):
+        return cls(**dict(table))
+
+    def to_dict(self):
+        """The parameters as given, so that from_dict(to_dict()) is the same set."""
+        return dict(self.params)
+
+    @property
+    def is_identity(self):
+        return not any(self._settings.get(key) for key in PARAMS if key not in DEFAULTS)
+
+    def __eq__(self, other):
+        return isinstance(other, Augmentation) and self._settings == other._settings
+
+    def __hash__(self):
+        return hash(tuple(sorted(self._settings.items())))
+
+    def __repr__(self):
+        args = ", ".join(f"{key}={value!r}" for key, value in self.params.items())
+        return f"Augmentation({args})"
+
+    def __call__(self, images, seed):
+        """Augments a batch [B, H, W, C] (uint8 or float32, pixels in [0, 255]).
+
+        seed: an int or a pair of ints; the same seed gives the same output. Returns a float32
+        tf.Tensor in [0, 255]. Compiled once per input shape.
+        """
+        images = tf.cast(images, tf.float32)
+        if self.is_identity:
+            return images
+        return self._compiled(images, tf.cast(_seed_pair(seed), tf.int64))
+
+    def apply(self, images, seed):
+        """The uncompiled operations, for use inside a graph (a Keras layer, tf.data)."""
+        if self.is_identity:
+            return images
+        return self._apply(images, seed)
+
+    def _apply(self, images, seed):
+        s = self._settings
+        seeds = ops.split_seed(seed)
+        shape = tf.shape(images)
+        batch, height, width = shape[0], shape[1], shape[2]
+        if any(s.get(key) for key in _GEOMETRIC):
+            ones, zeros = tf.ones([batch]), tf.zeros([batch])
+            degrees = s.get("rotation", 0.0)
+            angle = ops.degrees_to_radians(uniform_or(seeds["rotation"], batch, degrees, zeros))
+            zoom = s.get("zoom", 0.0)
+            scale = ones + uniform_or(seeds["zoom"], batch, zoom, zeros)
+            shift_seeds = tf.random.experimental.stateless_split(seeds["shift"], num=2)
+            shift_x = uniform_or(shift_seeds[0], batch, s.get("width_shift", 0.0), zeros)
+            shift_y = uniform_or(shift_seeds[1], batch, s.get("height_shift", 0.0), zeros)
+            shift_x *= tf.cast(width, tf.float32)
+            shift_y *= tf.cast(height, tf.float32)
+            mirror_x = ops.coin(seeds["horizontal_flip"], batch) if s.get("horizontal_flip") else ones
+            mirror_y = ops.coin(seeds["vertical_flip"], batch) if s.get("vertical_flip") else ones
+            transforms = ops.affine_transforms(height, width, angle, scale, shift_x, shift_y,
+                                               mirror_x, mirror_y)
+            images = ops.warp(images, transforms, s["fill_mode"], s["fill_value"])
+        if s.get("brightness"):
+            f = s["brightness"]
+            images = ops.scale_pixels(images, ops.uniform(seeds["brightness"], batch, 1 - f, 1 + f))
+        if s.get("contrast"):
+            c = s["contrast"]
+            images = ops.adjust_contrast(images, ops.uniform(seeds["contrast"], batch, 1 - c, 1 + c))
+        if s.get("cutout"):
+            images = ops.cut_out(images, seeds["cutout"], max(1, round(s["cutout"] * min(images.shape[1:3]))))
+        return images
+
+
+def uniform_or(seed, batch, half_width, zeros):
+    """Uniform in [-half_width, half_width] per image, or zeros when the operation is off."""
+    if not half_width:
+        return zeros
+    return ops.uniform(seed, batch, -half_width, half_width)
+
+
+def _seed_pair(seed):
+    if np.ndim(seed) == 0:
+        return [0, int(seed)]
+    return seed
+
+
+def describe():
+    """Lines listing each operation, its valid range and meaning."""
+    return [f"{key:16s} {param.describe():28s} {param.doc}" for key, param in PARAMS.items()]

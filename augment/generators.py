@@ -1,0 +1,183 @@
+"""Batch generators that stream uint8 images through augmentation and normalization.
+
+All three share one convention, so they agree with each other and with AugmentationLayer:
+- the sample order of pass p is np.random.default_rng([seed, p]).permutation(n) (or 0..n-1);
+- the augmentation of the k-th batch since the first pass uses the stateless seed (seed, k).
+Order and augmentation come from separate streams: switching augmentation on cannot change the
+order. Sources are only indexed, never copied whole, permuted or written to.
+"""
+
+import functools
+import itertools
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from augment import ops
+
+
+def pass_order(n, seed, pass_index, shuffle):
+    """Sample indices for one pass over n samples."""
+    if not shuffle:
+        return np.arange(n)
+    return np.random.default_rng([seed, pass_index]).permutation(n)
+
+
+@functools.lru_cache(maxsize=32)
+def _pipeline(augment, normalize):
+    def run(images, seed):
+        images = tf.cast(images, tf.float32)
+        if augment is not None:
+            images = augment.apply(images, seed)
+        return ops.normalize(images, normalize) if normalize else images
+    return tf.function(run, reduce_retracing=True)
+
+
+def prepare_batch(images, augment, normalize, seed, step):
+    """[B, H, W, C] pixels in [0, 255] -> float32 numpy batch, augmented with seed (seed, step).
+
+    normalize: "rescale" | "standardize" | "divmax", or None for float32 pixels in [0, 255].
+    """
+    if augment is not None and augment.is_identity:
+        augment = None
+    if augment is None and normalize is None:
+        return np.asarray(images, dtype=np.float32)
+    if normalize is not None and normalize not in ops.NORMALIZATIONS:
+        raise ValueError(f"unknown normalize {normalize!r}; valid: {', '.join(ops.NORMALIZATIONS)}")
+    seed_pair = tf.constant([seed, step], tf.int64)
+    return _pipeline(augment, normalize)(images, seed_pair).numpy()
+
+
+def _check_arrays(features, labels, batch_size):
+    if getattr(features, "ndim", None) != 4:
+        raise ValueError(f"features must be an array [N, H, W, C], got shape {getattr(features, 'shape', None)}")
+    if len(labels) != len(features):
+        raise ValueError(f"{len(features)} images but {len(labels)} labels; give one label per image")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if len(features) == 0:
+        raise ValueError("no images: the source is empty")
+    return np.asarray(labels)
+
+
+def _batches(features, labels, batch_size, order, drop_remainder):
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        if drop_remainder and len(index) < batch_size:
+            return
+        yield features[index], labels[index]
+
+
+def get_generator(features, labels, batch_size, augment=None, normalize="rescale", shuffle=False,
+                  seed=0, drop_remainder=False):
+    """One finite pass over (features, labels), yielding (x float32 [B, H, W, C], y) batches.
+
+    features: uint8 or float array [N, H, W, C] of pixels in [0, 255] (a memory-mapped .npy
+    works and is read one batch at a time). The last batch is partial unless drop_remainder.
+    """
+    labels = _check_arrays(features, labels, batch_size)
+    order = pass_order(len(features), seed, 0, shuffle)
+
+    def generate():
+        for step, (x, y) in enumerate(_batches(features, labels, batch_size, order, drop_remainder)):
+            yield prepare_batch(x, augment, normalize, seed, step), y
+    return generate()
+
+
+def get_generator_cyclic(features, labels, batch_size, augment=None, normalize="rescale", shuffle=True,
+                         seed=0, drop_remainder=False, start_pass=0):
+    """Endless passes over (features, labels); each pass is a fresh seeded order of the indices.
+
+    A pass yields ceil(N / batch_size) batches (floor with drop_remainder), so with
+    steps_per_epoch set to that number every Keras epoch is exactly one pass. start_pass resumes
+    the stream at the beginning of that pass, with the order and augmentation it would have had.
+    """
+    labels = _check_arrays(features, labels, batch_size)
+    n = len(features)
+    per_pass = n // batch_size if drop_remainder else math.ceil(n / batch_size)
+    if per_pass == 0:
+        raise ValueError(f"batch_size {batch_size} is larger than the {n} samples with drop_remainder")
+
+    def generate():
+        step = start_pass * per_pass
+        for pass_index in itertools.count(start_pass):
+            order = pass_order(n, seed, pass_index, shuffle)
+            for x, y in _batches(features, labels, batch_size, order, drop_remainder):
+                yield prepare_batch(x, augment, normalize, seed, step), y
+                step += 1
+    return generate()
+
+
+class DataGenerator(keras.utils.PyDataset):
+    """A Keras PyDataset that streams samples one batch at a time.
+
+    list_IDs: the samples to use. With directory=DIR each ID names a file DIR/<ID>.npy holding one
+    image [H, W, C] of pixels in [0, 255]; with source=ARRAY (for example np.load(path,
+    mmap_mode="r")) each ID is an index into it. labels: a mapping or array, labels[ID].
+    dim: the expected shape of one sample; a file of another shape is an error naming it.
+    train=False yields x alone. Each epoch reshuffles (when shuffle) with a seeded order.
+    Remaining keyword arguments (workers, use_multiprocessing, max_queue_size) go to PyDataset.
+    """
+
+    def __init__(self, list_IDs, labels, directory=None, batch_size=32, dim=(64, 64, 3), shuffle=True,
+                 train=True, norm="rescale", augment=None, seed=0, source=None, drop_remainder=False,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if (directory is None) == (source is None):
+            raise ValueError("give exactly one of directory= (a folder of .npy files) or source= (an array)")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.list_IDs = list(list_IDs)
+        if not self.list_IDs:
+            raise ValueError("list_IDs is empty: give at least one sample")
+        self.labels = labels
+        self.directory = Path(directory) if directory is not None else None
+        self.source = source
+        self.batch_size = batch_size
+        self.dim = tuple(dim)
+        self.shuffle = shuffle
+        self.train = train
+        self.norm = norm
+        self.augment = augment
+        self.seed = seed
+        self.drop_remainder = drop_remainder
+        self.epoch = 0
+        self._order = self._epoch_order()
+
+    def _epoch_order(self):
+        return pass_order(len(self.list_IDs), self.seed, self.epoch, self.shuffle)
+
+    def __len__(self):
+        n = len(self.list_IDs)
+        return n // self.batch_size if self.drop_remainder else math.ceil(n / self.batch_size)
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._order = self._epoch_order()
+
+    def _load(self, sample_id):
+        if self.source is not None:
+            sample = self.source[sample_id]
+            where = f"source[{sample_id}]"
+        else:
+            name = str(sample_id)
+            path = self.directory / (name if name.endswith(".npy") else name + ".npy")
+            sample = np.load(path, allow_pickle=False)
+            where = str(path)
+        if sample.shape != self.dim:
+            raise ValueError(f"{where} has shape {sample.shape}, expected dim={self.dim}")
+        return sample
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range for {len(self)} batches")
+        positions = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        ids = [self.list_IDs[i] for i in positions]
+        x = np.stack([self._load(i) for i in ids])
+        x = prepare_batch(x, self.augment, self.norm, self.seed, self.epoch * len(self) + index)
+        if not self.train:
+            return x
+        return x, np.asarray([self.labels[i] for i in ids])

@@ -1,0 +1,1 @@
+"""The experiment harness: configuration, data sources, paired runs, statistics and figures."""

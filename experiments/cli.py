@@ -1,0 +1,92 @@
+"""The augcompare command line."""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter off the terminal
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="augcompare",
+        description="Paired experiments: does an augmentation set make a small CNN generalize better?")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="train every arm for every seed and write a run directory")
+    run.add_argument("experiment", nargs="?", help="experiment .toml file (default: the demo)")
+    run.add_argument("--out", default="results", help="results root; the run goes to OUT/<name>/<run-id>/")
+    run.add_argument("--run-id", help="name of the run directory (default: YYYYmmdd-HHMMSS)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a setting, e.g. --set train.epochs=3 --set train.seeds=[0]")
+
+    plot = commands.add_parser("plot", help="redraw every figure of a run directory from its saved history")
+    plot.add_argument("run_dir")
+
+    show = commands.add_parser("preview", help="draw originals and augmented variants to a PNG")
+    show.add_argument("experiment", nargs="?", help="experiment .toml file (default: the demo)")
+    show.add_argument("--arm", help="only this arm (default: every augmenting arm)")
+    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    show.add_argument("--count", type=int, default=6, help="how many sample images (rows)")
+    show.add_argument("--variants", type=int, default=5, help="augmented variants per arm (columns)")
+    show.add_argument("--output", default="augmentations.png", help="where to write the grid")
+
+    commands.add_parser("augmentations", help="list the operations and their valid ranges")
+    return parser
+
+
+def _run(args):
+    from experiments import config, runner
+    experiment = config.load(args.experiment, args.overrides)
+    run_dir = runner.run(experiment, args.out, args.run_id)
+    print(f"results in {run_dir}")
+
+
+def _plot(args):
+    from experiments import runner
+    print(runner.redraw(args.run_dir), end="")
+    print(f"figures redrawn in {args.run_dir}")
+
+
+def _preview(args):
+    from experiments import config, preview
+    from experiments.data import load_dataset
+    experiment = config.load(args.experiment, args.overrides)
+    arms = experiment.arms
+    if args.arm:
+        if args.arm not in arms:
+            raise config.ConfigError(f"no arm {args.arm!r}; arms: {', '.join(arms)}")
+        arms = {args.arm: arms[args.arm]}
+    if all(aug.is_identity for aug in arms.values()):
+        raise config.ConfigError("no augmenting arm to preview; name one with --arm")
+    if args.count < 1 or args.variants < 1:
+        raise config.ConfigError("--count and --variants must be at least 1")
+    dataset = load_dataset(experiment.data)
+    samples = preview.pick_samples(dataset.train_images, dataset.train_labels, args.count)
+    preview.draw(samples, arms, Path(args.output), args.variants)
+    print(f"wrote {args.output}")
+
+
+def _augmentations(args):
+    from augment.augmentation import describe
+    print("\n".join(describe()))
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    from experiments.config import ConfigError
+    handlers = {"run": _run, "plot": _plot, "preview": _preview, "augmentations": _augmentations}
+    try:
+        handlers[args.command](args)
+    except ConfigError as error:
+        print(f"augcompare: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("augcompare: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

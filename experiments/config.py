@@ -1,0 +1,231 @@
+"""Experiment configuration: TOML files, dotted overrides, validation and the resolved snapshot.
+
+Every value is checked here, before any data is read or any model is built, and every mistake
+raises ConfigError with a one-line message that names the key and what would be valid.
+"""
+
+import dataclasses
+import math
+import re
+import tomllib
+from pathlib import Path
+
+from augment import NORMALIZATIONS, Augmentation
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent
+DEFAULT_EXPERIMENT = EXPERIMENTS_DIR / "demo.toml"
+SOURCES = ("demo", "cache")
+
+
+class ConfigError(ValueError):
+    """A mistake in an experiment file or an override, described in one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    source: str = "demo"            # where the images come from: demo | cache
+    image_size: int = 64            # images are image_size x image_size x 3
+    train_per_class: int = 300
+    val_per_class: int = 200
+    path: str = ""                  # source = "cache": the directory written by prepare
+    cache_dir: str = ""             # where prepared data sets are kept; "" = ~/.cache/augcompare
+    seed: int = 0                   # which demo images are drawn
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 15
+    batch_size: int = 32
+    seeds: tuple = (0, 1, 2)
+    normalize: str = "rescale"      # rescale | standardize | divmax, shared by all arms
+    learning_rate: float = 0.001
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    filters: tuple = (32, 64, 128)  # channels of each Conv-Pool block
+    dense_units: int = 128
+    dropout: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str
+    data: DataConfig
+    train: TrainConfig
+    model: ModelConfig
+    arms: dict  # arm name -> Augmentation, in file order
+
+
+# (minimum, maximum) of each number; None is unbounded.
+_RANGES = {
+    "data.image_size": (8, 1024), "data.train_per_class": (1, None), "data.val_per_class": (1, None),
+    "data.seed": (0, None), "train.epochs": (1, None), "train.batch_size": (1, 65536),
+    "train.seeds": (0, 2**31 - 1), "train.learning_rate": (1e-9, 10.0), "model.filters": (1, 4096),
+    "model.dense_units": (1, 65536), "model.dropout": (0.0, 0.99),
+}
+_CHOICES = {"data.source": SOURCES, "train.normalize": NORMALIZATIONS}
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _check_value(key, value, default):
+    """Checks value against the type of its default and its range; returns it as stored."""
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{key} must be a non-empty list of integers, got {value!r}")
+        for item in value:
+            _check_value(key, item, 0)
+        return tuple(value)
+    if isinstance(default, bool) or isinstance(default, str):
+        if type(value) is not type(default):
+            raise ConfigError(f"{key} must be a {type(default).__name__}, got {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        value = float(value)
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"{key} = {value!r} is not valid; choose one of {', '.join(_CHOICES[key])}")
+    low, high = _RANGES.get(key, (None, None))
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise ConfigError(f"{key} = {value!r} is out of range; it must be {bounds}")
+    return value
+
+
+def _build_table(cls, section, table):
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{section}] must be a table, got {table!r}")
+    fields = {f.name: f.default for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in fields:
+            raise ConfigError(f"unknown key {section}.{key}; valid keys in [{section}]: {', '.join(fields)}")
+    return cls(**{key: _check_value(f"{section}.{key}", value, fields[key]) for key, value in table.items()})
+
+
+def build(raw):
+    """An Experiment from a parsed TOML document (a dict), checked in full."""
+    known = ("name", "data", "train", "model", "arms")
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"unknown top-level key {key!r}; valid: {', '.join(known)}")
+    name = raw.get("name", "experiment")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"name must be letters, digits, '.', '_' or '-', got {name!r}")
+    data = _build_table(DataConfig, "data", raw.get("data", {}))
+    if data.source == "cache" and not data.path:
+        raise ConfigError("data.source = \"cache\" needs data.path, the directory written by prepare")
+    train = _build_table(TrainConfig, "train", raw.get("train", {}))
+    if len(set(train.seeds)) != len(train.seeds):
+        raise ConfigError(f"train.seeds has duplicates: {list(train.seeds)}; list each seed once")
+    model = _build_table(ModelConfig, "model", raw.get("model", {}))
+    arms_table = raw.get("arms", {})
+    if not isinstance(arms_table, dict) or not arms_table:
+        raise ConfigError("no arms: add at least one [arms.<name>] table, e.g. [arms.baseline]")
+    arms = {}
+    for arm, table in arms_table.items():
+        if not _NAME.match(arm):
+            raise ConfigError(f"arm name {arm!r} must be letters, digits, '.', '_' or '-'")
+        if not isinstance(table, dict):
+            raise ConfigError(f"arms.{arm} must be a table of augmentation settings, got {table!r}")
+        try:
+            arms[arm] = Augmentation.from_dict(table)
+        except ValueError as error:
+            raise ConfigError(f"arms.{arm}: {error}") from None
+    return Experiment(name=name, data=data, train=train, model=model, arms=arms)
+
+
+def parse_override(expression):
+    """'train.epochs=3' -> (['train', 'epochs'], 3). The value is TOML ('[0, 1]', 'true', '"x"');
+    a bare word that is not TOML (demo, /data/lsun) is taken as a string."""
+    key, sep, text = expression.partition("=")
+    key = key.strip()
+    if not sep or not key or not all(_NAME.match(part) for part in key.split(".")):
+        raise ConfigError(f"bad --set {expression!r}; write KEY=VALUE, e.g. --set train.epochs=3")
+    text = text.strip()
+    try:
+        value = tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        if not re.fullmatch(r"[A-Za-z0-9_./~:+-]+", text):
+            raise ConfigError(f"bad value in --set {expression!r}; quote strings, e.g. {key}=\"text\"") from None
+        value = text
+    return key.split("."), value
+
+
+def apply_overrides(raw, expressions):
+    raw = _deep_copy(raw)
+    for expression in expressions:
+        path, value = parse_override(expression)
+        table = raw
+        for part in path[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"--set {expression!r}: {part} is not a table")
+        table[path[-1]] = value
+    return raw
+
+
+def _deep_copy(value):
+    if isinstance(value, dict):
+        return {key: _deep_copy(item) for key, item in value.items()}
+    return value
+
+
+def read_toml(path):
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file {path} does not exist; give the path of a .toml file")
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+
+
+def load(path=None, overrides=()):
+    """The Experiment of a TOML file (the demo when path is None) with overrides applied."""
+    raw = read_toml(path or DEFAULT_EXPERIMENT)
+    return build(apply_overrides(raw, overrides))
+
+
+def to_dict(experiment):
+    """The resolved configuration as plain TOML-ready data, defaults filled in."""
+    def table(config):
+        return {key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(config).items()}
+    return {"name": experiment.name, "data": table(experiment.data), "train": table(experiment.train),
+            "model": table(experiment.model),
+            "arms": {arm: aug.to_dict() for arm, aug in experiment.arms.items()}}
+
+
+def dumps(document):
+    """TOML text for a document of tables, strings, numbers, booleans and flat lists."""
+    lines, tables = [], []
+
+    def emit(prefix, mapping):
+        scalars = {k: v for k, v in mapping.items() if not isinstance(v, dict)}
+        if prefix:
+            lines.append(f"\n[{prefix}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in scalars.items())
+        for key, value in mapping.items():
+            if isinstance(value, dict):
+                tables.append((f"{prefix}.{key}" if prefix else key, value))
+
+    emit("", document)
+    while tables:
+        emit(*tables.pop(0))
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
