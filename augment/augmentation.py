@@ -118,26 +118,30 @@ class Augmentation:
             return images
         return self._apply(images, seed)
 
+    def transforms(self, seed, batch, height, width):
+        """The [B, 8] warp of each image (see ops.affine_transforms) for a seed, or None when no
+        geometric operation is on."""
+        s = self._settings
+        if not any(s.get(key) for key in _GEOMETRIC):
+            return None
+        seeds = ops.split_seed(seed)
+        ones, zeros = tf.ones([batch]), tf.zeros([batch])
+        angle = ops.degrees_to_radians(uniform_or(seeds["rotation"], batch, s.get("rotation", 0.0), zeros))
+        scale = ones + uniform_or(seeds["zoom"], batch, s.get("zoom", 0.0), zeros)
+        shift_seeds = tf.random.experimental.stateless_split(seeds["shift"], num=2)
+        shift_x = uniform_or(shift_seeds[0], batch, s.get("width_shift", 0.0), zeros) * tf.cast(width, tf.float32)
+        shift_y = uniform_or(shift_seeds[1], batch, s.get("height_shift", 0.0), zeros) * tf.cast(height, tf.float32)
+        mirror_x = ops.coin(seeds["horizontal_flip"], batch) if s.get("horizontal_flip") else ones
+        mirror_y = ops.coin(seeds["vertical_flip"], batch) if s.get("vertical_flip") else ones
+        return ops.affine_transforms(height, width, angle, scale, shift_x, shift_y, mirror_x, mirror_y)
+
     def _apply(self, images, seed):
         s = self._settings
         seeds = ops.split_seed(seed)
         shape = tf.shape(images)
         batch, height, width = shape[0], shape[1], shape[2]
-        if any(s.get(key) for key in _GEOMETRIC):
-            ones, zeros = tf.ones([batch]), tf.zeros([batch])
-            degrees = s.get("rotation", 0.0)
-            angle = ops.degrees_to_radians(uniform_or(seeds["rotation"], batch, degrees, zeros))
-            zoom = s.get("zoom", 0.0)
-            scale = ones + uniform_or(seeds["zoom"], batch, zoom, zeros)
-            shift_seeds = tf.random.experimental.stateless_split(seeds["shift"], num=2)
-            shift_x = uniform_or(shift_seeds[0], batch, s.get("width_shift", 0.0), zeros)
-            shift_y = uniform_or(shift_seeds[1], batch, s.get("height_shift", 0.0), zeros)
-            shift_x *= tf.cast(width, tf.float32)
-            shift_y *= tf.cast(height, tf.float32)
-            mirror_x = ops.coin(seeds["horizontal_flip"], batch) if s.get("horizontal_flip") else ones
-            mirror_y = ops.coin(seeds["vertical_flip"], batch) if s.get("vertical_flip") else ones
-            transforms = ops.affine_transforms(height, width, angle, scale, shift_x, shift_y,
-                                               mirror_x, mirror_y)
+        transforms = self.transforms(seed, batch, height, width)
+        if transforms is not None:
             images = ops.warp(images, transforms, s["fill_mode"], s["fill_value"])
         if s.get("brightness"):
             f = s["brightness"]

@@ -1,0 +1,11 @@
+import numpy as np
+import pytest
+
+import augment  # noqa: F401  (sets the Keras backend before any test imports keras)
+
+
+@pytest.fixture
+def images():
+    """16 random uint8 images [16, 24, 24, 3] and alternating labels."""
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (16, 24, 24, 3), dtype=np.uint8), np.arange(16, dtype=np.int64) % 2

@@ -1,0 +1,155 @@
+import numpy as np
+import pytest
+
+from augment import Augmentation, DataGenerator, get_generator, get_generator_cyclic
+
+STANDARD = Augmentation(rotation=20, brightness=0.2, horizontal_flip=True)
+
+
+@pytest.mark.parametrize("n,batch,drop,sizes", [(10, 4, False, [4, 4, 2]), (10, 4, True, [4, 4]),
+                                                (8, 4, False, [4, 4]), (3, 8, False, [3])])
+def test_finite_generator_batch_counts(n, batch, drop, sizes):
+    x = np.zeros((n, 4, 4, 3), np.uint8)
+    y = np.arange(n)
+    batches = list(get_generator(x, y, batch, drop_remainder=drop))
+    assert [len(b[1]) for b in batches] == sizes
+    assert all(b[0].shape == (s, 4, 4, 3) and b[0].dtype == np.float32 for b, s in zip(batches, sizes))
+
+
+def test_partial_last_batch_holds_the_right_samples(images):
+    x, _ = images
+    y = np.arange(len(x))
+    batches = list(get_generator(x, y, 5, normalize="rescale", shuffle=True, seed=3))
+    last_x, last_y = batches[-1]
+    assert len(last_y) == 1
+    assert np.allclose(last_x, x[last_y] / 255.0)  # no leftover rows from an earlier batch
+    seen = np.concatenate([b[1] for b in batches])
+    assert sorted(seen) == list(range(len(x)))
+
+
+def test_each_cyclic_pass_covers_every_sample_once_and_reshuffles(images):
+    x, _ = images
+    y = np.arange(len(x))
+    stream = get_generator_cyclic(x, y, 5, seed=1)  # 16 samples: batches of 5, 5, 5, 1
+    passes = [np.concatenate([next(stream)[1] for _ in range(4)]) for _ in range(3)]
+    for order in passes:
+        assert sorted(order) == list(range(16))
+    assert not np.array_equal(passes[0], passes[1]) and not np.array_equal(passes[1], passes[2])
+
+
+def test_cyclic_generator_is_seeded(images):
+    x, y = images
+    a = get_generator_cyclic(x, y, 4, augment=STANDARD, seed=7)
+    b = get_generator_cyclic(x, y, 4, augment=STANDARD, seed=7)
+    c = get_generator_cyclic(x, y, 4, augment=STANDARD, seed=8)
+    for _ in range(6):
+        (xa, ya), (xb, yb), (xc, _) = next(a), next(b), next(c)
+        assert np.array_equal(xa, xb) and np.array_equal(ya, yb)
+    assert not np.array_equal(xa, xc)
+
+
+def test_augmentation_does_not_change_the_sample_order(images):
+    x, _ = images
+    y = np.arange(len(x))
+    plain = get_generator_cyclic(x, y, 4, seed=2)
+    augmented = get_generator_cyclic(x, y, 4, augment=STANDARD, seed=2)
+    assert [next(plain)[1].tolist() for _ in range(12)] == [next(augmented)[1].tolist() for _ in range(12)]
+
+
+def test_start_pass_resumes_the_stream(images):
+    x, y = images
+    full = get_generator_cyclic(x, y, 8, augment=STANDARD, seed=4)
+    for _ in range(4):  # two passes of two batches
+        next(full)
+    resumed = get_generator_cyclic(x, y, 8, augment=STANDARD, seed=4, start_pass=2)
+    for _ in range(3):
+        (xf, yf), (xr, yr) = next(full), next(resumed)
+        assert np.array_equal(xf, xr) and np.array_equal(yf, yr)
+
+
+@pytest.mark.parametrize("normalize", ["rescale", "standardize", "divmax"])
+def test_inputs_are_never_modified(images, normalize):
+    x, y = images
+    x_before, y_before = x.copy(), y.copy()
+    list(get_generator(x.astype(np.float32), y, 5, augment=STANDARD, normalize=normalize, shuffle=True))
+    floats = x.astype(np.float32)
+    floats_before = floats.copy()
+    list(get_generator(floats, y, 5, augment=STANDARD, normalize=normalize, shuffle=True))
+    assert np.array_equal(floats, floats_before)
+    list(get_generator(x, y, 5, augment=STANDARD, normalize=normalize, shuffle=True))
+    assert np.array_equal(x, x_before) and np.array_equal(y, y_before)
+
+
+def test_memory_mapped_source(images, tmp_path):
+    x, y = images
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    from_map = list(get_generator(mapped, y, 5, shuffle=True, seed=1))
+    from_memory = list(get_generator(x, y, 5, shuffle=True, seed=1))
+    for (a, ya), (b, yb) in zip(from_map, from_memory):
+        assert np.array_equal(a, b) and np.array_equal(ya, yb)
+    generator = DataGenerator(range(len(x)), y, source=mapped, batch_size=5, dim=x.shape[1:], seed=1)
+    assert np.allclose(generator[3][0], x[generator._order[15:]] / 255.0)
+
+
+def test_generators_reject_mismatched_labels(images):
+    x, y = images
+    with pytest.raises(ValueError, match="16 images but 15 labels"):
+        get_generator(x, y[:-1], 4)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        get_generator_cyclic(x, y, 0)
+
+
+def write_npy_samples(directory, x, y):
+    ids = [f"sample{i:03d}" for i in range(len(x))]
+    for sample_id, image in zip(ids, x):
+        np.save(directory / f"{sample_id}.npy", image)
+    return ids, dict(zip(ids, y.tolist()))
+
+
+def test_data_generator_streams_npy_files(images, tmp_path):
+    x, y = images
+    ids, labels = write_npy_samples(tmp_path, x, y)
+    generator = DataGenerator(ids, labels, directory=tmp_path, batch_size=6, dim=(24, 24, 3),
+                              shuffle=True, norm="standardize", seed=0)
+    assert len(generator) == 3
+    seen = []
+    for index in range(len(generator)):
+        batch_x, batch_y = generator[index]
+        assert batch_x.dtype == np.float32 and batch_x.shape[1:] == (24, 24, 3)
+        assert np.allclose(batch_x.mean(axis=(1, 2, 3)), 0, atol=1e-4)
+        seen += batch_y.tolist()
+    assert len(seen) == 16 and sorted(seen) == sorted(y.tolist())
+    assert generator[2][0].shape[0] == 4  # the partial batch is complete and correct
+    first_epoch = generator._order.copy()
+    generator.on_epoch_end()
+    assert not np.array_equal(first_epoch, generator._order)
+    assert sorted(generator._order) == list(range(16))
+
+
+def test_data_generator_inference_mode_returns_images_only(images, tmp_path):
+    x, y = images
+    ids, labels = write_npy_samples(tmp_path, x, y)
+    generator = DataGenerator(ids, labels, directory=tmp_path, batch_size=4, dim=(24, 24, 3),
+                              shuffle=False, train=False, norm="rescale")
+    batch = generator[0]
+    assert isinstance(batch, np.ndarray) and np.allclose(batch, x[:4] / 255.0)
+
+
+def test_data_generator_names_a_file_of_the_wrong_shape(images, tmp_path):
+    x, y = images
+    ids, labels = write_npy_samples(tmp_path, x, y)
+    np.save(tmp_path / "sample003.npy", np.zeros((10, 10, 3), np.uint8))
+    generator = DataGenerator(ids, labels, directory=tmp_path, batch_size=4, dim=(24, 24, 3), shuffle=False)
+    with pytest.raises(ValueError, match=r"sample003.npy has shape \(10, 10, 3\), expected dim=\(24, 24, 3\)"):
+        generator[0]
+
+
+def test_data_generator_is_seeded_per_epoch_and_batch(images):
+    x, y = images
+    a = DataGenerator(range(16), y, source=x, batch_size=4, dim=(24, 24, 3), augment=STANDARD, seed=5)
+    b = DataGenerator(range(16), y, source=x, batch_size=4, dim=(24, 24, 3), augment=STANDARD, seed=5)
+    assert np.array_equal(a[2][0], b[2][0])
+    a.on_epoch_end()
+    b.on_epoch_end()
+    assert np.array_equal(a[1][0], b[1][0])
