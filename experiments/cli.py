@@ -33,6 +33,23 @@ def _parser():
     show.add_argument("--output", default="augmentations.png", help="where to write the grid")
 
     commands.add_parser("augmentations", help="list the operations and their valid ranges")
+
+    prepare = commands.add_parser("prepare", help="decode a data set once into a cache that training memory-maps")
+    prepare.add_argument("source", choices=["lsun", "folder", "npy"])
+    prepare.add_argument("--root", required=True, help="the LSUN folder, image folder or .npy folder")
+    prepare.add_argument("--categories", default="", help="lsun: comma-separated, in label order")
+    prepare.add_argument("--train-per-class", type=int, default=300)
+    prepare.add_argument("--val-per-class", type=int, default=200)
+    prepare.add_argument("--image-size", type=int, default=64)
+    prepare.add_argument("--seed", type=int, default=0, help="which images are taken")
+    prepare.add_argument("--workers", type=int, default=0, help="decoding processes (0 = all cores)")
+    prepare.add_argument("--max-skip-fraction", type=float, default=0.05,
+                         help="undecodable images tolerated before preparation fails")
+    prepare.add_argument("--out", required=True, help="the cache directory to write")
+
+    bench = commands.add_parser("bench", help="measure speed ratios side by side in one run")
+    bench.add_argument("names", nargs="*", default=["prepare"], choices=["prepare"], help="what to measure")
+    bench.add_argument("--json", help="also write the results to this JSON file")
     return parser
 
 
@@ -73,10 +90,30 @@ def _augmentations(args):
     print("\n".join(describe()))
 
 
+def _prepare(args):
+    from experiments.errors import ConfigError
+    from experiments.prepare import prepare_source
+    for name in ("train_per_class", "val_per_class", "image_size"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 <= args.max_skip_fraction <= 1 or args.workers < 0:
+        raise ConfigError("--max-skip-fraction must be in [0, 1] and --workers at least 0")
+    categories = [c for c in args.categories.split(",") if c]
+    out = prepare_source(args.source, args.root, args.out, categories, args.train_per_class, args.val_per_class,
+                         args.image_size, args.seed, args.workers, args.max_skip_fraction)
+    print(f"prepared data set in {out}")
+
+
+def _bench(args):
+    from experiments import bench
+    bench.run(args.names, args.json)
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
-    from experiments.config import ConfigError
-    handlers = {"run": _run, "plot": _plot, "preview": _preview, "augmentations": _augmentations}
+    from experiments.errors import ConfigError
+    handlers = {"run": _run, "plot": _plot, "preview": _preview, "augmentations": _augmentations,
+                "prepare": _prepare, "bench": _bench}
     try:
         handlers[args.command](args)
     except ConfigError as error:

@@ -11,39 +11,41 @@ import tomllib
 from pathlib import Path
 
 from augment import NORMALIZATIONS, Augmentation
+from experiments.errors import ConfigError  # noqa: F401  (raised here, caught by the CLI)
+from experiments.lsun import CATEGORIES as LSUN_CATEGORIES
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
 DEFAULT_EXPERIMENT = EXPERIMENTS_DIR / "demo.toml"
-SOURCES = ("demo", "cache")
-
-
-class ConfigError(ValueError):
-    """A mistake in an experiment file or an override, described in one line."""
+SOURCES = ("demo", "lsun", "folder", "npy", "cache")
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    source: str = "demo"            # where the images come from: demo | cache
+    source: str = "demo"            # where the images come from: demo | lsun | folder | npy | cache
     image_size: int = 64            # images are image_size x image_size x 3
     train_per_class: int = 300
     val_per_class: int = 200
+    root: str = ""                  # lsun | folder | npy: the folder holding the data
+    categories: tuple = dataclasses.field(default=(), metadata={"item": str})  # lsun categories
     path: str = ""                  # source = "cache": the directory written by prepare
     cache_dir: str = ""             # where prepared data sets are kept; "" = ~/.cache/augcompare
-    seed: int = 0                   # which demo images are drawn
+    seed: int = 0                   # which images are drawn (demo) or taken (lsun, folder, npy)
+    workers: int = 0                # processes that decode during preparation; 0 = all cores
+    max_skip_fraction: float = 0.05  # undecodable images tolerated before preparation fails
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 15
     batch_size: int = 32
-    seeds: tuple = (0, 1, 2)
+    seeds: tuple = dataclasses.field(default=(0, 1, 2), metadata={"item": int})
     normalize: str = "rescale"      # rescale | standardize | divmax, shared by all arms
     learning_rate: float = 0.001
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    filters: tuple = (32, 64, 128)  # channels of each Conv-Pool block
+    filters: tuple = dataclasses.field(default=(32, 64, 128), metadata={"item": int})  # Conv-Pool blocks' channels
     dense_units: int = 128
     dropout: float = 0.0
 
@@ -60,7 +62,8 @@ class Experiment:
 # (minimum, maximum) of each number; None is unbounded.
 _RANGES = {
     "data.image_size": (8, 1024), "data.train_per_class": (1, None), "data.val_per_class": (1, None),
-    "data.seed": (0, None), "train.epochs": (1, None), "train.batch_size": (1, 65536),
+    "data.seed": (0, None), "data.workers": (0, 1024), "data.max_skip_fraction": (0.0, 1.0),
+    "train.epochs": (1, None), "train.batch_size": (1, 65536),
     "train.seeds": (0, 2**31 - 1), "train.learning_rate": (1e-9, 10.0), "model.filters": (1, 4096),
     "model.dense_units": (1, 65536), "model.dropout": (0.0, 0.99),
 }
@@ -68,13 +71,14 @@ _CHOICES = {"data.source": SOURCES, "train.normalize": NORMALIZATIONS}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def _check_value(key, value, default):
+def _check_value(key, value, default, item_type=int):
     """Checks value against the type of its default and its range; returns it as stored."""
     if isinstance(default, tuple):
-        if not isinstance(value, list) or not value:
-            raise ConfigError(f"{key} must be a non-empty list of integers, got {value!r}")
+        kind = "integers" if item_type is int else "strings"
+        if not isinstance(value, list) or (default and not value):
+            raise ConfigError(f"{key} must be a non-empty list of {kind}, got {value!r}")
         for item in value:
-            _check_value(key, item, 0)
+            _check_value(key, item, item_type())
         return tuple(value)
     if isinstance(default, bool) or isinstance(default, str):
         if type(value) is not type(default):
@@ -98,11 +102,13 @@ def _check_value(key, value, default):
 def _build_table(cls, section, table):
     if not isinstance(table, dict):
         raise ConfigError(f"[{section}] must be a table, got {table!r}")
-    fields = {f.name: f.default for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in table:
         if key not in fields:
             raise ConfigError(f"unknown key {section}.{key}; valid keys in [{section}]: {', '.join(fields)}")
-    return cls(**{key: _check_value(f"{section}.{key}", value, fields[key]) for key, value in table.items()})
+    return cls(**{key: _check_value(f"{section}.{key}", value, fields[key].default,
+                                    fields[key].metadata.get("item", int))
+                  for key, value in table.items()})
 
 
 def build(raw):
@@ -117,6 +123,17 @@ def build(raw):
     data = _build_table(DataConfig, "data", raw.get("data", {}))
     if data.source == "cache" and not data.path:
         raise ConfigError("data.source = \"cache\" needs data.path, the directory written by prepare")
+    if data.source in ("lsun", "folder", "npy"):
+        if not data.root:
+            raise ConfigError(f"data.source = \"{data.source}\" needs data.root, the folder holding the data")
+        if not Path(data.root).expanduser().is_dir():
+            raise ConfigError(f"data.root {data.root} does not exist; give the folder holding the data")
+    if data.source == "lsun":
+        if not data.categories:
+            raise ConfigError("data.source = \"lsun\" needs data.categories, e.g. [\"bedroom\", \"church_outdoor\"]")
+        unknown = [c for c in data.categories if c not in LSUN_CATEGORIES]
+        if unknown:
+            raise ConfigError(f"unknown LSUN category {unknown[0]!r}; valid: {', '.join(LSUN_CATEGORIES)}")
     train = _build_table(TrainConfig, "train", raw.get("train", {}))
     if len(set(train.seeds)) != len(train.seeds):
         raise ConfigError(f"train.seeds has duplicates: {list(train.seeds)}; list each seed once")

@@ -6,6 +6,7 @@ written under a temporary name with meta.json last and renamed into place, so a 
 has meta.json is complete; training memory-maps its arrays, so memory stays bounded.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments import demo_scenes
-from experiments.config import ConfigError
+from experiments.errors import ConfigError
 
 ARRAYS = ("train_images", "train_labels", "val_images", "val_labels")
 
@@ -36,20 +37,32 @@ def default_cache_dir():
     return Path(os.environ.get("AUGCOMPARE_CACHE", Path.home() / ".cache" / "augcompare"))
 
 
-def write_cache(directory, arrays, meta):
-    """Writes arrays (a dict over ARRAYS) and meta atomically to directory, which must not exist."""
+@contextlib.contextmanager
+def staged_cache(directory):
+    """Yields a hidden staging directory beside directory and renames it into place when the
+    block ends; on any failure or interruption the staging directory is removed. Write
+    meta.json last: a directory without it is never taken for a complete cache."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
     try:
-        for name in ARRAYS:
-            np.save(staging / f"{name}.npy", arrays[name], allow_pickle=False)
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
+    except OSError as error:
+        raise ConfigError(f"cannot write to {directory.parent} ({error.strerror}); choose a writable folder") from None
+    try:
+        yield staging
         staging.rename(directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return directory
+
+
+def write_cache(directory, arrays, meta):
+    """Writes arrays (a dict over ARRAYS) and meta atomically to directory, which must not exist."""
+    with staged_cache(directory) as staging:
+        for name in ARRAYS:
+            np.save(staging / f"{name}.npy", arrays[name], allow_pickle=False)
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return Path(directory)
 
 
 def open_cache(directory):
@@ -116,4 +129,12 @@ def load_dataset(data):
         return demo_dataset(data, cache_dir)
     if data.source == "cache":
         return open_cache(Path(data.path).expanduser())
+    if data.source in ("lsun", "folder", "npy"):
+        from experiments.prepare import prepare_source
+        settings = {"categories": list(data.categories), "train_per_class": data.train_per_class,
+                    "val_per_class": data.val_per_class, "image_size": data.image_size, "seed": data.seed,
+                    "max_skip_fraction": data.max_skip_fraction}
+        root = str(Path(data.root).expanduser().resolve())
+        out = cache_dir / f"{data.source}-{cache_key({'source': data.source, 'root': root, **settings})}"
+        return open_cache(prepare_source(data.source, root, out, workers=data.workers, **settings))
     raise ConfigError(f"unknown data.source {data.source!r}")

@@ -19,7 +19,7 @@ import tensorflow as tf
 from augment import AugmentationLayer, DataGenerator, get_generator_cyclic
 from experiments import config as config_mod
 from experiments import plots, preview, stats
-from experiments.config import ConfigError
+from experiments.errors import ConfigError
 from experiments.data import load_dataset
 from experiments.history import HistoryWriter, read_history
 from models import small_cnn
