@@ -57,18 +57,18 @@ def start_key(seed):
 def keys_from(path, seed, limit):
     """Up to limit keys of a database, starting at the seed's start key, wrapping around; values
     are not read."""
-    keys = []
+    keys, start = [], start_key(seed)
     try:
         with open_database(path).begin() as txn:
             cursor = txn.cursor()
-            positioned = cursor.set_range(start_key(seed))
+            positioned = cursor.set_range(start)
             for wrapped in (False, True):
                 if wrapped:
                     positioned = cursor.first()
                 if not positioned:
                     continue
                 for key in cursor.iternext(keys=True, values=False):
-                    if wrapped and key >= start_key(seed):
+                    if wrapped and key >= start:
                         return keys
                     keys.append(bytes(key))
                     if len(keys) == limit:

@@ -105,7 +105,7 @@ def write_groups(out, groups, size, meta):
                                  shape=(count, size, size, 3))
             position = 0
             for group in members:
-                images[position:position + len(group.images)] = np.stack(group.images) if group.images else 0
+                images[position:position + len(group.images)] = np.stack(group.images)
                 position += len(group.images)
             images.flush()
             del images
