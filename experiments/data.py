@@ -130,11 +130,10 @@ def load_dataset(data):
     if data.source == "cache":
         return open_cache(Path(data.path).expanduser())
     if data.source in ("lsun", "folder", "npy"):
-        from experiments.prepare import prepare_source
+        from experiments.prepare import prepare_source, source_params
         settings = {"categories": list(data.categories), "train_per_class": data.train_per_class,
                     "val_per_class": data.val_per_class, "image_size": data.image_size, "seed": data.seed,
                     "max_skip_fraction": data.max_skip_fraction}
-        root = str(Path(data.root).expanduser().resolve())
-        out = cache_dir / f"{data.source}-{cache_key({'source': data.source, 'root': root, **settings})}"
-        return open_cache(prepare_source(data.source, root, out, workers=data.workers, **settings))
+        out = cache_dir / f"{data.source}-{cache_key(source_params(data.source, data.root, **settings))}"
+        return open_cache(prepare_source(data.source, data.root, out, workers=data.workers, **settings))
     raise ConfigError(f"unknown data.source {data.source!r}")

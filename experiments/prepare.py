@@ -119,17 +119,28 @@ def _item_name(item):
     return item[2].decode("ascii") if item[0] == "lmdb" else str(item[1])
 
 
-def prepare(out, params, class_names, groups, workers=0, max_skip_fraction=0.05, progress=True):
-    """Decodes the groups and writes the cache at out, or reuses out if it was prepared with the
-    same params. Returns the directory."""
-    out = Path(out)
+def source_params(source, root, categories=(), train_per_class=300, val_per_class=200, image_size=64,
+                  seed=0, max_skip_fraction=0.05):
+    """Everything that makes one prepared data set differ from another: stored in meta.json and
+    compared before a cache is reused."""
+    return {"source": source, "root": str(Path(root).expanduser().resolve()), "categories": list(categories),
+            "train_per_class": train_per_class, "val_per_class": val_per_class, "image_size": image_size,
+            "seed": seed, "max_skip_fraction": max_skip_fraction, "version": CACHE_VERSION}
+
+
+def _reusable(out, params):
+    """True where out already holds the data set of params; an error where out is anything else."""
     if (out / "meta.json").is_file():
-        existing = json.loads((out / "meta.json").read_text())
-        if existing.get("params") == params:
-            return out
+        if json.loads((out / "meta.json").read_text()).get("params") == params:
+            return True
         raise ConfigError(f"{out} holds a data set prepared with other settings; choose another --out or delete it")
     if out.exists():
         raise ConfigError(f"{out} exists and is not a prepared data set; choose another --out or delete it")
+    return False
+
+
+def prepare(out, params, class_names, groups, workers=0, max_skip_fraction=0.05, progress=True):
+    """Decodes the groups and writes the cache at out (which must not exist). Returns out."""
     if not features.check("webp"):
         raise ConfigError("this Pillow was built without WebP support; install a Pillow wheel from PyPI")
     workers = workers or os.cpu_count() or 1
@@ -284,12 +295,12 @@ def npy_groups(root, train_per_class, val_per_class, seed, max_skip_fraction):
 def prepare_source(source, root, out, categories=(), train_per_class=300, val_per_class=200, image_size=64,
                    seed=0, workers=0, max_skip_fraction=0.05, progress=True):
     """Prepares (or reuses) the cache of an lsun, folder or npy source at out."""
-    root = Path(root).expanduser().resolve()
-    params = {"source": source, "root": str(root), "categories": list(categories),
-              "train_per_class": train_per_class, "val_per_class": val_per_class, "image_size": image_size,
-              "seed": seed, "max_skip_fraction": max_skip_fraction, "version": CACHE_VERSION}
-    if (Path(out) / "meta.json").is_file():
-        return prepare(out, params, (), [], workers, max_skip_fraction, progress)
+    out = Path(out)
+    params = source_params(source, root, categories, train_per_class, val_per_class, image_size, seed,
+                           max_skip_fraction)
+    if _reusable(out, params):
+        return out
+    root = Path(params["root"])
     if source == "lsun":
         if not categories:
             raise ConfigError(f"name the LSUN categories to use, e.g. bedroom,church_outdoor; known: {', '.join(lsun.CATEGORIES)}")
