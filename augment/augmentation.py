@@ -39,6 +39,17 @@ PARAMS = {
     "fill_value": Param(float, 0, 255, "pixel value for fill_mode = constant"),
 }
 DEFAULTS = {"fill_mode": "reflect", "fill_value": 0.0}
+
+# Named sets an arm can use with `preset = "<name>"`. "standard" is the mission's set: rotation,
+# brightness and horizontal flip (rescale is the shared normalization, train.normalize).
+PRESETS = {
+    "standard": {"rotation": 20.0, "brightness": 0.2, "horizontal_flip": True},
+    "geometric": {"rotation": 20.0, "width_shift": 0.1, "height_shift": 0.1, "zoom": 0.1,
+                  "horizontal_flip": True},
+    "photometric": {"brightness": 0.2, "contrast": 0.2},
+    "strong": {"rotation": 30.0, "width_shift": 0.15, "height_shift": 0.15, "zoom": 0.2,
+               "horizontal_flip": True, "brightness": 0.3, "contrast": 0.3, "cutout": 0.25},
+}
 _GEOMETRIC = ("rotation", "width_shift", "height_shift", "zoom", "horizontal_flip", "vertical_flip")
 
 
@@ -167,6 +178,14 @@ def _seed_pair(seed):
     return seed
 
 
-def describe():
-    """Lines listing each operation, its valid range and meaning."""
-    return [f"{key:16s} {param.describe():28s} {param.doc}" for key, param in PARAMS.items()]
+def describe(presets=None):
+    """Lines listing each operation, its valid range and meaning, then the presets (name ->
+    settings; the built-in PRESETS by default)."""
+    presets = PRESETS if presets is None else presets
+    lines = [f"{key:16s} {param.describe():28s} {param.doc}" for key, param in PARAMS.items()]
+    lines += ["", "presets (in an arm: preset = \"<name>\"; other keys of the arm override the preset's):"]
+    for name, settings in presets.items():
+        text = ", ".join(f"{key} = {str(value).lower() if isinstance(value, bool) else value}"
+                         for key, value in settings.items())
+        lines.append(f"  {name:14s} {text}")
+    return lines

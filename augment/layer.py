@@ -13,6 +13,7 @@ from augment import ops
 from augment.augmentation import Augmentation
 
 
+@keras.saving.register_keras_serializable(package="augcompare")
 class AugmentationLayer(keras.layers.Layer):
     """Takes [B, H, W, C] pixels in [0, 255]; in training, augments them with a per-batch seed
     derived from (seed, step); always normalizes. `step` counts training batches; set it to

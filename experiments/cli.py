@@ -20,9 +20,13 @@ def _parser():
     run.add_argument("--run-id", help="name of the run directory (default: YYYYmmdd-HHMMSS)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a setting, e.g. --set train.epochs=3 --set train.seeds=[0]")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue an interrupted run: ended runs are kept, the others go on from their last epoch")
+    run.add_argument("--per-seed", action="store_true", help="draw each seed's curve as a thin line too")
 
     plot = commands.add_parser("plot", help="redraw every figure of a run directory from its saved history")
     plot.add_argument("run_dir")
+    plot.add_argument("--per-seed", action="store_true", help="draw each seed's curve as a thin line too")
 
     show = commands.add_parser("preview", help="draw originals and augmented variants to a PNG")
     show.add_argument("experiment", nargs="?", help="experiment .toml file (default: the demo)")
@@ -32,7 +36,8 @@ def _parser():
     show.add_argument("--variants", type=int, default=5, help="augmented variants per arm (columns)")
     show.add_argument("--output", default="augmentations.png", help="where to write the grid")
 
-    commands.add_parser("augmentations", help="list the operations and their valid ranges")
+    listing = commands.add_parser("augmentations", help="list the operations, their valid ranges and the presets")
+    listing.add_argument("experiment", nargs="?", help="also list the presets this experiment's preset_files add")
 
     prepare = commands.add_parser("prepare", help="decode a data set once into a cache that training memory-maps")
     prepare.add_argument("source", choices=["lsun", "folder", "npy"])
@@ -55,14 +60,19 @@ def _parser():
 
 def _run(args):
     from experiments import config, runner
-    experiment = config.load(args.experiment, args.overrides)
-    run_dir = runner.run(experiment, args.out, args.run_id)
+    if args.resume:
+        if args.experiment or args.overrides or args.run_id:
+            raise config.ConfigError("--resume takes only the run directory; its config.toml says the rest")
+        run_dir = runner.resume(args.resume, per_seed=args.per_seed)
+    else:
+        experiment = config.load(args.experiment, args.overrides)
+        run_dir = runner.run(experiment, args.out, args.run_id, per_seed=args.per_seed)
     print(f"results in {run_dir}")
 
 
 def _plot(args):
     from experiments import runner
-    print(runner.redraw(args.run_dir), end="")
+    print(runner.redraw(args.run_dir, per_seed=args.per_seed), end="")
     print(f"figures redrawn in {args.run_dir}")
 
 
@@ -87,7 +97,12 @@ def _preview(args):
 
 def _augmentations(args):
     from augment.augmentation import describe
-    print("\n".join(describe()))
+    from experiments import config
+    presets = None
+    if args.experiment:
+        path = Path(args.experiment)
+        presets = config.read_presets(config.read_toml(path).get("preset_files", []), path.parent)
+    print("\n".join(describe(presets)))
 
 
 def _prepare(args):
@@ -111,7 +126,7 @@ def _bench(args):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    from experiments.errors import ConfigError
+    from experiments.errors import ConfigError, RunStopped
     handlers = {"run": _run, "plot": _plot, "preview": _preview, "augmentations": _augmentations,
                 "prepare": _prepare, "bench": _bench}
     try:
@@ -119,6 +134,9 @@ def main(argv=None):
     except ConfigError as error:
         print(f"augcompare: error: {error}", file=sys.stderr)
         return 2
+    except RunStopped as error:
+        print(f"augcompare: {error}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print("augcompare: interrupted", file=sys.stderr)
         return 130

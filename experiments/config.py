@@ -10,7 +10,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from augment import NORMALIZATIONS, Augmentation
+from augment import NORMALIZATIONS, PRESETS, Augmentation
 from experiments.errors import ConfigError  # noqa: F401  (raised here, caught by the CLI)
 from experiments.lsun import CATEGORIES as LSUN_CATEGORIES
 
@@ -41,6 +41,10 @@ class TrainConfig:
     seeds: tuple = dataclasses.field(default=(0, 1, 2), metadata={"item": int})
     normalize: str = "rescale"      # rescale | standardize | divmax, shared by all arms
     learning_rate: float = 0.001
+    early_stopping: int = 0         # stop an arm and seed after this many epochs without a better monitor; 0 = off
+    monitor: str = "val_loss"       # val_loss | val_accuracy: what early stopping and save_best watch
+    save_best: bool = False         # keep each arm and seed's best model as best/<arm>-seed<S>.keras
+    tensorboard: bool = False       # write TensorBoard logs to tensorboard/<arm>-seed<S>/
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,11 +67,12 @@ class Experiment:
 _RANGES = {
     "data.image_size": (8, 1024), "data.train_per_class": (1, None), "data.val_per_class": (1, None),
     "data.seed": (0, None), "data.workers": (0, 1024), "data.max_skip_fraction": (0.0, 1.0),
-    "train.epochs": (1, None), "train.batch_size": (1, 65536),
+    "train.epochs": (1, None), "train.batch_size": (1, 65536), "train.early_stopping": (0, None),
     "train.seeds": (0, 2**31 - 1), "train.learning_rate": (1e-9, 10.0), "model.filters": (1, 4096),
     "model.dense_units": (1, 65536), "model.dropout": (0.0, 0.99),
 }
-_CHOICES = {"data.source": SOURCES, "train.normalize": NORMALIZATIONS}
+_CHOICES = {"data.source": SOURCES, "train.normalize": NORMALIZATIONS,
+            "train.monitor": ("val_loss", "val_accuracy")}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -111,9 +116,53 @@ def _build_table(cls, section, table):
                   for key, value in table.items()})
 
 
-def build(raw):
-    """An Experiment from a parsed TOML document (a dict), checked in full."""
-    known = ("name", "data", "train", "model", "arms")
+def read_presets(paths, base_dir):
+    """The built-in presets plus the sets defined in preset files: each file's top-level tables
+    are named augmentation sets, e.g. `[strong_rotation] rotation = 45`. Relative paths are
+    taken from base_dir (the experiment file's folder)."""
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise ConfigError(f"preset_files must be a list of file paths, got {paths!r}")
+    presets = dict(PRESETS)
+    for text in paths:
+        path = Path(base_dir or ".") / Path(text).expanduser()
+        for name, table in read_toml(path, "preset file").items():
+            if name in PRESETS:
+                raise ConfigError(f"{path}: preset {name!r} is built in; give your set another name")
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: {name} must be a table of augmentation settings, got {table!r}")
+            try:
+                Augmentation.from_dict(table)
+            except ValueError as error:
+                raise ConfigError(f"{path}: [{name}]: {error}") from None
+            presets[name] = table
+    return presets
+
+
+def _arm(arm, table, presets):
+    """An arm's Augmentation: its preset's settings (if it names one) updated by its own keys."""
+    if not _NAME.match(arm):
+        raise ConfigError(f"arm name {arm!r} must be letters, digits, '.', '_' or '-'")
+    if not isinstance(table, dict):
+        raise ConfigError(f"arms.{arm} must be a table of augmentation settings, got {table!r}")
+    table = dict(table)
+    preset = table.pop("preset", None)
+    settings = {}
+    if preset is not None:
+        if preset not in presets:
+            raise ConfigError(f"arms.{arm}: unknown preset {preset!r}; presets: {', '.join(presets)} "
+                              "(add your own with preset_files)")
+        settings.update(presets[preset])
+    settings.update(table)
+    try:
+        return Augmentation.from_dict(settings)
+    except ValueError as error:
+        raise ConfigError(f"arms.{arm}: {error}") from None
+
+
+def build(raw, base_dir=None):
+    """An Experiment from a parsed TOML document (a dict), checked in full. base_dir: where
+    relative preset_files are found."""
+    known = ("name", "preset_files", "data", "train", "model", "arms")
     for key in raw:
         if key not in known:
             raise ConfigError(f"unknown top-level key {key!r}; valid: {', '.join(known)}")
@@ -141,16 +190,8 @@ def build(raw):
     arms_table = raw.get("arms", {})
     if not isinstance(arms_table, dict) or not arms_table:
         raise ConfigError("no arms: add at least one [arms.<name>] table, e.g. [arms.baseline]")
-    arms = {}
-    for arm, table in arms_table.items():
-        if not _NAME.match(arm):
-            raise ConfigError(f"arm name {arm!r} must be letters, digits, '.', '_' or '-'")
-        if not isinstance(table, dict):
-            raise ConfigError(f"arms.{arm} must be a table of augmentation settings, got {table!r}")
-        try:
-            arms[arm] = Augmentation.from_dict(table)
-        except ValueError as error:
-            raise ConfigError(f"arms.{arm}: {error}") from None
+    presets = read_presets(raw.get("preset_files", []), base_dir)
+    arms = {arm: _arm(arm, table, presets) for arm, table in arms_table.items()}
     return Experiment(name=name, data=data, train=train, model=model, arms=arms)
 
 
@@ -190,10 +231,10 @@ def _deep_copy(value):
     return value
 
 
-def read_toml(path):
+def read_toml(path, what="experiment file"):
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"experiment file {path} does not exist; give the path of a .toml file")
+        raise ConfigError(f"{what} {path} does not exist; give the path of a .toml file")
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
@@ -203,12 +244,17 @@ def read_toml(path):
 
 def load(path=None, overrides=()):
     """The Experiment of a TOML file (the demo when path is None) with overrides applied."""
-    raw = read_toml(path or DEFAULT_EXPERIMENT)
-    return build(apply_overrides(raw, overrides))
+    path = Path(path or DEFAULT_EXPERIMENT)
+    if path.is_dir():
+        hint = " (to continue an interrupted run: augcompare run --resume DIR)" if (path / "config.toml").is_file() else ""
+        raise ConfigError(f"{path} is a directory; give an experiment .toml file{hint}")
+    raw = read_toml(path)
+    return build(apply_overrides(raw, overrides), base_dir=path.parent)
 
 
 def to_dict(experiment):
-    """The resolved configuration as plain TOML-ready data, defaults filled in."""
+    """The resolved configuration as plain TOML-ready data, defaults filled in and presets
+    expanded, so that it rebuilds the same experiment on its own."""
     def table(config):
         return {key: list(value) if isinstance(value, tuple) else value
                 for key, value in dataclasses.asdict(config).items()}

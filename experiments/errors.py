@@ -1,7 +1,20 @@
-"""The one exception type for a user's mistake; kept free of heavy imports so that data
-preparation workers can use it without loading TensorFlow."""
+"""The exceptions the command line turns into one-line messages; kept free of heavy imports so
+that data preparation workers can use them without loading TensorFlow."""
 
 
 class ConfigError(ValueError):
     """A mistake in an experiment file, an override or the data, described in one line that
-    names the problem and the fix."""
+    names the problem and the fix. Exit code 2."""
+
+
+class RunStopped(Exception):
+    """A run ended early (a signal, a full disk) with everything it finished kept on disk.
+
+    message says what happened; run_dir is the directory `augcompare run --resume` continues;
+    exit_code is what the command line returns (130 for SIGINT, 143 for SIGTERM, 1 otherwise).
+    """
+
+    def __init__(self, message, run_dir, exit_code=1):
+        super().__init__(message)
+        self.run_dir = run_dir
+        self.exit_code = exit_code

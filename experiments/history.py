@@ -1,6 +1,7 @@
 """history.csv: one row per arm x seed x epoch, appended and flushed as each epoch ends."""
 
 import csv
+import io
 import os
 from pathlib import Path
 
@@ -8,28 +9,53 @@ COLUMNS = ("arm", "seed", "epoch", "loss", "accuracy", "val_loss", "val_accuracy
 _TYPES = {"arm": str, "seed": int, "epoch": int}
 
 
+def _csv_text(rows, header):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows({key: row[key] for key in COLUMNS} for row in rows)
+    return buffer.getvalue()
+
+
 class HistoryWriter:
     """Appends rows to a history.csv, writing the header when the file is new. Each row reaches
-    the disk before the next epoch starts, so a run killed at any moment keeps what it trained."""
+    the disk before the next epoch starts, so a run killed at any moment keeps what it trained.
+    A write that fails (a full disk) is undone, so the file keeps its earlier rows whole."""
 
     def __init__(self, path):
         self.path = Path(path)
 
     def append(self, row):
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-            if new:
-                writer.writeheader()
-            writer.writerow({key: row[key] for key in COLUMNS})
-            handle.flush()
-            os.fsync(handle.fileno())
+        size = self.path.stat().st_size if self.path.exists() else 0
+        data = _csv_text([row], header=size == 0).encode()
+        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(descriptor, data[written:])
+            os.fsync(descriptor)
+        except OSError:
+            os.ftruncate(descriptor, size)
+            raise
+        finally:
+            os.close(descriptor)
+
+    def rewrite(self, rows):
+        """Replaces the file with rows, atomically (used when a resumed run drops the epochs of
+        the run it repeats)."""
+        staging = self.path.with_name(self.path.name + ".tmp")
+        staging.write_text(_csv_text(rows, header=True))
+        os.replace(staging, self.path)
 
 
 def read_history(path):
-    """The rows of a history.csv as dicts, numbers parsed."""
-    with Path(path).open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
-            raise ValueError(f"{path} does not have the columns {', '.join(COLUMNS)}")
-        return [{key: _TYPES.get(key, float)(value) for key, value in row.items()} for row in reader]
+    """The rows of a history.csv as dicts, numbers parsed. A last line cut short (a process
+    killed while appending) is not a row and is left out."""
+    text = Path(path).read_text()
+    if text and not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]
+    reader = csv.DictReader(io.StringIO(text))
+    if tuple(reader.fieldnames or ()) != COLUMNS:
+        raise ValueError(f"{path} does not have the columns {', '.join(COLUMNS)}")
+    return [{key: _TYPES.get(key, float)(value) for key, value in row.items()} for row in reader]

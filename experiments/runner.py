@@ -1,14 +1,25 @@
 """Paired runs: for every seed, every arm starts from the same initial weights and sees the same
 sample order, so the augmentation is the only difference between arms.
 
-Run directory layout: config.toml, environment.json, history.csv, summary.json, summary.md,
-accuracy.png, loss.png, augmentations.png, preview_samples.npy, weights/initial-seed<S>.weights.h5.
+Run directory layout: config.toml, environment.json, history.csv, runs.json (the ended runs),
+summary.json, summary.md, accuracy.png, loss.png, ablation.png, augmentations.png,
+preview_samples.npy, weights/initial-seed<S>.weights.h5, checkpoints/<arm>-seed<S>.npz (while a
+run is unfinished), best/<arm>-seed<S>.keras (train.save_best), tensorboard/<arm>-seed<S>/
+(train.tensorboard).
+
+Nothing trained is lost: each epoch's row reaches history.csv and its checkpoint is renamed
+into place before the next epoch starts, so `augcompare run --resume RUN_DIR` continues a run
+killed at any moment and ends with the history an uninterrupted run would have written.
 """
 
+import contextlib
 import json
 import math
+import os
 import platform
+import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +30,7 @@ import tensorflow as tf
 from augment import AugmentationLayer, DataGenerator, get_generator_cyclic
 from experiments import config as config_mod
 from experiments import plots, preview, stats
-from experiments.errors import ConfigError
+from experiments.errors import ConfigError, RunStopped
 from experiments.data import load_dataset
 from experiments.history import HistoryWriter, read_history
 from models import small_cnn
@@ -63,34 +74,115 @@ def environment():
             "devices": [device.name for device in tf.config.list_logical_devices()]}
 
 
+def should_stop_early(rows, monitor, patience):
+    """True when the last `patience` epochs of rows (one run's, in epoch order) brought no
+    better value of monitor (val_loss: lower, val_accuracy: higher) than the best before them.
+    Computed from the rows alone, so a resumed run decides exactly as an uninterrupted one."""
+    if not patience or len(rows) <= patience:
+        return False
+    return len(rows) - 1 - _best_index(rows, monitor) >= patience
+
+
+def _best_index(rows, monitor):
+    values = [row[monitor] for row in rows]
+    best = min(values) if monitor == "val_loss" else max(values)
+    return values.index(best)  # the first epoch that reached it
+
+
 class EpochRecorder(keras.callbacks.Callback):
-    """Appends each epoch's row to history.csv and prints a progress line.
+    """Ends every epoch of one arm and seed: appends its row to history.csv, saves the best
+    model (train.save_best) and the checkpoint a resumed run starts from, applies early stopping
+    and prints a progress line. A loss that is not finite stops the run, which is then failed.
 
     epoch_seconds is the training part of the epoch (first batch to last), validation excluded,
     so that it compares the cost of augmentation and nothing else.
     """
 
-    def __init__(self, arm, seed, epochs, writer, log):
+    def __init__(self, experiment, arm, seed, rows, paths, writer, signals, log):
         super().__init__()
-        self.arm, self.seed, self.epochs, self.writer, self.log = arm, seed, epochs, writer, log
+        self.train, self.arm, self.seed, self.rows = experiment.train, arm, seed, rows
+        self.paths, self.writer, self.signals, self.log = paths, writer, signals, log
+        self.failure = None
+        self.stopped_early = False
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = self.finished = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         self.finished = time.perf_counter()
+        loss = float(logs["loss"])
+        if not math.isfinite(loss):
+            self.failure = f"loss became {loss} in epoch {len(self.rows) + 1}, batch {batch + 1}"
+            self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.failure:
+            return
         row = {"arm": self.arm, "seed": self.seed, "epoch": epoch + 1,
                "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"]),
                "val_loss": float(logs["val_loss"]), "val_accuracy": float(logs["val_accuracy"]),
                "epoch_seconds": round(self.finished - self.started, 4)}
-        self.writer.append(row)
-        self.log(f"  {self.arm:>12s} seed {self.seed}  epoch {epoch + 1:>3d}/{self.epochs}  "
+        with self.signals.protected():  # a signal waits until the row and checkpoint are whole
+            self.writer.append(row)
+            self.rows.append(row)
+            if self.train.save_best and _best_index(self.rows, self.train.monitor) == len(self.rows) - 1:
+                write_atomically(self.paths["best"], self.model.save)
+            save_checkpoint(self.model, epoch + 1, self.paths["checkpoint"])
+        if should_stop_early(self.rows, self.train.monitor, self.train.early_stopping):
+            self.stopped_early = True
+            self.model.stop_training = True
+        self.log(f"  {self.arm:>12s} seed {self.seed}  epoch {epoch + 1:>3d}/{self.train.epochs}  "
                  f"loss {row['loss']:.3f} acc {row['accuracy']:.3f}  "
                  f"val_loss {row['val_loss']:.3f} val_acc {row['val_accuracy']:.3f}  "
-                 f"({row['epoch_seconds']:.1f} s)")
+                 f"({row['epoch_seconds']:.1f} s)" + ("  early stop" if self.stopped_early else ""))
 
+    def outcome(self):
+        """The run's record for runs.json."""
+        status = "failed" if self.failure else "stopped_early" if self.stopped_early else "finished"
+        return {"arm": self.arm, "seed": self.seed, "status": status, "epochs": len(self.rows),
+                "reason": self.failure or ""}
+
+
+def write_atomically(path, write):
+    """write(staging_path), then rename it over path: whoever reads path (a resumed run) finds
+    the old file or the new one, never half of one. A failed write leaves the old file."""
+    path = Path(path)
+    staging = path.with_name(".partial-" + path.name)  # keeps the suffix Keras checks
+    try:
+        write(staging)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def save_checkpoint(model, epochs_done, path):
+    """Everything training changes: the weights, the optimizer's slots and step count, the
+    augmentation step and the dropout seed generators (model.variables holds the last two;
+    save_weights would miss the generators)."""
+    arrays = {f"v{i}": v.numpy() for i, v in enumerate(model.variables + model.optimizer.variables)}
+
+    def write(staging):
+        with open(staging, "wb") as handle:
+            np.savez(handle, epochs_done=epochs_done, **arrays)
+    write_atomically(path, write)
+
+
+def checkpoint_epochs(path):
+    """How many epochs a checkpoint holds; 0 when there is none."""
+    if not Path(path).is_file():
+        return 0
+    with np.load(path, allow_pickle=False) as saved:
+        return int(saved["epochs_done"])
+
+
+def load_checkpoint(model, path):
+    model.optimizer.build(model.trainable_variables)
+    variables = model.variables + model.optimizer.variables
+    with np.load(path, allow_pickle=False) as saved:
+        if len(saved.files) - 1 != len(variables):
+            raise ConfigError(f"{path} does not match this experiment's model; delete it to restart that run")
+        for i, variable in enumerate(variables):
+            variable.assign(saved[f"v{i}"])
 
 def build_cnn(experiment, image_shape, num_classes):
     m = experiment.model
@@ -119,22 +211,48 @@ def training_model(experiment, augmentation, image_shape, num_classes, seed, wei
     return model
 
 
-def train_arm(experiment, dataset, arm, seed, weights_path, writer, log):
+def run_paths(run_dir, arm, seed):
+    name = f"{arm}-seed{seed}"
+    return {"checkpoint": run_dir / "checkpoints" / f"{name}.npz", "best": run_dir / "best" / f"{name}.keras",
+            "tensorboard": run_dir / "tensorboard" / name}
+
+
+def train_arm(experiment, dataset, arm, seed, run_dir, rows, writer, signals, log):
+    """Trains one arm and seed from its checkpoint (or from the seed's initial weights) to the
+    last epoch, early stop or failure; returns its record for runs.json. rows: its history rows
+    so far, matching the checkpoint."""
     train = experiment.train
+    paths = run_paths(run_dir, arm, seed)
     image_shape = tuple(dataset.train_images.shape[1:])
     model = training_model(experiment, experiment.arms[arm], image_shape, len(dataset.class_names), seed,
-                           weights_path)
-    # The order depends on the seed alone, and augmentation happens inside the model from its
-    # own stream, so every arm of a seed sees the same batches in the same order.
-    batches = get_generator_cyclic(dataset.train_images, dataset.train_labels, train.batch_size,
-                                   normalize=None, shuffle=True, seed=seed)
-    validation = DataGenerator(range(len(dataset.val_labels)), dataset.val_labels, source=dataset.val_images,
-                               batch_size=max(train.batch_size, 128), dim=image_shape, shuffle=False,
-                               norm=None)
-    steps = math.ceil(len(dataset.train_labels) / train.batch_size)
-    model.fit(batches, steps_per_epoch=steps, epochs=train.epochs, validation_data=validation,
-              callbacks=[EpochRecorder(arm, seed, train.epochs, writer, log)], verbose=0, shuffle=False)
-
+                           run_dir / "weights" / f"initial-seed{seed}.weights.h5")
+    done = checkpoint_epochs(paths["checkpoint"])
+    if done != len(rows):
+        raise ConfigError(f"{paths['checkpoint']} holds {done} epochs but history.csv {len(rows)} for {arm} "
+                          f"seed {seed}; delete the checkpoint to restart that run")
+    if done:
+        load_checkpoint(model, paths["checkpoint"])
+        log(f"  {arm:>12s} seed {seed}  continues after epoch {done}")
+    recorder = EpochRecorder(experiment, arm, seed, rows, paths, writer, signals, log)
+    if done < train.epochs and not should_stop_early(rows, train.monitor, train.early_stopping):
+        # The order depends on the seed alone, and augmentation happens inside the model from
+        # its own stream, so every arm of a seed sees the same batches in the same order.
+        batches = get_generator_cyclic(dataset.train_images, dataset.train_labels, train.batch_size,
+                                       normalize=None, shuffle=True, seed=seed, start_pass=done)
+        validation = DataGenerator(range(len(dataset.val_labels)), dataset.val_labels, source=dataset.val_images,
+                                   batch_size=max(train.batch_size, 128), dim=image_shape, shuffle=False,
+                                   norm=None)
+        callbacks = [recorder]
+        if train.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths["tensorboard"])))
+        for key in ("checkpoint", "best"):
+            paths[key].parent.mkdir(exist_ok=True)
+        steps = math.ceil(len(dataset.train_labels) / train.batch_size)
+        model.fit(batches, steps_per_epoch=steps, epochs=train.epochs, initial_epoch=done,
+                  validation_data=validation, callbacks=callbacks, verbose=0, shuffle=False)
+    elif done < train.epochs:
+        recorder.stopped_early = True
+    return recorder.outcome()
 
 def check_dataset(experiment, dataset):
     size = dataset.train_images.shape[1]
@@ -145,54 +263,163 @@ def check_dataset(experiment, dataset):
         raise ConfigError(f"{dataset.path} has {len(dataset.class_names)} class; a comparison needs at least 2")
 
 
-def write_outputs(run_dir, experiment, history):
-    """summary.json, summary.md, accuracy.png and loss.png from history rows."""
-    summary = stats.summarize(history, experiment.arms, experiment.train.epochs)
+def read_runs(run_dir):
+    """runs.json: the ended runs, (arm, seed) -> {"status": finished | stopped_early | failed,
+    "epochs", "reason"}. A run that is not there has not ended."""
+    path = Path(run_dir) / "runs.json"
+    if not path.is_file():
+        return {}
+    return {(record["arm"], record["seed"]): record for record in json.loads(path.read_text())["runs"]}
+
+
+def write_runs(run_dir, runs):
+    text = json.dumps({"runs": list(runs.values())}, indent=2) + "\n"
+    write_atomically(Path(run_dir) / "runs.json", lambda staging: staging.write_text(text))
+
+
+def write_outputs(run_dir, experiment, history, runs, per_seed=False):
+    """summary.json, summary.md and the figures, from history rows and the run records."""
+    summary = stats.summarize(history, experiment.arms, experiment.train.epochs, runs)
     summary = {"name": experiment.name, **summary}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     markdown = stats.to_markdown(summary, experiment.name)
     (run_dir / "summary.md").write_text(markdown)
     for metric in ("accuracy", "loss"):
-        plots.curves_figure(history, experiment.arms, metric, run_dir / f"{metric}.png")
+        plots.curves_figure(history, experiment.arms, metric, run_dir / f"{metric}.png", per_seed)
+    plots.differences_figure(summary, run_dir / "ablation.png")
     return markdown
 
 
-def run(experiment, out_root="results", run_id=None, log=print):
-    """Trains every arm for every seed and writes the run directory; returns its path."""
+class StopOnSignal:
+    """While active (in the main thread), SIGINT and SIGTERM stop the run by raising RunStopped,
+    except inside protected(), where the signal waits for the block to end."""
+
+    CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+    def __init__(self, run_dir):
+        self.run_dir = run_dir
+        self.depth, self.pending, self.previous = 0, None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {number: signal.signal(number, self._handle) for number in self.CODES}
+        return self
+
+    def __exit__(self, *exc_info):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number, frame):
+        if self.depth:
+            self.pending = number
+        else:
+            raise self._stopped(number)
+
+    def _stopped(self, number):
+        name = signal.Signals(number).name
+        return RunStopped(f"stopped by {name}; every finished epoch is saved. Continue with: "
+                          f"augcompare run --resume {self.run_dir}", self.run_dir, self.CODES[number])
+
+    @contextlib.contextmanager
+    def protected(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending:
+                number, self.pending = self.pending, None
+                raise self._stopped(number)
+
+
+def _start(experiment):
+    """The data set, checked against the experiment; op determinism on."""
     tf.config.experimental.enable_op_determinism()
     dataset = load_dataset(experiment.data)
     check_dataset(experiment, dataset)
+    return dataset
+
+
+def run(experiment, out_root="results", run_id=None, log=print, per_seed=False):
+    """Trains every arm for every seed in a new run directory; returns its path."""
+    dataset = _start(experiment)
     run_dir = new_run_dir(Path(out_root) / experiment.name, run_id)
     (run_dir / "config.toml").write_text(config_mod.dumps(config_mod.to_dict(experiment)))
     (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2) + "\n")
     samples = preview.pick_samples(dataset.train_images, dataset.train_labels)
     np.save(run_dir / "preview_samples.npy", samples, allow_pickle=False)
     preview.draw(samples, experiment.arms, run_dir / "augmentations.png")
-
-    image_shape = tuple(dataset.train_images.shape[1:])
-    num_classes = len(dataset.class_names)
-    writer = HistoryWriter(run_dir / "history.csv")
     (run_dir / "weights").mkdir()
     log(f"{experiment.name}: {len(dataset.train_labels)} train / {len(dataset.val_labels)} val images of "
         f"{', '.join(dataset.class_names)}; arms {', '.join(experiment.arms)}; seeds "
         f"{list(experiment.train.seeds)}; {experiment.train.epochs} epochs -> {run_dir}")
-    for seed in experiment.train.seeds:
-        weights_path = run_dir / "weights" / f"initial-seed{seed}.weights.h5"
-        initial_weights(experiment, image_shape, num_classes, seed, weights_path)
-        for arm in experiment.arms:
-            train_arm(experiment, dataset, arm, seed, weights_path, writer, log)
+    return train_all(run_dir, experiment, dataset, log, per_seed)
+
+
+def resume(run_dir, log=print, per_seed=False):
+    """Continues an interrupted run: ended (arm, seed) runs are kept, the others continue from
+    their last checkpointed epoch. Returns the run directory."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file() or not (run_dir / "weights").is_dir():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.toml or weights/); give the directory "
+                          "that `augcompare run` printed")
+    experiment = config_mod.build(config_mod.read_toml(run_dir / "config.toml"))
+    dataset = _start(experiment)
+    log(f"{experiment.name}: resuming {run_dir}")
+    return train_all(run_dir, experiment, dataset, log, per_seed)
+
+
+def train_all(run_dir, experiment, dataset, log, per_seed):
+    """Trains every (arm, seed) that has not ended, seeds in order and arms in file order, then
+    writes the summary and figures."""
+    writer = HistoryWriter(run_dir / "history.csv")
+    runs = read_runs(run_dir)
+    history = read_history(writer.path) if writer.path.is_file() else []
+    # Keep the rows of ended runs and, of the others, those their checkpoint holds; a resumed
+    # run repeats the rest, so the file ends as an uninterrupted run's would.
+    held = {(arm, seed): checkpoint_epochs(run_paths(run_dir, arm, seed)["checkpoint"])
+            for seed in experiment.train.seeds for arm in experiment.arms if (arm, seed) not in runs}
+    history = [row for row in history
+               if (row["arm"], row["seed"]) in runs or row["epoch"] <= held.get((row["arm"], row["seed"]), 0)]
+    if writer.path.is_file():
+        writer.rewrite(history)
+    image_shape = tuple(dataset.train_images.shape[1:])
+    try:
+        with StopOnSignal(run_dir) as signals:
+            for seed in experiment.train.seeds:
+                weights_path = run_dir / "weights" / f"initial-seed{seed}.weights.h5"
+                if not weights_path.is_file():
+                    write_atomically(weights_path, lambda staging: initial_weights(
+                        experiment, image_shape, len(dataset.class_names), seed, staging))
+                for arm in experiment.arms:
+                    if (arm, seed) in runs:
+                        continue
+                    rows = [row for row in history if row["arm"] == arm and row["seed"] == seed]
+                    record = train_arm(experiment, dataset, arm, seed, run_dir, rows, writer, signals, log)
+                    with signals.protected():
+                        runs[arm, seed] = record
+                        write_runs(run_dir, runs)
+                        run_paths(run_dir, arm, seed)["checkpoint"].unlink(missing_ok=True)
+                    if record["status"] == "failed":
+                        log(f"  {arm:>12s} seed {seed}  FAILED: {record['reason']}; the other runs go on")
+    except OSError as error:
+        rows = len(read_history(writer.path)) if writer.path.is_file() else 0
+        raise RunStopped(f"cannot write {error.filename or 'the results'} ({error.strerror}); the {rows} "
+                         f"epochs in history.csv are intact. Free space or fix the folder, then: "
+                         f"augcompare run --resume {run_dir}", run_dir) from None
     log("")
-    log(write_outputs(run_dir, experiment, read_history(writer.path)))
+    log(write_outputs(run_dir, experiment, read_history(writer.path), runs, per_seed))
     return run_dir
 
 
-def redraw(run_dir):
+def redraw(run_dir, per_seed=False):
     """Redraws every figure of a run directory from its saved history and samples."""
     run_dir = Path(run_dir)
     if not (run_dir / "history.csv").is_file() or not (run_dir / "config.toml").is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no history.csv or config.toml)")
     experiment = config_mod.build(config_mod.read_toml(run_dir / "config.toml"))
-    markdown = write_outputs(run_dir, experiment, read_history(run_dir / "history.csv"))
+    markdown = write_outputs(run_dir, experiment, read_history(run_dir / "history.csv"), read_runs(run_dir),
+                             per_seed)
     samples_path = run_dir / "preview_samples.npy"
     if samples_path.is_file():
         preview.draw(np.load(samples_path, allow_pickle=False), experiment.arms, run_dir / "augmentations.png")

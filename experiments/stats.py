@@ -68,34 +68,43 @@ def baseline_arm(arms):
     return next((name for name, aug in arms.items() if aug.is_identity), None)
 
 
-def summarize(history, arms, epochs):
+def summarize(history, arms, epochs, runs=None):
     """summary.json's content from history rows (dicts of history.csv's columns).
 
-    Only runs that finished all epochs count; paired differences use the seeds finished in both
-    arms.
+    runs: (arm, seed) -> record of an ended run (status finished | stopped_early | failed, with
+    the reason), as in runs.json; None takes every run with all epochs in history as finished.
+    Finished and early-stopped runs count; failed ones are listed with their reason. Paired
+    differences use the seeds counted in both arms.
     """
-    runs = {}
+    by_run = {}
     for row in history:
-        runs.setdefault((row["arm"], row["seed"]), []).append(row)
-    finished = {key: run_metrics(sorted(rows, key=lambda r: r["epoch"]))
-                for key, rows in runs.items() if len(rows) >= epochs}
+        by_run.setdefault((row["arm"], row["seed"]), []).append(row)
+    if runs is None:
+        runs = {key: {"status": "finished"} for key, rows in by_run.items() if len(rows) >= epochs}
+    counted = {key: run_metrics(sorted(by_run[key], key=lambda r: r["epoch"]))
+               for key, record in runs.items() if record["status"] != "failed" and key in by_run}
     summary = {"epochs": epochs, "baseline": baseline_arm(arms), "arms": {}, "vs_baseline": {}}
     for arm in arms:
-        seeds = sorted(seed for (name, seed) in finished if name == arm)
+        seeds = sorted(seed for (name, seed) in counted if name == arm)
         per_arm = {"seeds": seeds}
         if seeds:
             for metric in METRICS + ("seconds_per_epoch",):
-                per_arm[metric] = describe([finished[arm, seed][metric] for seed in seeds])
+                per_arm[metric] = describe([counted[arm, seed][metric] for seed in seeds])
+        per_arm["stopped_early"] = sorted(seed for (name, seed), record in runs.items()
+                                          if name == arm and record["status"] == "stopped_early")
+        per_arm["failed"] = [{"seed": seed, "reason": record["reason"]}
+                             for (name, seed), record in sorted(runs.items())
+                             if name == arm and record["status"] == "failed"]
         summary["arms"][arm] = per_arm
     base = summary["baseline"]
     for arm in arms:
         if base is None or arm == base:
             continue
-        shared = sorted(seed for (name, seed) in finished if name == arm and (base, seed) in finished)
+        shared = sorted(seed for (name, seed) in counted if name == arm and (base, seed) in counted)
         if shared:
             summary["vs_baseline"][arm] = {"seeds": shared, **{
-                metric: paired_difference([finished[arm, s][metric] for s in shared],
-                                          [finished[base, s][metric] for s in shared])
+                metric: paired_difference([counted[arm, s][metric] for s in shared],
+                                          [counted[base, s][metric] for s in shared])
                 for metric in COMPARED}}
     return summary
 
@@ -118,8 +127,8 @@ def _fmt_diff(diff, scale=100.0):
 def to_markdown(summary, name):
     """summary.md: one table of the arms, one of the paired differences."""
     lines = [f"# {name}: summary", "",
-             f"Mean ± std over seeds; accuracies in %, at the last of {summary['epochs']} epochs unless "
-             "'best'. Gap = train accuracy - val accuracy at the end.", "",
+             f"Mean ± std over seeds; accuracies in %, at the last of {summary['epochs']} epochs (or the "
+             "epoch a run stopped early) unless 'best'. Gap = train accuracy - val accuracy at the end.", "",
              "| arm | seeds | final val acc | best val acc | final val loss | final train acc | gap | s/epoch |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for arm, stats in summary["arms"].items():
@@ -142,4 +151,10 @@ def to_markdown(summary, name):
             lines.append(f"| {arm} | {len(diff['seeds'])} | {_fmt_diff(diff['final_val_accuracy'])} | "
                          f"{_fmt_diff(diff['best_val_accuracy'])} | {loss_text} |")
         lines += ["", "An interval that excludes 0 is a difference larger than the seed-to-seed noise."]
+    notes = [f"- {arm} seed {failure['seed']} failed: {failure['reason']}"
+             for arm, stats in summary["arms"].items() for failure in stats["failed"]]
+    notes += [f"- {arm} seed {seed} stopped early (train.early_stopping)"
+              for arm, stats in summary["arms"].items() for seed in stats["stopped_early"]]
+    if notes:
+        lines += ["", "Runs that did not train every epoch (failed runs are left out of the tables):", ""] + notes
     return "\n".join(lines) + "\n"

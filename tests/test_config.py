@@ -66,3 +66,46 @@ def test_resolved_configuration_round_trips_through_toml():
     experiment = config.load(overrides=["train.learning_rate=0.0005", "model.dropout=0.25"])
     text = config.dumps(config.to_dict(experiment))
     assert config.build(tomllib.loads(text)) == experiment
+
+
+def test_arms_use_presets_and_override_them():
+    experiment = config.load(overrides=["arms.augmented={preset = \"standard\", rotation = 5}",
+                                        "arms.strong={preset = \"strong\"}"])
+    assert experiment.arms["augmented"] == Augmentation(rotation=5, brightness=0.2, horizontal_flip=True)
+    assert experiment.arms["strong"] == Augmentation(**config.PRESETS["strong"])
+    with pytest.raises(ConfigError, match="unknown preset 'strnog'; presets: standard, geometric"):
+        config.load(overrides=["arms.x={preset = \"strnog\"}"])
+
+
+def test_presets_from_another_file_relative_to_the_experiment(tmp_path):
+    (tmp_path / "sets").mkdir()
+    (tmp_path / "sets" / "mine.toml").write_text("[tilt]\nrotation = 45\n\n[dim]\nbrightness = 0.5\n")
+    (tmp_path / "exp.toml").write_text('preset_files = ["sets/mine.toml"]\n[arms.baseline]\n'
+                                       '[arms.tilted]\npreset = "tilt"\n')
+    experiment = config.load(tmp_path / "exp.toml")
+    assert experiment.arms["tilted"] == Augmentation(rotation=45)
+    # The snapshot of a run has the sets written out, so it needs no preset file.
+    snapshot = tomllib.loads(config.dumps(config.to_dict(experiment)))
+    assert config.build(snapshot).arms == experiment.arms
+    (tmp_path / "sets" / "mine.toml").write_text("[standard]\nrotation = 1\n")
+    with pytest.raises(ConfigError, match="preset 'standard' is built in"):
+        config.load(tmp_path / "exp.toml")
+    (tmp_path / "sets" / "mine.toml").write_text("[tilt]\nrotation = 400\n")
+    with pytest.raises(ConfigError, match=r"\[tilt\]: augmentation rotation = 400 is out of range"):
+        config.load(tmp_path / "exp.toml")
+    (tmp_path / "sets" / "mine.toml").unlink()
+    with pytest.raises(ConfigError, match="preset file .*mine.toml does not exist"):
+        config.load(tmp_path / "exp.toml")
+
+
+def test_ablation_experiment_has_one_arm_per_operation_and_all_together():
+    experiment = config.load(config.EXPERIMENTS_DIR / "ablation.toml")
+    assert experiment.arms == {
+        "baseline": Augmentation(), "rotation": Augmentation(rotation=20), "brightness": Augmentation(brightness=0.2),
+        "flip": Augmentation(horizontal_flip=True), "all": Augmentation(**config.PRESETS["standard"])}
+
+
+def test_a_run_directory_is_not_an_experiment_file(tmp_path):
+    (tmp_path / "config.toml").write_text("")
+    with pytest.raises(ConfigError, match="is a directory; .* augcompare run --resume DIR"):
+        config.load(tmp_path)
