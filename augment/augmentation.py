@@ -88,7 +88,10 @@ class Augmentation:
     def __init__(self, **params):
         self.params = {key: _check(key, value) for key, value in params.items()}
         self._settings = {**DEFAULTS, **self.params}
-        self._compiled = tf.function(self._apply, reduce_retracing=True)
+        # The random draws are a handful of small ops; the per-pixel work (warp, brightness,
+        # contrast, cutout, normalization) is compiled by XLA into one fused loop.
+        self._pixels_compiled = tf.function(self._pixels, jit_compile=True, reduce_retracing=True)
+        self._compiled = tf.function(self.apply, reduce_retracing=True)
 
     @classmethod
     def from_dict(cls, table):
@@ -123,11 +126,15 @@ class Augmentation:
             return images
         return self._compiled(images, tf.cast(_seed_pair(seed), tf.int64))
 
-    def apply(self, images, seed):
-        """The uncompiled operations, for use inside a graph (a Keras layer, tf.data)."""
+    def apply(self, images, seed, normalize=None):
+        """The operations for use inside a graph (a Keras layer, tf.data): float32 [B, H, W, C]
+        pixels in [0, 255] and a shape-[2] int64 seed -> augmented pixels, then normalized with
+        ops.normalize(normalize) unless it is None."""
         if self.is_identity:
-            return images
-        return self._apply(images, seed)
+            return images if normalize is None else ops.normalize(images, normalize)
+        shape = tf.shape(images)
+        draws = self.draw(seed, shape[0], shape[1], shape[2])
+        return self._pixels_compiled(images, draws, normalize)
 
     def transforms(self, seed, batch, height, width):
         """The [B, 8] warp of each image (see ops.affine_transforms) for a seed, or None when no
@@ -146,23 +153,36 @@ class Augmentation:
         mirror_y = ops.coin(seeds["vertical_flip"], batch) if s.get("vertical_flip") else ones
         return ops.affine_transforms(height, width, angle, scale, shift_x, shift_y, mirror_x, mirror_y)
 
-    def _apply(self, images, seed):
+    def draw(self, seed, batch, height, width):
+        """Every random number one batch needs, by operation: the warps [B, 8], brightness and
+        contrast factors [B] and cutout centres [B] (rows, columns); only the operations that
+        are on."""
         s = self._settings
         seeds = ops.split_seed(seed)
-        shape = tf.shape(images)
-        batch, height, width = shape[0], shape[1], shape[2]
+        draws = {}
         transforms = self.transforms(seed, batch, height, width)
         if transforms is not None:
-            images = ops.warp(images, transforms, s["fill_mode"], s["fill_value"])
+            draws["transforms"] = transforms
         if s.get("brightness"):
-            f = s["brightness"]
-            images = ops.scale_pixels(images, ops.uniform(seeds["brightness"], batch, 1 - f, 1 + f))
+            draws["brightness"] = ops.uniform(seeds["brightness"], batch, 1 - s["brightness"], 1 + s["brightness"])
         if s.get("contrast"):
-            c = s["contrast"]
-            images = ops.adjust_contrast(images, ops.uniform(seeds["contrast"], batch, 1 - c, 1 + c))
+            draws["contrast"] = ops.uniform(seeds["contrast"], batch, 1 - s["contrast"], 1 + s["contrast"])
         if s.get("cutout"):
-            images = ops.cut_out(images, seeds["cutout"], max(1, round(s["cutout"] * min(images.shape[1:3]))))
-        return images
+            draws["cutout_rows"], draws["cutout_cols"] = ops.cutout_centres(seeds["cutout"], batch, height, width)
+        return draws
+
+    def _pixels(self, images, draws, normalize):
+        s = self._settings
+        if "transforms" in draws:
+            images = ops.warp(images, draws["transforms"], s["fill_mode"], s["fill_value"])
+        if "brightness" in draws:
+            images = ops.scale_pixels(images, draws["brightness"])
+        if "contrast" in draws:
+            images = ops.adjust_contrast(images, draws["contrast"])
+        if "cutout_rows" in draws:
+            size = max(1, round(s["cutout"] * min(images.shape[1:3])))
+            images = ops.cut_out(images, draws["cutout_rows"], draws["cutout_cols"], size)
+        return images if normalize is None else ops.normalize(images, normalize)
 
 
 def uniform_or(seed, batch, half_width, zeros):

@@ -31,7 +31,7 @@ def _pipeline(augment, normalize):
     def run(images, seed):
         images = tf.cast(images, tf.float32)
         if augment is not None:
-            images = augment.apply(images, seed)
+            return augment.apply(images, seed, normalize)
         return ops.normalize(images, normalize) if normalize else images
     return tf.function(run, reduce_retracing=True)
 

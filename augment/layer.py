@@ -1,9 +1,9 @@
 """Augmentation and normalization as the first layer of a training model.
 
 Why inside the model: on a 2-core machine a separate input-pipeline thread competes with the
-convolutions for the same cores, while inside the compiled training step the warp is one more op
-of the graph (and runs on the accelerator where there is one). Inference (training=False) only
-normalizes.
+convolutions for the same cores, while inside the compiled training step the augmentation is one
+more (XLA-fused) op of the graph, and runs on the accelerator where there is one. Inference
+(training=False) only normalizes.
 """
 
 import keras
@@ -32,7 +32,7 @@ class AugmentationLayer(keras.layers.Layer):
         if training and not self.augmentation.is_identity:
             seed = tf.stack([tf.constant(self.seed, tf.int64), tf.convert_to_tensor(self.step)])
             self.step.assign_add(1)
-            images = self.augmentation.apply(images, seed)
+            return self.augmentation.apply(images, seed, self.normalize)
         return ops.normalize(images, self.normalize)
 
     def compute_output_shape(self, input_shape):

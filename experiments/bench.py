@@ -2,11 +2,21 @@
 
 prepare: LSUN-style preparation on all cores against the single-process Pillow loop
 (decode, resize the shorter side, centre crop) over the same WebP images.
+pipeline: float32 batches of the standard set (rotation +-20 degrees, brightness +-0.2,
+horizontal flip, rescale) from get_generator_cyclic, against albumentations per image and
+Keras 3 preprocessing layers in tf.data, with the no-augmentation floor beside them.
+training: epochs of the demo's network with and without augmentation, in turn.
+memory: peak anonymous memory of a DataGenerator pass over memory-mapped caches of 10,000 and
+100,000 images.
 """
 
 import io
 import json
+import math
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -63,7 +73,205 @@ def bench_prepare(count=3000, size=64, log=print):
     return result
 
 
-BENCHMARKS = {"prepare": bench_prepare}
+STANDARD = {"rotation": 20.0, "brightness": 0.2, "horizontal_flip": True}
+
+
+def _images_per_second(batches, batch_size, seconds):
+    """Pulls batches from an endless iterator for about `seconds` after a warm-up."""
+    for _ in range(5):
+        next(batches)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        x, _ = next(batches)
+        count += len(x)
+    return count / (time.perf_counter() - started)
+
+
+def _albumentations_batches(images, labels, batch_size, seed):
+    """The anchor of the issue: albumentations per image, stacked and rescaled to float32."""
+    import albumentations
+    import cv2
+    pipeline = albumentations.Compose([
+        albumentations.Rotate(limit=20, interpolation=cv2.INTER_LINEAR, border_mode=cv2.BORDER_REFLECT_101, p=1.0),
+        albumentations.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.0, p=1.0),
+        albumentations.HorizontalFlip(p=0.5)], seed=seed)
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(len(images))
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            index = order[start:start + batch_size]
+            x = np.stack([pipeline(image=images[i])["image"] for i in index]).astype(np.float32) / 255.0
+            yield x, labels[index]
+
+
+def _keras_layers_batches(images, labels, batch_size, seed):
+    """The usual Keras 3 recipe: preprocessing layers mapped over a batched tf.data pipeline."""
+    import keras
+    import tensorflow as tf
+    layers = keras.Sequential([
+        keras.layers.Rescaling(1.0 / 255),
+        keras.layers.RandomRotation(20 / 360, fill_mode="reflect", seed=seed),
+        keras.layers.RandomBrightness(0.2, value_range=(0.0, 1.0), seed=seed),
+        keras.layers.RandomFlip("horizontal", seed=seed)])
+    data = (tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(len(images), seed=seed).repeat()
+            .batch(batch_size, drop_remainder=True)
+            .map(lambda x, y: (layers(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+    return ((x.numpy(), y.numpy()) for x, y in data)
+
+
+def bench_pipeline(count=4096, size=64, batch_size=32, seconds=3.0, rounds=3, log=print):
+    """Images/s of each pipeline, the median of `rounds` measurements taken in turn."""
+    from augment import Augmentation, get_generator_cyclic
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+    labels = rng.integers(0, 2, count)
+    standard = Augmentation(**STANDARD)
+    pipelines = {
+        "get_generator_cyclic, no augmentation (floor)": lambda: get_generator_cyclic(
+            images, labels, batch_size, augment=None, normalize="rescale", seed=0),
+        "get_generator_cyclic, standard set": lambda: get_generator_cyclic(
+            images, labels, batch_size, augment=standard, normalize="rescale", seed=0),
+        "tf.data + Keras 3 layers (anchor)": lambda: _keras_layers_batches(images, labels, batch_size, 0),
+    }
+    try:
+        import albumentations  # noqa: F401
+        pipelines["albumentations per image (anchor)"] = lambda: _albumentations_batches(
+            images, labels, batch_size, 0)
+    except ImportError:
+        log("  albumentations is not installed (pip install -e \".[bench]\"); its row is left out")
+    log(f"bench pipeline: {size} x {size} RGB uint8, batch {batch_size}, rotation +-20 deg, brightness +-0.2, "
+        f"horizontal flip, rescale -> float32; {os.cpu_count()} cores; median of {rounds} rounds of {seconds:g} s")
+    streams = {name: make() for name, make in pipelines.items()}
+    measured = {name: [] for name in pipelines}
+    for _ in range(rounds):
+        for name, batches in streams.items():
+            measured[name].append(_images_per_second(batches, batch_size, seconds))
+    speeds = {name: statistics.median(values) for name, values in measured.items()}
+    ours = speeds["get_generator_cyclic, standard set"]
+    anchors = {name: value for name, value in speeds.items() if "anchor" in name}
+    best_anchor = max(anchors.values())
+    for name, value in speeds.items():
+        log(f"  {name:48s} {value:9,.0f} images/s")
+    log(f"  standard set vs the best anchor: {ours / best_anchor:.2f}x")
+    return {"cores": os.cpu_count(), "images_per_s": {k: round(v, 1) for k, v in speeds.items()},
+            "ratio_vs_best_anchor": round(ours / best_anchor, 2)}
+
+
+def bench_training(epochs=4, rounds=3, log=print):
+    """Seconds per epoch of the demo's network and data, without augmentation, with the standard
+    set inside the model (as augcompare run trains), and with Keras 3 layers in tf.data (anchor).
+    The first epoch of each fit (tracing) is left out; arms take turns, median over rounds."""
+    import keras
+    from augment import Augmentation, get_generator_cyclic
+    from experiments import config, runner
+    from experiments.data import load_dataset
+    experiment = config.load()
+    dataset = load_dataset(experiment.data)
+    images, labels = dataset.train_images, dataset.train_labels
+    shape, classes, batch_size = tuple(images.shape[1:]), len(dataset.class_names), experiment.train.batch_size
+    steps = math.ceil(len(labels) / batch_size)
+    weights = Path(tempfile.mkdtemp()) / "initial.weights.h5"
+    runner.initial_weights(experiment, shape, classes, 0, weights)
+
+    class EpochTimer(keras.callbacks.Callback):
+        """Seconds from an epoch's start to its last batch, as history.csv's epoch_seconds."""
+
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.finished = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(self.finished - self.started)
+
+    def fit(augmentation, batches):
+        model = runner.training_model(experiment, augmentation, shape, classes, 0, weights)
+        timer = EpochTimer()
+        model.fit(batches, steps_per_epoch=steps, epochs=epochs + 1, callbacks=[timer], verbose=0, shuffle=False)
+        return statistics.mean(timer.seconds[1:])
+
+    def keras_layers():
+        batches = _keras_layers_batches(np.asarray(images), labels, batch_size, 0)
+        # The layers already rescale: the model only has to pass pixels on, so undo the rescale.
+        return ((x * 255.0, y) for x, y in batches)
+
+    arms = {
+        "no augmentation": lambda: fit(Augmentation(), get_generator_cyclic(
+            images, labels, batch_size, normalize=None, seed=0)),
+        "standard set in the model (augcompare run)": lambda: fit(Augmentation(**STANDARD), get_generator_cyclic(
+            images, labels, batch_size, normalize=None, seed=0)),
+        "Keras 3 layers in tf.data (anchor)": lambda: fit(Augmentation(), keras_layers()),
+    }
+    log(f"bench training: demo network and data ({len(labels)} images {shape[0]} x {shape[1]}, batch {batch_size}), "
+        f"{os.cpu_count()} cores; s/epoch over {epochs} epochs after the first, median of {rounds} rounds")
+    measured = {name: [] for name in arms}
+    for _ in range(rounds):
+        for name, measure in arms.items():
+            measured[name].append(measure())
+    seconds = {name: statistics.median(values) for name, values in measured.items()}
+    base = seconds["no augmentation"]
+    for name, value in seconds.items():
+        log(f"  {name:44s} {value:6.3f} s/epoch  speed {base / value:.2f}x of no augmentation")
+    keras.backend.clear_session()
+    return {"cores": os.cpu_count(), "seconds_per_epoch": {k: round(v, 4) for k, v in seconds.items()},
+            "speed_vs_no_augmentation": {k: round(base / v, 3) for k, v in seconds.items()}}
+
+
+def _peak_rss_anon(cache, batch_size):
+    """Runs one DataGenerator pass over cache/train_images.npy in a fresh process and returns
+    its peak RssAnon in kB, sampled after every batch."""
+    code = f"""
+import numpy as np
+from augment import DataGenerator
+images = np.load({str(cache / "train_images.npy")!r}, mmap_mode="r")
+labels = np.zeros(len(images), dtype=np.int64)
+data = DataGenerator(range(len(images)), labels, source=images, batch_size={batch_size},
+                     dim=images.shape[1:], shuffle=True, norm="rescale", seed=0)
+def rss_anon():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+peak = rss_anon()
+for i in range(len(data)):
+    data[i]
+    peak = max(peak, rss_anon())
+print(peak)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(result.stdout.split()[-1])
+
+
+def bench_memory(small=10_000, large=100_000, size=64, batch_size=32, log=print):
+    log(f"bench memory: one shuffled DataGenerator pass over a memory-mapped cache of {size} x {size} RGB images, "
+        f"batch {batch_size}; peak RssAnon of the process")
+    peaks = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for count in (small, large):
+            cache = Path(folder) / str(count)
+            cache.mkdir()
+            images = np.lib.format.open_memmap(cache / "train_images.npy", mode="w+", dtype=np.uint8,
+                                               shape=(count, size, size, 3))
+            for start in range(0, count, 10_000):  # written in slices: the writer's memory stays bounded too
+                images[start:start + 10_000] = np.random.default_rng(start).integers(
+                    0, 256, images[start:start + 10_000].shape, dtype=np.uint8)
+            images.flush()
+            del images
+            peaks[count] = _peak_rss_anon(cache, batch_size)
+            log(f"  {count:>8,} images ({count * size * size * 3 / 2**30:.2f} GiB on disk)  "
+                f"peak RssAnon {peaks[count] / 1024:7.1f} MiB")
+    ratio = peaks[large] / peaks[small]
+    log(f"  {large:,} vs {small:,} images: {ratio:.3f}x")
+    return {"peak_rss_anon_kib": peaks, "ratio": round(ratio, 3)}
+
+
+BENCHMARKS = {"prepare": bench_prepare, "pipeline": bench_pipeline, "training": bench_training,
+              "memory": bench_memory}
 
 
 def run(names, json_path=None, log=print):

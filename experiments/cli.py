@@ -53,7 +53,8 @@ def _parser():
     prepare.add_argument("--out", required=True, help="the cache directory to write")
 
     bench = commands.add_parser("bench", help="measure speed ratios side by side in one run")
-    bench.add_argument("names", nargs="*", default=["prepare"], choices=["prepare"], help="what to measure")
+    bench.add_argument("names", nargs="*", default=["pipeline", "training", "memory", "prepare"],
+                       choices=["pipeline", "training", "memory", "prepare"], help="what to measure (default: all)")
     bench.add_argument("--json", help="also write the results to this JSON file")
     return parser
 
