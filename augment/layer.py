@@ -31,6 +31,11 @@ class AugmentationLayer(keras.layers.Layer):
         images = tf.cast(images, tf.float32)
         if training and not self.augmentation.is_identity:
             seed = tf.stack([tf.constant(self.seed, tf.int64), tf.convert_to_tensor(self.step)])
+            replica = tf.distribute.get_replica_context()
+            if replica is not None and replica.num_replicas_in_sync > 1:
+                # Under tf.distribute each replica augments its own slice of the batch: give
+                # each its own stream, or they would all draw the same transforms.
+                seed = tf.random.experimental.stateless_fold_in(seed, replica.replica_id_in_sync_group)
             self.step.assign_add(1)
             return self.augmentation.apply(images, seed, self.normalize)
         return ops.normalize(images, self.normalize)

@@ -45,6 +45,8 @@ class TrainConfig:
     monitor: str = "val_loss"       # val_loss | val_accuracy: what early stopping and save_best watch
     save_best: bool = False         # keep each arm and seed's best model as best/<arm>-seed<S>.keras
     tensorboard: bool = False       # write TensorBoard logs to tensorboard/<arm>-seed<S>/
+    strategy: str = "default"       # default | mirrored | multi_worker: tf.distribute strategy of each arm
+    cpu_devices: int = 0            # split the CPU into this many logical devices (to try a strategy); 0 = no split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,11 +70,13 @@ _RANGES = {
     "data.image_size": (8, 1024), "data.train_per_class": (1, None), "data.val_per_class": (1, None),
     "data.seed": (0, None), "data.workers": (0, 1024), "data.max_skip_fraction": (0.0, 1.0),
     "train.epochs": (1, None), "train.batch_size": (1, 65536), "train.early_stopping": (0, None),
+    "train.cpu_devices": (0, 64),
     "train.seeds": (0, 2**31 - 1), "train.learning_rate": (1e-9, 10.0), "model.filters": (1, 4096),
     "model.dense_units": (1, 65536), "model.dropout": (0.0, 0.99),
 }
 _CHOICES = {"data.source": SOURCES, "train.normalize": NORMALIZATIONS,
-            "train.monitor": ("val_loss", "val_accuracy")}
+            "train.monitor": ("val_loss", "val_accuracy"),
+            "train.strategy": ("default", "mirrored", "multi_worker")}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 

@@ -13,12 +13,14 @@ killed at any moment and ends with the history an uninterrupted run would have w
 """
 
 import contextlib
+import functools
 import json
 import math
 import os
 import platform
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -62,8 +64,9 @@ def new_run_dir(parent, run_id=None):
     raise ConfigError(f"too many runs named {stamp} in {parent}")
 
 
-def environment():
-    """Versions and the project's git commit, recorded with every run."""
+def environment(train):
+    """Versions, devices, the distribution strategy and the project's git commit, recorded with
+    every run."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip() or None
@@ -71,7 +74,9 @@ def environment():
         commit = None
     return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "platform": platform.platform(), "git_commit": commit,
-            "devices": [device.name for device in tf.config.list_logical_devices()]}
+            "devices": [device.name for device in tf.config.list_logical_devices()],
+            "strategy": train.strategy,
+            "replicas": distribution(train.strategy, train.cpu_devices).num_replicas_in_sync}
 
 
 def should_stop_early(rows, monitor, patience):
@@ -175,8 +180,9 @@ def checkpoint_epochs(path):
         return int(saved["epochs_done"])
 
 
-def load_checkpoint(model, path):
-    model.optimizer.build(model.trainable_variables)
+def load_checkpoint(model, path, strategy):
+    with strategy.scope():
+        model.optimizer.build(model.trainable_variables)
     variables = model.variables + model.optimizer.variables
     with np.load(path, allow_pickle=False) as saved:
         if len(saved.files) - 1 != len(variables):
@@ -195,19 +201,43 @@ def initial_weights(experiment, image_shape, num_classes, seed, path):
     build_cnn(experiment, image_shape, num_classes).save_weights(path)
 
 
+@functools.lru_cache(maxsize=None)
+def distribution(strategy, cpu_devices=0):
+    """The tf.distribute strategy an arm trains under (one per process: TensorFlow allows a
+    multi-worker strategy to be made once). cpu_devices > 0 first splits the CPU into that many
+    logical devices, which must happen before TensorFlow runs its first op."""
+    if cpu_devices:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
+        except RuntimeError:
+            if len(tf.config.list_logical_devices("CPU")) != cpu_devices:
+                raise ConfigError("train.cpu_devices can only be set before TensorFlow starts; run the experiment "
+                                  "in a fresh process (augcompare run)") from None
+    if strategy == "mirrored":
+        # Every accelerator, else every (logical) CPU device: with one device it is a plain run.
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    if strategy == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()  # the cluster comes from TF_CONFIG
+    return tf.distribute.get_strategy()
+
+
 def training_model(experiment, augmentation, image_shape, num_classes, seed, weights_path):
-    """The seed's initial network behind the arm's augmentation and the shared normalization."""
+    """The seed's initial network behind the arm's augmentation and the shared normalization,
+    built and compiled under the experiment's distribution strategy."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)  # dropout then draws the same masks in every arm
-    cnn = build_cnn(experiment, image_shape, num_classes)
-    cnn.load_weights(weights_path)
-    model = keras.Sequential([
-        keras.Input(shape=image_shape),
-        AugmentationLayer(augmentation, experiment.train.normalize, seed=seed, name="augmentation"),
-        cnn,
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(experiment.train.learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    with distribution(experiment.train.strategy, experiment.train.cpu_devices).scope():
+        cnn = build_cnn(experiment, image_shape, num_classes)
+        cnn.load_weights(weights_path)
+        model = keras.Sequential([
+            keras.Input(shape=image_shape),
+            AugmentationLayer(augmentation, experiment.train.normalize, seed=seed, name="augmentation"),
+            cnn,
+        ])
+        model.compile(optimizer=keras.optimizers.Adam(experiment.train.learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -231,7 +261,7 @@ def train_arm(experiment, dataset, arm, seed, run_dir, rows, writer, signals, lo
         raise ConfigError(f"{paths['checkpoint']} holds {done} epochs but history.csv {len(rows)} for {arm} "
                           f"seed {seed}; delete the checkpoint to restart that run")
     if done:
-        load_checkpoint(model, paths["checkpoint"])
+        load_checkpoint(model, paths["checkpoint"], distribution(train.strategy, train.cpu_devices))
         log(f"  {arm:>12s} seed {seed}  continues after epoch {done}")
     recorder = EpochRecorder(experiment, arm, seed, rows, paths, writer, signals, log)
     if done < train.epochs and not should_stop_early(rows, train.monitor, train.early_stopping):
@@ -333,19 +363,34 @@ class StopOnSignal:
 
 
 def _start(experiment):
-    """The data set, checked against the experiment; op determinism on."""
+    """The data set, checked against the experiment; op determinism on, the strategy made."""
+    distribution(experiment.train.strategy, experiment.train.cpu_devices)  # before TensorFlow's first op
     tf.config.experimental.enable_op_determinism()
     dataset = load_dataset(experiment.data)
     check_dataset(experiment, dataset)
     return dataset
 
 
+def is_chief():
+    """Whether this process writes results: yes, except a non-chief worker of a multi-worker
+    cluster, as TF_CONFIG describes it (the chief, else worker 0, writes)."""
+    try:
+        described = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except json.JSONDecodeError:
+        raise ConfigError("TF_CONFIG is not valid JSON; see tf.distribute.MultiWorkerMirroredStrategy") from None
+    task, cluster = described.get("task", {}), described.get("cluster", {})
+    kind, index = task.get("type", "chief"), task.get("index", 0)
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+
+
 def run(experiment, out_root="results", run_id=None, log=print, per_seed=False):
     """Trains every arm for every seed in a new run directory; returns its path."""
     dataset = _start(experiment)
+    if experiment.train.strategy == "multi_worker" and not is_chief():
+        out_root = tempfile.mkdtemp(prefix="augcompare-worker-")  # the chief writes the results
     run_dir = new_run_dir(Path(out_root) / experiment.name, run_id)
     (run_dir / "config.toml").write_text(config_mod.dumps(config_mod.to_dict(experiment)))
-    (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2) + "\n")
+    (run_dir / "environment.json").write_text(json.dumps(environment(experiment.train), indent=2) + "\n")
     samples = preview.pick_samples(dataset.train_images, dataset.train_labels)
     np.save(run_dir / "preview_samples.npy", samples, allow_pickle=False)
     preview.draw(samples, experiment.arms, run_dir / "augmentations.png")

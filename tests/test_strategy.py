@@ -1,0 +1,31 @@
+"""train.strategy: each arm under tf.distribute, on a CPU split into two logical devices. Each
+case runs in a fresh process, since devices are fixed when TensorFlow starts."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments.history import read_history
+
+SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8", "train.batch_size=16",
+         "model.filters=[8, 16]", "model.dense_units=16", "train.epochs=2", "train.seeds=[0]"]
+
+
+@pytest.mark.parametrize("strategy, replicas", [("mirrored", 2), ("multi_worker", 1)])
+def test_arms_train_under_a_distribution_strategy(tmp_path, strategy, replicas):
+    sets = SMALL + [f"data.cache_dir={tmp_path / 'cache'}", f"train.strategy={strategy}", "train.cpu_devices=2"]
+    command = [sys.executable, "-m", "experiments.cli", "run", "--out", str(tmp_path), "--run-id", "r"]
+    result = subprocess.run(command + [a for s in sets for a in ("--set", s)], capture_output=True, text=True,
+                            timeout=240, env={k: v for k, v in os.environ.items() if k != "TF_CONFIG"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / "demo" / "r"
+    environment = json.loads((run_dir / "environment.json").read_text())
+    assert environment["devices"] == ["/device:CPU:0", "/device:CPU:1"]
+    assert environment["strategy"] == strategy and environment["replicas"] == replicas
+    history = read_history(run_dir / "history.csv")
+    assert [(r["arm"], r["epoch"]) for r in history] == [("baseline", 1), ("baseline", 2), ("augmented", 1),
+                                                          ("augmented", 2)]
+    assert all(0 <= r["val_accuracy"] <= 1 and r["loss"] > 0 for r in history)
