@@ -30,22 +30,24 @@ def numbers(run_dir):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("whole")
     assert cli.main(run_args(tmp_path, "whole")) == 0
-    return numbers(tmp_path / "results" / "demo" / "whole")
+    return tmp_path / "results" / "demo" / "whole"
 
 
-def test_same_config_and_seed_give_an_identical_history(uninterrupted, tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_run):
+    return numbers(uninterrupted_run)
+
+
+def test_same_config_and_seed_give_an_identical_history_and_config_toml_repeats_a_run(
+        uninterrupted_run, uninterrupted, tmp_path):
     assert len(uninterrupted) == TOTAL_ROWS
     assert cli.main(run_args(tmp_path, "again")) == 0
     assert numbers(tmp_path / "results" / "demo" / "again") == uninterrupted
-
-
-def test_run_config_toml_repeats_the_run(uninterrupted, tmp_path):
-    assert cli.main(run_args(tmp_path, "first")) == 0
-    first = tmp_path / "results" / "demo" / "first"
-    assert cli.main(["run", str(first / "config.toml"), "--out", str(tmp_path / "results"), "--run-id", "repeat"]) == 0
+    repeat = ["run", str(uninterrupted_run / "config.toml"), "--out", str(tmp_path / "results"), "--run-id", "repeat"]
+    assert cli.main(repeat) == 0
     assert numbers(tmp_path / "results" / "demo" / "repeat") == uninterrupted
 
 
@@ -83,12 +85,10 @@ def test_sigint_and_sigterm_stop_cleanly_with_the_resume_command(uninterrupted, 
     assert numbers(run_dir) == uninterrupted
 
 
-def test_resume_of_an_ended_run_changes_nothing(uninterrupted, tmp_path):
-    assert cli.main(run_args(tmp_path, "done")) == 0
-    run_dir = tmp_path / "results" / "demo" / "done"
-    before = (run_dir / "history.csv").read_text()
-    assert cli.main(["run", "--resume", str(run_dir)]) == 0
-    assert (run_dir / "history.csv").read_text() == before
+def test_resume_of_an_ended_run_changes_nothing(uninterrupted_run):
+    before = (uninterrupted_run / "history.csv").read_text()
+    assert cli.main(["run", "--resume", str(uninterrupted_run)]) == 0
+    assert (uninterrupted_run / "history.csv").read_text() == before
 
 
 def test_resume_needs_a_run_directory(tmp_path, capsys):

@@ -84,11 +84,3 @@ def test_a_nan_loss_fails_that_run_and_the_others_go_on(tmp_path, monkeypatch):
     assert summary["arms"]["augmented"]["seeds"] == [0, 1] and "broken" not in summary["vs_baseline"]
     assert "broken seed 0 failed: loss became nan" in (run_dir / "summary.md").read_text()
     assert {row["arm"] for row in read_history(run_dir / "history.csv")} == {"baseline", "augmented"}
-
-
-def test_ablation_figure_and_per_seed_curves(tmp_path):
-    run_dir = run(tmp_path, "train.epochs=2", "train.seeds=[0, 1]", "arms.flip={horizontal_flip = true}")
-    assert (run_dir / "ablation.png").stat().st_size > 5000
-    plain = (run_dir / "accuracy.png").read_bytes()
-    assert cli.main(["plot", "--per-seed", str(run_dir)]) == 0
-    assert (run_dir / "accuracy.png").read_bytes() != plain

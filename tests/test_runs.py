@@ -13,8 +13,8 @@ from experiments.data import load_dataset
 
 SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8", "train.epochs=2",
          "train.seeds=[0, 1]", "train.batch_size=16", "model.filters=[8, 16]", "model.dense_units=16"]
-OUTPUTS = ["config.toml", "environment.json", "history.csv", "summary.json", "summary.md", "accuracy.png",
-           "loss.png", "augmentations.png", "preview_samples.npy"]
+OUTPUTS = ["config.toml", "environment.json", "history.csv", "runs.json", "summary.json", "summary.md",
+           "accuracy.png", "loss.png", "ablation.png", "augmentations.png", "preview_samples.npy"]
 
 
 def settings(tmp_path, *extra):
@@ -90,12 +90,18 @@ def test_summary_and_resolved_config(finished_run):
 
 
 def test_plot_redraws_every_figure_from_the_saved_history(finished_run, capsys):
-    figures = ["accuracy.png", "loss.png", "augmentations.png", "summary.md"]
+    figures = ["accuracy.png", "loss.png", "ablation.png", "augmentations.png", "summary.md"]
     for name in figures:
         (finished_run / name).unlink()
     assert cli.main(["plot", str(finished_run)]) == 0
     assert all((finished_run / name).is_file() for name in figures)
     assert "| augmented | 2 |" in capsys.readouterr().out
+
+
+def test_plot_can_draw_each_seed_as_a_thin_line(finished_run):
+    plain = (finished_run / "accuracy.png").read_bytes()
+    assert cli.main(["plot", "--per-seed", str(finished_run)]) == 0
+    assert (finished_run / "accuracy.png").read_bytes() != plain
 
 
 def test_preview_writes_a_grid(tmp_path):
