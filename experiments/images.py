@@ -30,8 +30,9 @@ def resize_and_crop(image, size):
     return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
-def decode(data, size):
-    """uint8 [size, size, 3] from encoded bytes; raises ValueError naming what is wrong."""
+def open_picture(data, size):
+    """A decoded RGB Pillow image from encoded bytes (JPEG decoded at a reduced scale whose
+    shorter side is still >= size); raises ValueError naming what is wrong."""
     kind = image_format(data)
     if kind is None:
         raise ValueError("unknown image format")
@@ -39,23 +40,32 @@ def decode(data, size):
         image = Image.open(io.BytesIO(data), formats=[kind])
         if kind == "JPEG":
             image.draft("RGB", (size, size))  # decode at a reduced scale still >= size
-        image = image.convert("RGB")  # grayscale, CMYK and palettes become RGB
+        return image.convert("RGB")  # grayscale, CMYK and palettes become RGB
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"undecodable {kind}: {error}") from None
-    return resize_and_crop(image, size)
+
+
+def array_picture(array):
+    """An RGB Pillow image from a sample array [H, W, 3], [H, W, 1] or [H, W] of pixels in [0, 255]."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3):
+        raise ValueError(f"shape {array.shape} is not an image [H, W, 3]")
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise ValueError(f"dtype {array.dtype} is not real pixel values")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+
+
+def decode(data, size):
+    """uint8 [size, size, 3] from encoded bytes; raises ValueError naming what is wrong."""
+    return resize_and_crop(open_picture(data, size), size)
 
 
 def from_array(array, size):
     """uint8 [size, size, 3] from a sample array [H, W, 3] or [H, W] of pixels in [0, 255]."""
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    if array.ndim != 3 or array.shape[2] not in (1, 3):
-        raise ValueError(f"shape {array.shape} is not an image [H, W, 3]")
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    if not np.issubdtype(array.dtype, np.number):
-        raise ValueError(f"dtype {array.dtype} is not numeric")
-    return resize_and_crop(Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)), size)
+    return resize_and_crop(array_picture(array), size)
 
 
 # LMDB handles are not fork-safe: each process opens its own, on first use.
@@ -95,11 +105,12 @@ def read_item(item):
 
 
 def load_item(task):
-    """Worker entry point: (item, size) -> (uint8 array or None, reason it was skipped)."""
+    """Worker entry point: (item, size) -> (uint8 array or None, reason it was skipped, whether
+    it was smaller than size and so upsampled)."""
     item, size = task
     try:
         content = read_item(item)
-        image = from_array(content, size) if item[0] == "npy" else decode(content, size)
-        return image, None
+        picture = array_picture(content) if item[0] == "npy" else open_picture(content, size)
+        return resize_and_crop(picture, size), None, min(picture.size) < size
     except (ValueError, OSError, lmdb.Error) as error:
-        return None, str(error).split(":")[0][:60] or type(error).__name__
+        return None, str(error).split(":")[0][:60] or type(error).__name__, False

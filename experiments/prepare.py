@@ -35,6 +35,7 @@ class Group:
         self.where = where  # for messages: the class folder or database
         self.images, self.used, self.tried = [], [], 0
         self.skipped = {}
+        self.upsampled = 0  # images whose shorter side was below the image size
 
 
 def _progress(done, total, started, stream=sys.stderr):
@@ -70,12 +71,13 @@ def decode_groups(groups, size, workers, max_skip_fraction, progress=True):
                 break
             chunk = min(256, max(1, len(tasks) // (4 * workers)))  # few round trips, balanced ends
             results = pool.imap(load_item, tasks, chunksize=chunk) if pool else map(load_item, tasks)
-            for (group, item), (image, reason) in zip(owners, results):
+            for (group, item), (image, reason, upsampled) in zip(owners, results):
                 if image is None:
                     group.skipped[reason] = group.skipped.get(reason, 0) + 1
                 else:
                     group.images.append(image)
                     group.used.append(item)
+                    group.upsampled += upsampled
                     done += 1
                 if progress and done % 64 == 0:
                     _progress(done, total, started)
@@ -153,11 +155,15 @@ def prepare(out, params, class_names, groups, workers=0, max_skip_fraction=0.05,
     for group in groups:
         for reason, n in group.skipped.items():
             skipped[reason] = skipped.get(reason, 0) + n
+    upsampled = sum(group.upsampled for group in groups)
+    if upsampled:
+        print(f"augcompare: warning: {upsampled} image(s) had a shorter side below {params['image_size']} px and "
+              "were upsampled; a smaller image_size keeps them sharp", file=sys.stderr)
     meta = {"class_names": list(class_names), "source": params["source"], "params": params,
             "image_size": params["image_size"],
             "train_count": sum(len(g.images) for g in groups if g.split == "train"),
             "val_count": sum(len(g.images) for g in groups if g.split == "val"),
-            "items_sha256": used.hexdigest(), "skipped": skipped,
+            "items_sha256": used.hexdigest(), "skipped": skipped, "upsampled": upsampled,
             "val_from": sorted({g.where for g in groups if g.split == "val"}),
             "decode_seconds": round(seconds, 2), "version": CACHE_VERSION}
     return write_groups(out, groups, params["image_size"], meta)

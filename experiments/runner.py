@@ -385,10 +385,15 @@ def is_chief():
 
 def run(experiment, out_root="results", run_id=None, log=print, per_seed=False):
     """Trains every arm for every seed in a new run directory; returns its path."""
-    dataset = _start(experiment)
     if experiment.train.strategy == "multi_worker" and not is_chief():
         out_root = tempfile.mkdtemp(prefix="augcompare-worker-")  # the chief writes the results
+    # The output folder is checked first: a mistake there must not wait for data preparation.
     run_dir = new_run_dir(Path(out_root) / experiment.name, run_id)
+    try:
+        dataset = _start(experiment)
+    except BaseException:
+        run_dir.rmdir()  # still empty: nothing was written
+        raise
     (run_dir / "config.toml").write_text(config_mod.dumps(config_mod.to_dict(experiment)))
     (run_dir / "environment.json").write_text(json.dumps(environment(experiment.train), indent=2) + "\n")
     samples = preview.pick_samples(dataset.train_images, dataset.train_labels)

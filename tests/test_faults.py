@@ -1,11 +1,17 @@
-"""Faults during a run: a full disk keeps every epoch already written and says how to go on."""
+"""Bad input and faults: a one-line error that names the problem and the fix, and nothing that
+was trained is lost. The README's "When something goes wrong" table points here."""
 
 import errno
+import json
 import os
 
+import numpy as np
 import pytest
+from test_prepare import scene, write_folder
 
-from experiments import cli
+from experiments import cli, config, prepare, runner
+from experiments.data import open_cache
+from experiments.errors import ConfigError
 from experiments.history import HistoryWriter, read_history
 
 SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8", "train.batch_size=16",
@@ -62,3 +68,76 @@ def test_disk_full_during_a_run_stops_it_with_a_clear_error(tmp_path, monkeypatc
     monkeypatch.undo()
     assert cli.main(["run", "--resume", str(run_dir)]) == 0
     assert len(read_history(run_dir / "history.csv")) == 4
+
+
+# Bad data: a one-line error naming the problem and the fix, or a warning where the data is usable.
+
+def test_a_class_with_one_image_cannot_be_split(tmp_path):
+    write_folder(tmp_path / "images", {"cat": (60, 0, 0)}, 1)
+    write_folder(tmp_path / "more", {"dog": (0, 60, 0)}, 4)
+    (tmp_path / "more" / "dog").rename(tmp_path / "images" / "dog")
+    with pytest.raises(ConfigError, match=r"cat has 1 images; asked for 1 train \+ 1 val"):
+        prepare.prepare_source("folder", tmp_path / "images", tmp_path / "c", (), 1, 1, 16, workers=1, progress=False)
+
+
+def write_npy_folder(root, extra):
+    rng = np.random.default_rng(0)
+    labels = {}
+    for i in range(12):
+        np.save(root / f"id-{i}.npy", scene(rng, (60, 0, 0) if i % 2 else (0, 0, 60), 20, 20))
+        labels[f"id-{i}.npy"] = "red" if i % 2 else "blue"
+    for name, array in extra.items():
+        np.save(root / name, array, allow_pickle=True)
+        labels[name] = "red"
+    (root / "labels.json").write_text(json.dumps(labels))
+
+
+def test_npy_files_of_the_wrong_shape_or_dtype_are_skipped_and_never_unpickled(tmp_path):
+    write_npy_folder(tmp_path, {"flat.npy": np.zeros(5), "words.npy": np.array([["a"]]),
+                                "pickled.npy": np.array([{"x": 1}], dtype=object)})
+    with pytest.raises(ConfigError, match="could not be decoded.*max_skip_fraction"):
+        prepare.prepare_source("npy", tmp_path, tmp_path / "out" / "c", (), 4, 2, 16, workers=1,
+                               max_skip_fraction=0.0, progress=False)
+    out = prepare.prepare_source("npy", tmp_path, tmp_path / "out" / "d", (), 2, 1, 16, workers=1,
+                                 max_skip_fraction=0.9, progress=False)
+    skipped = json.loads((out / "meta.json").read_text())["skipped"]
+    assert skipped == {"shape (5,) is not an image [H, W, 3]": 1, "dtype <U1 is not real pixel values": 1,
+                       "Object arrays cannot be loaded when allow_pickle=False": 1}
+
+
+def test_labels_that_do_not_match_the_files(tmp_path):
+    write_npy_folder(tmp_path, {})
+    np.save(tmp_path / "stray.npy", np.zeros((20, 20, 3)))
+    with pytest.raises(ConfigError, match="1 .npy file\\(s\\) have no label, e.g. stray.npy"):
+        prepare.prepare_source("npy", tmp_path, tmp_path / "out" / "c", (), 4, 2, 16, workers=1, progress=False)
+
+
+def test_images_smaller_than_image_size_are_upsampled_with_a_warning(tmp_path, capsys):
+    write_folder(tmp_path / "images", {"cat": (60, 0, 0), "dog": (0, 60, 0)}, 4)  # 24 x 30 pixels
+    out = prepare.prepare_source("folder", tmp_path / "images", tmp_path / "c", (), 3, 1, 32, workers=1,
+                                 progress=False)
+    assert open_cache(out).train_images.shape == (6, 32, 32, 3)
+    assert json.loads((out / "meta.json").read_text())["upsampled"] == 8
+    assert "warning: 8 image(s) had a shorter side below 32 px and were upsampled" in capsys.readouterr().err
+
+
+def test_a_cache_whose_arrays_do_not_match_its_meta_json(tmp_path):
+    write_folder(tmp_path / "images", {"cat": (60, 0, 0), "dog": (0, 60, 0)}, 4)
+    out = prepare.prepare_source("folder", tmp_path / "images", tmp_path / "c", (), 3, 1, 16, workers=1,
+                                 progress=False)
+    np.save(out / "train_images.npy", np.zeros((5, 16, 16, 3), np.uint8))
+    with pytest.raises(ConfigError, match=r"train_images.npy holds \(5, 16, 16, 3\) but meta.json says 6 images"):
+        open_cache(out)
+
+
+def test_an_output_folder_that_cannot_be_written_fails_before_any_data_is_read(tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setattr(runner, "load_dataset", lambda data: pytest.fail("data was read before the check"))
+    assert cli.main(["run", "--out", str(tmp_path / "file" / "results")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("augcompare: error: cannot create") and "choose another --out" in error
+
+
+def test_a_missing_data_root_is_an_error_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match="data.root .*nowhere does not exist"):
+        config.load(overrides=["data.source=folder", f"data.root={tmp_path / 'nowhere'}"])
