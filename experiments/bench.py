@@ -158,7 +158,7 @@ def bench_pipeline(count=4096, size=64, batch_size=32, seconds=3.0, rounds=3, lo
             "ratio_vs_best_anchor": round(ours / best_anchor, 2)}
 
 
-def bench_training(epochs=4, rounds=3, log=print):
+def bench_training(epochs=4, rounds=5, log=print):
     """Seconds per epoch of the demo's network and data, without augmentation, with the standard
     set inside the model (as augcompare run trains), and with Keras 3 layers in tf.data (anchor).
     The first epoch of each fit (tracing) is left out; arms take turns, median over rounds."""

@@ -53,8 +53,8 @@ def _parser():
     prepare.add_argument("--out", required=True, help="the cache directory to write")
 
     bench = commands.add_parser("bench", help="measure speed ratios side by side in one run")
-    bench.add_argument("names", nargs="*", default=["pipeline", "training", "memory", "prepare"],
-                       choices=["pipeline", "training", "memory", "prepare"], help="what to measure (default: all)")
+    bench.add_argument("names", nargs="*", metavar="NAME",
+                       help="pipeline, training, memory and/or prepare (default: all four)")
     bench.add_argument("--json", help="also write the results to this JSON file")
     return parser
 
@@ -122,7 +122,11 @@ def _prepare(args):
 
 def _bench(args):
     from experiments import bench
-    bench.run(args.names, args.json)
+    from experiments.errors import ConfigError
+    unknown = [name for name in args.names if name not in bench.BENCHMARKS]
+    if unknown:
+        raise ConfigError(f"no benchmark {unknown[0]!r}; choose from {', '.join(bench.BENCHMARKS)}")
+    bench.run(args.names or list(bench.BENCHMARKS), args.json)
 
 
 def main(argv=None):

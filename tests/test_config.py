@@ -109,3 +109,14 @@ def test_a_run_directory_is_not_an_experiment_file(tmp_path):
     (tmp_path / "config.toml").write_text("")
     with pytest.raises(ConfigError, match="is a directory; .* augcompare run --resume DIR"):
         config.load(tmp_path)
+
+
+def test_augmentations_command_lists_operations_ranges_and_presets(tmp_path, capsys):
+    from experiments import cli
+    (tmp_path / "sets.toml").write_text("[tilt]\nrotation = 45\n")
+    (tmp_path / "exp.toml").write_text('preset_files = ["sets.toml"]\n[arms.baseline]\n')
+    assert cli.main(["augmentations", str(tmp_path / "exp.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "rotation         0 to 180" in out and "fill_mode        reflect | nearest | constant | wrap" in out
+    assert "standard       rotation = 20.0, brightness = 0.2, horizontal_flip = true" in out
+    assert "tilt           rotation = 45" in out
