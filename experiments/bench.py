@@ -158,10 +158,12 @@ def bench_pipeline(count=4096, size=64, batch_size=32, seconds=3.0, rounds=3, lo
             "ratio_vs_best_anchor": round(ours / best_anchor, 2)}
 
 
-def bench_training(epochs=4, rounds=5, log=print):
-    """Seconds per epoch of the demo's network and data, without augmentation, with the standard
-    set inside the model (as augcompare run trains), and with Keras 3 layers in tf.data (anchor).
-    The first epoch of each fit (tracing) is left out; arms take turns, median over rounds."""
+def bench_training(epochs=12, log=print):
+    """Seconds per training epoch of the demo's network and data: without augmentation, with the
+    standard set inside the model (as augcompare run trains), and with Keras 3 layers in tf.data
+    (anchor). Each arm trains one epoch to trace and compile, then the arms take turns one epoch
+    at a time, so that the machine's slow phases fall on all of them alike; the median of
+    `epochs` epochs per arm."""
     import keras
     from augment import Augmentation, get_generator_cyclic
     from experiments import config, runner
@@ -190,31 +192,28 @@ def bench_training(epochs=4, rounds=5, log=print):
         def on_epoch_end(self, epoch, logs=None):
             self.seconds.append(self.finished - self.started)
 
-    def fit(augmentation, batches):
-        model = runner.training_model(experiment, augmentation, shape, classes, 0, weights)
-        timer = EpochTimer()
-        model.fit(batches, steps_per_epoch=steps, epochs=epochs + 1, callbacks=[timer], verbose=0, shuffle=False)
-        return statistics.mean(timer.seconds[1:])
-
     def keras_layers():
         batches = _keras_layers_batches(np.asarray(images), labels, batch_size, 0)
         # The layers already rescale: the model only has to pass pixels on, so undo the rescale.
         return ((x * 255.0, y) for x, y in batches)
 
-    arms = {
-        "no augmentation": lambda: fit(Augmentation(), get_generator_cyclic(
-            images, labels, batch_size, normalize=None, seed=0)),
-        "standard set in the model (augcompare run)": lambda: fit(Augmentation(**STANDARD), get_generator_cyclic(
-            images, labels, batch_size, normalize=None, seed=0)),
-        "Keras 3 layers in tf.data (anchor)": lambda: fit(Augmentation(), keras_layers()),
-    }
+    def cyclic():
+        return get_generator_cyclic(images, labels, batch_size, normalize=None, seed=0)
+
+    arms = {"no augmentation": (Augmentation(), cyclic()),
+            "standard set in the model (augcompare run)": (Augmentation(**STANDARD), cyclic()),
+            "Keras 3 layers in tf.data (anchor)": (Augmentation(), keras_layers())}
+    trainers = {}
+    for name, (augmentation, batches) in arms.items():
+        model = runner.training_model(experiment, augmentation, shape, classes, 0, weights)
+        trainers[name] = (model, batches, EpochTimer())
     log(f"bench training: demo network and data ({len(labels)} images {shape[0]} x {shape[1]}, batch {batch_size}), "
-        f"{os.cpu_count()} cores; s/epoch over {epochs} epochs after the first, median of {rounds} rounds")
-    measured = {name: [] for name in arms}
-    for _ in range(rounds):
-        for name, measure in arms.items():
-            measured[name].append(measure())
-    seconds = {name: statistics.median(values) for name, values in measured.items()}
+        f"{os.cpu_count()} cores; median s/epoch of {epochs} epochs per arm, arms in turn, after one to compile")
+    for epoch in range(epochs + 1):
+        for model, batches, timer in trainers.values():
+            model.fit(batches, steps_per_epoch=steps, initial_epoch=epoch, epochs=epoch + 1, callbacks=[timer],
+                      verbose=0, shuffle=False)
+    seconds = {name: statistics.median(timer.seconds[1:]) for name, (_, _, timer) in trainers.items()}
     base = seconds["no augmentation"]
     for name, value in seconds.items():
         log(f"  {name:44s} {value:6.3f} s/epoch  speed {base / value:.2f}x of no augmentation")

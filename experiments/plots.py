@@ -93,8 +93,8 @@ def differences_figure(summary, path):
         axis.legend(fontsize=8)
     else:
         axis.text(0.5, 0.5, "no arm to compare with the baseline", ha="center", transform=axis.transAxes)
-    axis.set_title(f"Difference from {summary['baseline']}: mean over paired seeds, bars = 95% CI "
-                   "(paired t)", fontsize=9)
+    axis.set_title(f"Difference from {summary['baseline']}\nmean over paired seeds, bars = 95% CI (paired t)",
+                   fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -275,8 +275,9 @@ def train_arm(experiment, dataset, arm, seed, run_dir, rows, writer, signals, lo
         callbacks = [recorder]
         if train.tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths["tensorboard"])))
-        for key in ("checkpoint", "best"):
-            paths[key].parent.mkdir(exist_ok=True)
+        paths["checkpoint"].parent.mkdir(exist_ok=True)
+        if train.save_best:
+            paths["best"].parent.mkdir(exist_ok=True)
         steps = math.ceil(len(dataset.train_labels) / train.batch_size)
         model.fit(batches, steps_per_epoch=steps, epochs=train.epochs, initial_epoch=done,
                   validation_data=validation, callbacks=callbacks, verbose=0, shuffle=False)
@@ -416,6 +417,14 @@ def resume(run_dir, log=print, per_seed=False):
     experiment = config_mod.build(config_mod.read_toml(run_dir / "config.toml"))
     dataset = _start(experiment)
     log(f"{experiment.name}: resuming {run_dir}")
+    recorded_path = run_dir / "environment.json"
+    if recorded_path.is_file():
+        recorded, now = json.loads(recorded_path.read_text()), environment(experiment.train)
+        changed = [key for key in ("python", "tensorflow", "keras", "numpy", "git_commit", "devices")
+                   if recorded.get(key) != now[key]]
+        if changed:
+            log(f"warning: {', '.join(changed)} differ from when the run started; the epochs trained now may "
+                "not match an uninterrupted run's to the last digit")
     return train_all(run_dir, experiment, dataset, log, per_seed)
 
 
