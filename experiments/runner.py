@@ -14,6 +14,7 @@ killed at any moment and ends with the history an uninterrupted run would have w
 
 import contextlib
 import functools
+import importlib.util
 import json
 import math
 import os
@@ -365,6 +366,8 @@ class StopOnSignal:
 
 def _start(experiment):
     """The data set, checked against the experiment; op determinism on, the strategy made."""
+    if experiment.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("train.tensorboard = true needs the tensorboard package; pip install -e \".[tensorboard]\"")
     distribution(experiment.train.strategy, experiment.train.cpu_devices)  # before TensorFlow's first op
     tf.config.experimental.enable_op_determinism()
     dataset = load_dataset(experiment.data)
