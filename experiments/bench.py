@@ -73,9 +73,6 @@ def bench_prepare(count=3000, size=64, log=print):
     return result
 
 
-STANDARD = {"rotation": 20.0, "brightness": 0.2, "horizontal_flip": True}
-
-
 def _images_per_second(batches, batch_size, seconds):
     """Pulls batches from an endless iterator for about `seconds` after a warm-up."""
     for _ in range(5):
@@ -122,11 +119,11 @@ def _keras_layers_batches(images, labels, batch_size, seed):
 
 def bench_pipeline(count=4096, size=64, batch_size=32, seconds=3.0, rounds=3, log=print):
     """Images/s of each pipeline, the median of `rounds` measurements taken in turn."""
-    from augment import Augmentation, get_generator_cyclic
+    from augment import PRESETS, Augmentation, get_generator_cyclic
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
     labels = rng.integers(0, 2, count)
-    standard = Augmentation(**STANDARD)
+    standard = Augmentation(**PRESETS["standard"])
     pipelines = {
         "get_generator_cyclic, no augmentation (floor)": lambda: get_generator_cyclic(
             images, labels, batch_size, augment=None, normalize="rescale", seed=0),
@@ -165,7 +162,7 @@ def bench_training(epochs=12, log=print):
     at a time, so that the machine's slow phases fall on all of them alike; the median of
     `epochs` epochs per arm."""
     import keras
-    from augment import Augmentation, get_generator_cyclic
+    from augment import PRESETS, Augmentation, get_generator_cyclic
     from experiments import config, runner
     from experiments.data import load_dataset
     experiment = config.load()
@@ -201,7 +198,7 @@ def bench_training(epochs=12, log=print):
         return get_generator_cyclic(images, labels, batch_size, normalize=None, seed=0)
 
     arms = {"no augmentation": (Augmentation(), cyclic()),
-            "standard set in the model (augcompare run)": (Augmentation(**STANDARD), cyclic()),
+            "standard set in the model (augcompare run)": (Augmentation(**PRESETS["standard"]), cyclic()),
             "Keras 3 layers in tf.data (anchor)": (Augmentation(), keras_layers())}
     trainers = {}
     for name, (augmentation, batches) in arms.items():

@@ -21,7 +21,7 @@ from numpy.lib.format import open_memmap
 from PIL import features
 
 from experiments import lsun
-from experiments.data import ARRAYS, staged_cache
+from experiments.data import staged_cache
 from experiments.errors import ConfigError
 from experiments.images import IMAGE_SUFFIXES, close_databases, load_item
 

@@ -286,6 +286,7 @@ def train_arm(experiment, dataset, arm, seed, run_dir, rows, writer, signals, lo
         recorder.stopped_early = True
     return recorder.outcome()
 
+
 def check_dataset(experiment, dataset):
     size = dataset.train_images.shape[1]
     if size != experiment.data.image_size:

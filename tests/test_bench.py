@@ -1,0 +1,20 @@
+"""The benchmarks run and report what they measure (their speeds are never asserted: speed
+targets are read from `augcompare bench`, not from timed tests)."""
+
+import importlib.util
+
+from experiments import bench
+
+
+def test_pipeline_bench_reports_every_pipeline_and_the_ratio():
+    result = bench.bench_pipeline(count=128, size=16, batch_size=16, seconds=0.05, rounds=1, log=lambda line: None)
+    names = set(result["images_per_s"])
+    assert {"get_generator_cyclic, no augmentation (floor)", "get_generator_cyclic, standard set",
+            "tf.data + Keras 3 layers (anchor)"} <= names
+    assert ("albumentations per image (anchor)" in names) == (importlib.util.find_spec("albumentations") is not None)
+    assert all(value > 0 for value in result["images_per_s"].values()) and result["ratio_vs_best_anchor"] > 0
+
+
+def test_memory_bench_measures_both_sizes():
+    result = bench.bench_memory(small=200, large=400, size=8, batch_size=32, log=lambda line: None)
+    assert set(result["peak_rss_anon_kib"]) == {200, 400} and result["ratio"] > 0
