@@ -225,7 +225,7 @@ def _peak_rss_anon(cache, batch_size):
     code = f"""
 import numpy as np
 from augment import DataGenerator
-images = np.load({str(cache / "train_images.npy")!r}, mmap_mode="r")
+images = np.load({str(cache / "train_images.npy")!r}, mmap_mode="r", allow_pickle=False)
 labels = np.zeros(len(images), dtype=np.int64)
 data = DataGenerator(range(len(images)), labels, source=images, batch_size={batch_size},
                      dim=images.shape[1:], shuffle=True, norm="rescale", seed=0)
