@@ -21,7 +21,6 @@ import os
 import platform
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -220,7 +219,13 @@ def distribution(strategy, cpu_devices=0):
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([device.name for device in devices])
     if strategy == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()  # the cluster comes from TF_CONFIG
+        workers = cluster_size()
+        if workers > 1:
+            # Tried here with two local workers: fit fails converting a PerReplica batch.
+            raise ConfigError(f"train.strategy = \"multi_worker\" with {workers} workers in TF_CONFIG: Keras 3's fit "
+                              "does not train under MultiWorkerMirroredStrategy across workers yet "
+                              "(keras-team/keras#20585); use \"mirrored\" on one machine")
+        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
 
@@ -376,22 +381,17 @@ def _start(experiment):
     return dataset
 
 
-def is_chief():
-    """Whether this process writes results: yes, except a non-chief worker of a multi-worker
-    cluster, as TF_CONFIG describes it (the chief, else worker 0, writes)."""
+def cluster_size():
+    """How many tasks (chief and workers) the TF_CONFIG environment variable describes; 1 without it."""
     try:
-        described = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    except json.JSONDecodeError:
-        raise ConfigError("TF_CONFIG is not valid JSON; see tf.distribute.MultiWorkerMirroredStrategy") from None
-    task, cluster = described.get("task", {}), described.get("cluster", {})
-    kind, index = task.get("type", "chief"), task.get("index", 0)
-    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    except (json.JSONDecodeError, AttributeError):
+        raise ConfigError("TF_CONFIG is not a JSON object; see tf.distribute.MultiWorkerMirroredStrategy") from None
+    return max(1, len(cluster.get("chief", [])) + len(cluster.get("worker", [])))
 
 
 def run(experiment, out_root="results", run_id=None, log=print, per_seed=False):
     """Trains every arm for every seed in a new run directory; returns its path."""
-    if experiment.train.strategy == "multi_worker" and not is_chief():
-        out_root = tempfile.mkdtemp(prefix="augcompare-worker-")  # the chief writes the results
     # The output folder is checked first: a mistake there must not wait for data preparation.
     run_dir = new_run_dir(Path(out_root) / experiment.name, run_id)
     try:

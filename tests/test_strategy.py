@@ -29,3 +29,14 @@ def test_arms_train_under_a_distribution_strategy(tmp_path, strategy, replicas):
     assert [(r["arm"], r["epoch"]) for r in history] == [("baseline", 1), ("baseline", 2), ("augmented", 1),
                                                           ("augmented", 2)]
     assert all(0 <= r["val_accuracy"] <= 1 and r["loss"] > 0 for r in history)
+
+
+def test_multi_worker_across_workers_is_refused_with_the_reason(tmp_path, monkeypatch, capsys):
+    from experiments import cli
+    cluster = {"cluster": {"worker": ["localhost:23456", "localhost:23457"]}, "task": {"type": "worker", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(cluster))
+    sets = SMALL + [f"data.cache_dir={tmp_path / 'cache'}", "train.strategy=multi_worker"]
+    assert cli.main(["run", "--out", str(tmp_path), "--run-id", "r"] + [a for s in sets for a in ("--set", s)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "with 2 workers in TF_CONFIG" in error and "keras-team/keras#20585" in error
+    assert not (tmp_path / "demo" / "r").exists()
