@@ -79,12 +79,11 @@ def open_cache(directory):
         raise ConfigError(f"{directory} is damaged ({error}); delete it and prepare it again") from None
     class_names = tuple(meta.get("class_names", ()))
     for split in ("train", "val"):
-        images = arrays[f"{split}_images"]
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if f"{split}_count" in meta and (len(images) != meta[f"{split}_count"]
                                          or images.shape[1:3] != (meta["image_size"],) * 2):
             raise ConfigError(f"{directory}/{split}_images.npy holds {images.shape} but meta.json says "
                               f"{meta[f'{split}_count']} images of {meta['image_size']} px; delete it and prepare it again")
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ConfigError(f"{directory}/{split}_images.npy must be uint8 [N, S, S, 3], "
                               f"got {images.dtype} {images.shape}; prepare it again")

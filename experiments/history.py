@@ -1,4 +1,5 @@
-"""history.csv: one row per arm x seed x epoch, appended and flushed as each epoch ends."""
+"""history.csv: one row per arm x seed x epoch, appended and flushed as each epoch ends; and the
+atomic replacement every file a resumed run reads is written with."""
 
 import csv
 import io
@@ -7,6 +8,18 @@ from pathlib import Path
 
 COLUMNS = ("arm", "seed", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
 _TYPES = {"arm": str, "seed": int, "epoch": int}
+
+
+def write_atomically(path, write):
+    """write(staging_path), then rename it over path: whoever reads path (a resumed run) finds
+    the old file or the new one, never half of one. A failed write leaves the old file."""
+    path = Path(path)
+    staging = path.with_name(".partial-" + path.name)  # keeps the suffix Keras checks
+    try:
+        write(staging)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def _csv_text(rows, header):
@@ -44,9 +57,8 @@ class HistoryWriter:
     def rewrite(self, rows):
         """Replaces the file with rows, atomically (used when a resumed run drops the epochs of
         the run it repeats)."""
-        staging = self.path.with_name(self.path.name + ".tmp")
-        staging.write_text(_csv_text(rows, header=True))
-        os.replace(staging, self.path)
+        text = _csv_text(rows, header=True)
+        write_atomically(self.path, lambda staging: staging.write_text(text))
 
 
 def read_history(path):

@@ -34,7 +34,7 @@ from experiments import config as config_mod
 from experiments import plots, preview, stats
 from experiments.errors import ConfigError, RunStopped
 from experiments.data import load_dataset
-from experiments.history import HistoryWriter, read_history
+from experiments.history import HistoryWriter, read_history, write_atomically
 from models import small_cnn
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -146,18 +146,6 @@ class EpochRecorder(keras.callbacks.Callback):
         status = "failed" if self.failure else "stopped_early" if self.stopped_early else "finished"
         return {"arm": self.arm, "seed": self.seed, "status": status, "epochs": len(self.rows),
                 "reason": self.failure or ""}
-
-
-def write_atomically(path, write):
-    """write(staging_path), then rename it over path: whoever reads path (a resumed run) finds
-    the old file or the new one, never half of one. A failed write leaves the old file."""
-    path = Path(path)
-    staging = path.with_name(".partial-" + path.name)  # keeps the suffix Keras checks
-    try:
-        write(staging)
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
 
 
 def save_checkpoint(model, epochs_done, path):
