@@ -6,10 +6,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["KERAS_BACKEND"] = "tensorflow"
 
-from augment.augmentation import PARAMS, PRESETS, Augmentation  # noqa: E402
-from augment.generators import DataGenerator, get_generator, get_generator_cyclic  # noqa: E402
-from augment.layer import AugmentationLayer  # noqa: E402
-from augment.ops import NORMALIZATIONS, normalize  # noqa: E402
+from augcompare.augment.augmentation import PARAMS, PRESETS, Augmentation  # noqa: E402
+from augcompare.augment.generators import DataGenerator, get_generator, get_generator_cyclic  # noqa: E402
+from augcompare.augment.layer import AugmentationLayer  # noqa: E402
+from augcompare.augment.ops import NORMALIZATIONS, normalize  # noqa: E402
 
 __all__ = ["Augmentation", "AugmentationLayer", "DataGenerator", "NORMALIZATIONS", "PARAMS", "PRESETS",
            "get_generator", "get_generator_cyclic", "normalize"]

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from augment import ops
+from augcompare.augment import ops
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from augment import ops
+from augcompare.augment import ops
 
 
 def pass_order(n, seed, pass_index, shuffle):

@@ -9,8 +9,8 @@ more (XLA-fused) op of the graph, and runs on the accelerator where there is one
 import keras
 import tensorflow as tf
 
-from augment import ops
-from augment.augmentation import Augmentation
+from augcompare.augment import ops
+from augcompare.augment.augmentation import Augmentation
 
 
 @keras.saving.register_keras_serializable(package="augcompare")

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from experiments import demo_scenes, lsun
-from experiments.images import decode, open_database
-from experiments.prepare import prepare_source
+from augcompare.experiments import demo_scenes, lsun
+from augcompare.experiments.images import decode, open_database
+from augcompare.experiments.prepare import prepare_source
 
 
 def lsun_like_database(path, count, seed=0):
@@ -119,7 +119,7 @@ def _keras_layers_batches(images, labels, batch_size, seed):
 
 def bench_pipeline(count=4096, size=64, batch_size=32, seconds=3.0, rounds=3, log=print):
     """Images/s of each pipeline, the median of `rounds` measurements taken in turn."""
-    from augment import PRESETS, Augmentation, get_generator_cyclic
+    from augcompare.augment import PRESETS, Augmentation, get_generator_cyclic
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
     labels = rng.integers(0, 2, count)
@@ -162,9 +162,9 @@ def bench_training(epochs=12, log=print):
     at a time, so that the machine's slow phases fall on all of them alike; the median of
     `epochs` epochs per arm."""
     import keras
-    from augment import PRESETS, Augmentation, get_generator_cyclic
-    from experiments import config, runner
-    from experiments.data import load_dataset
+    from augcompare.augment import PRESETS, Augmentation, get_generator_cyclic
+    from augcompare.experiments import config, runner
+    from augcompare.experiments.data import load_dataset
     experiment = config.load()
     dataset = load_dataset(experiment.data)
     images, labels = dataset.train_images, dataset.train_labels
@@ -224,7 +224,7 @@ def _peak_rss_anon(cache, batch_size):
     its peak RssAnon in kB, sampled after every batch."""
     code = f"""
 import numpy as np
-from augment import DataGenerator
+from augcompare.augment import DataGenerator
 images = np.load({str(cache / "train_images.npy")!r}, mmap_mode="r", allow_pickle=False)
 labels = np.zeros(len(images), dtype=np.int64)
 data = DataGenerator(range(len(images)), labels, source=images, batch_size={batch_size},

@@ -60,7 +60,7 @@ def _parser():
 
 
 def _run(args):
-    from experiments import config, runner
+    from augcompare.experiments import config, runner
     if args.resume:
         if args.experiment or args.overrides or args.run_id:
             raise config.ConfigError("--resume takes only the run directory; its config.toml says the rest")
@@ -72,14 +72,14 @@ def _run(args):
 
 
 def _plot(args):
-    from experiments import runner
+    from augcompare.experiments import runner
     print(runner.redraw(args.run_dir, per_seed=args.per_seed), end="")
     print(f"figures redrawn in {args.run_dir}")
 
 
 def _preview(args):
-    from experiments import config, preview
-    from experiments.data import load_dataset
+    from augcompare.experiments import config, preview
+    from augcompare.experiments.data import load_dataset
     experiment = config.load(args.experiment, args.overrides)
     arms = experiment.arms
     if args.arm:
@@ -97,8 +97,8 @@ def _preview(args):
 
 
 def _augmentations(args):
-    from augment.augmentation import describe
-    from experiments import config
+    from augcompare.augment.augmentation import describe
+    from augcompare.experiments import config
     presets = None
     if args.experiment:
         path = Path(args.experiment)
@@ -107,8 +107,8 @@ def _augmentations(args):
 
 
 def _prepare(args):
-    from experiments.errors import ConfigError
-    from experiments.prepare import prepare_source
+    from augcompare.experiments.errors import ConfigError
+    from augcompare.experiments.prepare import prepare_source
     for name in ("train_per_class", "val_per_class", "image_size"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
@@ -121,8 +121,8 @@ def _prepare(args):
 
 
 def _bench(args):
-    from experiments import bench
-    from experiments.errors import ConfigError
+    from augcompare.experiments import bench
+    from augcompare.experiments.errors import ConfigError
     unknown = [name for name in args.names if name not in bench.BENCHMARKS]
     if unknown:
         raise ConfigError(f"no benchmark {unknown[0]!r}; choose from {', '.join(bench.BENCHMARKS)}")
@@ -131,7 +131,7 @@ def _bench(args):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    from experiments.errors import ConfigError, RunStopped
+    from augcompare.experiments.errors import ConfigError, RunStopped
     handlers = {"run": _run, "plot": _plot, "preview": _preview, "augmentations": _augmentations,
                 "prepare": _prepare, "bench": _bench}
     try:

@@ -5,16 +5,19 @@ raises ConfigError with a one-line message that names the key and what would be 
 """
 
 import dataclasses
+import importlib.resources
 import math
 import re
 import tomllib
 from pathlib import Path
 
-from augment import NORMALIZATIONS, PRESETS, Augmentation
-from experiments.errors import ConfigError  # noqa: F401  (raised here, caught by the CLI)
-from experiments.lsun import CATEGORIES as LSUN_CATEGORIES
+from augcompare.augment import NORMALIZATIONS, PRESETS, Augmentation
+from augcompare.experiments.errors import ConfigError  # noqa: F401  (raised here, caught by the CLI)
+from augcompare.experiments.lsun import CATEGORIES as LSUN_CATEGORIES
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent
+# The experiment files installed with the package (read through importlib.resources, so they are
+# found wherever the package is installed).
+EXPERIMENTS_DIR = Path(str(importlib.resources.files("augcompare.experiments")))
 DEFAULT_EXPERIMENT = EXPERIMENTS_DIR / "demo.toml"
 SOURCES = ("demo", "lsun", "folder", "npy", "cache")
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import demo_scenes
-from experiments.errors import ConfigError
+from augcompare.experiments import demo_scenes
+from augcompare.experiments.errors import ConfigError
 
 ARRAYS = ("train_images", "train_labels", "val_images", "val_labels")
 
@@ -134,7 +134,7 @@ def load_dataset(data):
     if data.source == "cache":
         return open_cache(Path(data.path).expanduser())
     if data.source in ("lsun", "folder", "npy"):
-        from experiments.prepare import prepare_source, source_params
+        from augcompare.experiments.prepare import prepare_source, source_params
         settings = {"categories": list(data.categories), "train_per_class": data.train_per_class,
                     "val_per_class": data.val_per_class, "image_size": data.image_size, "seed": data.seed,
                     "max_skip_fraction": data.max_skip_fraction}

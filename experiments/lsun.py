@@ -12,8 +12,8 @@ from pathlib import Path
 
 import lmdb
 
-from experiments.errors import ConfigError
-from experiments.images import open_database
+from augcompare.experiments.errors import ConfigError
+from augcompare.experiments.images import open_database
 
 CATEGORIES = ("bedroom", "bridge", "church_outdoor", "classroom", "conference_room", "dining_room",
               "kitchen", "living_room", "restaurant", "tower")

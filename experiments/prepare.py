@@ -20,10 +20,10 @@ import numpy as np
 from numpy.lib.format import open_memmap
 from PIL import features
 
-from experiments import lsun
-from experiments.data import staged_cache
-from experiments.errors import ConfigError
-from experiments.images import IMAGE_SUFFIXES, close_databases, load_item
+from augcompare.experiments import lsun
+from augcompare.experiments.data import staged_cache
+from augcompare.experiments.errors import ConfigError
+from augcompare.experiments.images import IMAGE_SUFFIXES, close_databases, load_item
 
 CACHE_VERSION = 1
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from experiments import plots
+from augcompare.experiments import plots
 
 
 def pick_samples(images, labels, count=4, seed=0):

@@ -29,13 +29,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from augment import AugmentationLayer, DataGenerator, get_generator_cyclic
-from experiments import config as config_mod
-from experiments import plots, preview, stats
-from experiments.errors import ConfigError, RunStopped
-from experiments.data import load_dataset
-from experiments.history import HistoryWriter, read_history, write_atomically
-from models import small_cnn
+from augcompare.augment import AugmentationLayer, DataGenerator, get_generator_cyclic
+from augcompare.experiments import config as config_mod
+from augcompare.experiments import plots, preview, stats
+from augcompare.experiments.errors import ConfigError, RunStopped
+from augcompare.experiments.data import load_dataset
+from augcompare.experiments.history import HistoryWriter, read_history, write_atomically
+from augcompare.models import small_cnn
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

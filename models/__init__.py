@@ -1,5 +1,5 @@
 """The small CNN that augmentation sets are compared on."""
 
-from models.cnn import small_cnn
+from augcompare.models.cnn import small_cnn
 
 __all__ = ["small_cnn"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-import augment  # noqa: F401  (sets the Keras backend before any test imports keras)
+import augcompare.augment  # noqa: F401  (sets the Keras backend before any test imports keras)
 
 
 @pytest.fixture

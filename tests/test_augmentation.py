@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from augment import Augmentation, normalize
-from augment import ops
-from augment.augmentation import PARAMS
+from augcompare.augment import Augmentation, normalize
+from augcompare.augment import ops
+from augcompare.augment.augmentation import PARAMS
 
 STANDARD = dict(rotation=20, brightness=0.2, horizontal_flip=True)
 # One row per operation: adding an operation adds its row here.

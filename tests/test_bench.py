@@ -3,7 +3,7 @@ targets are read from `augcompare bench`, not from timed tests)."""
 
 import importlib.util
 
-from experiments import bench
+from augcompare.experiments import bench
 
 
 def test_pipeline_bench_reports_every_pipeline_and_the_ratio():

@@ -2,9 +2,9 @@ import tomllib
 
 import pytest
 
-from augment import Augmentation
-from experiments import config
-from experiments.config import ConfigError
+from augcompare.augment import Augmentation
+from augcompare.experiments import config
+from augcompare.experiments.config import ConfigError
 
 
 def test_demo_experiment_loads_with_the_documented_schema():
@@ -112,7 +112,7 @@ def test_a_run_directory_is_not_an_experiment_file(tmp_path):
 
 
 def test_augmentations_command_lists_operations_ranges_and_presets(tmp_path, capsys):
-    from experiments import cli
+    from augcompare.experiments import cli
     (tmp_path / "sets.toml").write_text("[tilt]\nrotation = 45\n")
     (tmp_path / "exp.toml").write_text('preset_files = ["sets.toml"]\n[arms.baseline]\n')
     assert cli.main(["augmentations", str(tmp_path / "exp.toml")]) == 0

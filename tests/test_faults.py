@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from test_prepare import scene, write_folder
 
-from experiments import cli, config, prepare, runner
-from experiments.data import open_cache
-from experiments.errors import ConfigError
-from experiments.history import HistoryWriter, read_history
+from augcompare.experiments import cli, config, prepare, runner
+from augcompare.experiments.data import open_cache
+from augcompare.experiments.errors import ConfigError
+from augcompare.experiments.history import HistoryWriter, read_history
 
 SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8", "train.batch_size=16",
          "model.filters=[8, 16]", "model.dense_units=16", "train.epochs=2", "train.seeds=[0]"]

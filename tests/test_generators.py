@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from augment import Augmentation, DataGenerator, get_generator, get_generator_cyclic
+from augcompare.augment import Augmentation, DataGenerator, get_generator, get_generator_cyclic
 
 STANDARD = Augmentation(rotation=20, brightness=0.2, horizontal_flip=True)
 

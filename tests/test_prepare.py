@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import config, prepare
-from experiments.data import load_dataset, open_cache
-from experiments.errors import ConfigError
-from experiments.images import decode, image_format, resize_and_crop
-from experiments.lsun import start_key, write_database
+from augcompare.experiments import config, prepare
+from augcompare.experiments.data import load_dataset, open_cache
+from augcompare.experiments.errors import ConfigError
+from augcompare.experiments.images import decode, image_format, resize_and_crop
+from augcompare.experiments.lsun import start_key, write_database
 
 SIZE = 16
 
@@ -273,7 +273,7 @@ def test_npy_source_reads_the_original_layout(tmp_path):
 
 
 def test_prepare_command_writes_and_reuses_a_cache(tmp_path, capsys):
-    from experiments import cli
+    from augcompare.experiments import cli
     write_folder(tmp_path / "images", {"cat": (60, 0, 0), "dog": (0, 60, 0)}, 6)
     args = ["prepare", "folder", "--root", str(tmp_path / "images"), "--out", str(tmp_path / "c"),
             "--train-per-class", "4", "--val-per-class", "2", "--image-size", "8", "--workers", "1"]

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from augment import PARAMS, Augmentation, DataGenerator, get_generator, get_generator_cyclic, normalize
+from augcompare.augment import PARAMS, Augmentation, DataGenerator, get_generator, get_generator_cyclic, normalize
 
 OPERATIONS = [key for key, param in PARAMS.items() if param.kind is not str and key != "fill_value"]
 

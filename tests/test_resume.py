@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from experiments import cli
-from experiments.history import read_history
+from augcompare.experiments import cli
+from augcompare.experiments.history import read_history
 
 SETTINGS = ["data.image_size=32", "data.train_per_class=64", "data.val_per_class=8", "train.epochs=4",
             "train.seeds=[0, 1]", "train.batch_size=16", "model.filters=[8, 16]", "model.dense_units=16",
@@ -55,7 +55,7 @@ def start_and_stop(tmp_path, stop, after_rows):
     """Starts `augcompare run` in a subprocess, stops it with `stop(process)` once history.csv has
     after_rows rows, and returns (run_dir, rows written, exit code, stderr)."""
     run_dir = tmp_path / "results" / "demo" / "stopped"
-    process = subprocess.Popen([sys.executable, "-m", "experiments.cli"] + run_args(tmp_path, "stopped"),
+    process = subprocess.Popen([sys.executable, "-m", "augcompare.experiments.cli"] + run_args(tmp_path, "stopped"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     history, deadline = run_dir / "history.csv", time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:

@@ -7,11 +7,11 @@ import keras
 import numpy as np
 import pytest
 
-from augment import Augmentation
-from experiments import cli, runner
-from experiments.data import load_dataset
-from experiments import config
-from experiments.history import read_history
+from augcompare.augment import Augmentation
+from augcompare.experiments import cli, runner
+from augcompare.experiments.data import load_dataset
+from augcompare.experiments import config
+from augcompare.experiments.history import read_history
 
 SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8", "train.batch_size=16",
          "model.filters=[8, 16]", "model.dense_units=16"]

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import cli, config, runner
-from experiments.data import load_dataset
+from augcompare.experiments import cli, config, runner
+from augcompare.experiments.data import load_dataset
 
 SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8", "train.epochs=2",
          "train.seeds=[0, 1]", "train.batch_size=16", "model.filters=[8, 16]", "model.dense_units=16"]
@@ -132,7 +132,7 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path, capsys):
 
 
 def test_console_script_reports_errors_without_a_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "experiments.cli", "run", str(tmp_path / "missing.toml")],
+    result = subprocess.run([sys.executable, "-m", "augcompare.experiments.cli", "run", str(tmp_path / "missing.toml")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "missing.toml does not exist" in result.stderr and "Traceback" not in result.stderr

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from augment import Augmentation
-from experiments import stats
+from augcompare.augment import Augmentation
+from augcompare.experiments import stats
 
 
 @pytest.mark.parametrize("df,expected", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (30, 2.0423)])

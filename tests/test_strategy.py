@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from experiments.history import read_history
+from augcompare.experiments.history import read_history
 
 SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8", "train.batch_size=16",
          "model.filters=[8, 16]", "model.dense_units=16", "train.epochs=2", "train.seeds=[0]"]
@@ -17,7 +17,7 @@ SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8"
 @pytest.mark.parametrize("strategy, replicas", [("mirrored", 2), ("multi_worker", 1)])
 def test_arms_train_under_a_distribution_strategy(tmp_path, strategy, replicas):
     sets = SMALL + [f"data.cache_dir={tmp_path / 'cache'}", f"train.strategy={strategy}", "train.cpu_devices=2"]
-    command = [sys.executable, "-m", "experiments.cli", "run", "--out", str(tmp_path), "--run-id", "r"]
+    command = [sys.executable, "-m", "augcompare.experiments.cli", "run", "--out", str(tmp_path), "--run-id", "r"]
     result = subprocess.run(command + [a for s in sets for a in ("--set", s)], capture_output=True, text=True,
                             timeout=240, env={k: v for k, v in os.environ.items() if k != "TF_CONFIG"})
     assert result.returncode == 0, result.stderr[-2000:]
@@ -32,7 +32,7 @@ def test_arms_train_under_a_distribution_strategy(tmp_path, strategy, replicas):
 
 
 def test_multi_worker_across_workers_is_refused_with_the_reason(tmp_path, monkeypatch, capsys):
-    from experiments import cli
+    from augcompare.experiments import cli
     cluster = {"cluster": {"worker": ["localhost:23456", "localhost:23457"]}, "task": {"type": "worker", "index": 0}}
     monkeypatch.setenv("TF_CONFIG", json.dumps(cluster))
     sets = SMALL + [f"data.cache_dir={tmp_path / 'cache'}", "train.strategy=multi_worker"]
