@@ -1,15 +1,25 @@
-"""Augmentation sets, batched operations and the generators that feed Keras."""
+"""Augmentation sets, batched operations and the generators that feed Keras.
 
+The names below are loaded on first use: `augcompare.augment.params` (what an arm may ask for)
+needs no TensorFlow, so the command line can list and check settings without loading it.
+"""
+
+import importlib
 import os
 
 # The operations are TensorFlow ops; Keras must run on the same backend.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["KERAS_BACKEND"] = "tensorflow"
 
-from augcompare.augment.augmentation import PARAMS, PRESETS, Augmentation  # noqa: E402
-from augcompare.augment.generators import DataGenerator, get_generator, get_generator_cyclic  # noqa: E402
-from augcompare.augment.layer import AugmentationLayer  # noqa: E402
-from augcompare.augment.ops import NORMALIZATIONS, normalize  # noqa: E402
+_EXPORTS = {
+    "Augmentation": "augmentation", "AugmentationLayer": "layer", "DataGenerator": "generators",
+    "get_generator": "generators", "get_generator_cyclic": "generators", "normalize": "ops",
+    "NORMALIZATIONS": "params", "PARAMS": "params", "PRESETS": "params",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["Augmentation", "AugmentationLayer", "DataGenerator", "NORMALIZATIONS", "PARAMS", "PRESETS",
-           "get_generator", "get_generator_cyclic", "normalize"]
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -1,16 +1,16 @@
 """Batched image operations in TensorFlow.
 
-Every function takes a float32 batch [B, H, W, C] of pixel values in [0, 255] and draws its
-randomness from an explicit stateless seed (a shape-[2] integer tensor), so the same seed gives
-the same output, in eager code, inside tf.data and inside a compiled training step alike.
+Every function takes a float32 batch [B, H, W, C] (pixels in [0, 255], or values in the data's
+own range) and draws its randomness from an explicit stateless seed (a shape-[2] integer tensor),
+so the same seed gives the same output, in eager code, inside tf.data and inside a compiled
+training step alike.
 """
 
 import math
 
 import tensorflow as tf
 
-FILL_MODES = ("reflect", "nearest", "constant", "wrap")
-NORMALIZATIONS = ("rescale", "standardize", "divmax")
+from augcompare.augment.params import FILL_MODES, NORMALIZATIONS  # noqa: F401  (re-exported)
 
 # Each operation draws from its own sub-stream of the batch seed, so switching one operation on
 # or off never changes what another one draws.
@@ -112,15 +112,16 @@ def warp(images, transforms, fill_mode="reflect", fill_value=0.0):
     return top * (1.0 - fy) + bottom * fy
 
 
-def scale_pixels(images, factors):
-    """Multiplies each image by its factor [B] and clips to the pixel range [0, 255]."""
-    return tf.clip_by_value(images * factors[:, None, None, None], 0.0, 255.0)
+def scale_pixels(images, factors, low=0.0, high=255.0):
+    """Multiplies each image by its factor [B] and clips to the data's range [low, high]."""
+    return tf.clip_by_value(images * factors[:, None, None, None], low, high)
 
 
-def adjust_contrast(images, factors):
-    """Moves each pixel away from (factor > 1) or towards its image's per-channel mean."""
+def adjust_contrast(images, factors, low=0.0, high=255.0):
+    """Moves each value away from (factor > 1) or towards its image's per-channel mean, clipped
+    to the data's range [low, high]."""
     mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
-    return tf.clip_by_value((images - mean) * factors[:, None, None, None] + mean, 0.0, 255.0)
+    return tf.clip_by_value((images - mean) * factors[:, None, None, None] + mean, low, high)
 
 
 def cutout_centres(seed, batch, height, width):

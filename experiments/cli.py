@@ -63,7 +63,7 @@ def _run(args):
     from augcompare.experiments import config, runner
     if args.resume:
         if args.experiment or args.overrides or args.run_id:
-            raise config.ConfigError("--resume takes only the run directory; its config.toml says the rest")
+            raise config.UserError("--resume takes only the run directory; its config.toml says the rest")
         run_dir = runner.resume(args.resume, per_seed=args.per_seed)
     else:
         experiment = config.load(args.experiment, args.overrides)
@@ -84,12 +84,12 @@ def _preview(args):
     arms = experiment.arms
     if args.arm:
         if args.arm not in arms:
-            raise config.ConfigError(f"no arm {args.arm!r}; arms: {', '.join(arms)}")
+            raise config.UserError(f"no arm {args.arm!r}; arms: {', '.join(arms)}")
         arms = {args.arm: arms[args.arm]}
     if all(aug.is_identity for aug in arms.values()):
-        raise config.ConfigError("no augmenting arm to preview; name one with --arm")
+        raise config.UserError("no augmenting arm to preview; name one with --arm")
     if args.count < 1 or args.variants < 1:
-        raise config.ConfigError("--count and --variants must be at least 1")
+        raise config.UserError("--count and --variants must be at least 1")
     dataset = load_dataset(experiment.data)
     samples = preview.pick_samples(dataset.train_images, dataset.train_labels, args.count)
     preview.draw(samples, arms, Path(args.output), args.variants)
@@ -107,13 +107,13 @@ def _augmentations(args):
 
 
 def _prepare(args):
-    from augcompare.experiments.errors import ConfigError
+    from augcompare.experiments.errors import UserError
     from augcompare.experiments.prepare import prepare_source
     for name in ("train_per_class", "val_per_class", "image_size"):
         if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 <= args.max_skip_fraction <= 1 or args.workers < 0:
-        raise ConfigError("--max-skip-fraction must be in [0, 1] and --workers at least 0")
+        raise UserError("--max-skip-fraction must be in [0, 1] and --workers at least 0")
     categories = [c for c in args.categories.split(",") if c]
     out = prepare_source(args.source, args.root, args.out, categories, args.train_per_class, args.val_per_class,
                          args.image_size, args.seed, args.workers, args.max_skip_fraction)
@@ -122,21 +122,21 @@ def _prepare(args):
 
 def _bench(args):
     from augcompare.experiments import bench
-    from augcompare.experiments.errors import ConfigError
+    from augcompare.experiments.errors import UserError
     unknown = [name for name in args.names if name not in bench.BENCHMARKS]
     if unknown:
-        raise ConfigError(f"no benchmark {unknown[0]!r}; choose from {', '.join(bench.BENCHMARKS)}")
+        raise UserError(f"no benchmark {unknown[0]!r}; choose from {', '.join(bench.BENCHMARKS)}")
     bench.run(args.names or list(bench.BENCHMARKS), args.json)
 
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    from augcompare.experiments.errors import ConfigError, RunStopped
+    from augcompare.experiments.errors import UserError, RunStopped
     handlers = {"run": _run, "plot": _plot, "preview": _preview, "augmentations": _augmentations,
                 "prepare": _prepare, "bench": _bench}
     try:
         handlers[args.command](args)
-    except ConfigError as error:
+    except UserError as error:
         print(f"augcompare: error: {error}", file=sys.stderr)
         return 2
     except RunStopped as error:

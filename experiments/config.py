@@ -1,18 +1,23 @@
 """Experiment configuration: TOML files, dotted overrides, validation and the resolved snapshot.
 
 Every value is checked here, before any data is read or any model is built, and every mistake
-raises ConfigError with a one-line message that names the key and what would be valid.
+raises UserError with a one-line message that names the key and what would be valid. Each
+setting's default lives here, in its dataclass, and nowhere else.
 """
 
+import copy
 import dataclasses
 import importlib.resources
+import importlib.util
 import math
 import re
 import tomllib
 from pathlib import Path
 
-from augcompare.augment import NORMALIZATIONS, PRESETS, Augmentation
-from augcompare.experiments.errors import ConfigError  # noqa: F401  (raised here, caught by the CLI)
+import tomli_w
+
+from augcompare.augment.params import NORMALIZATIONS, PRESETS, check_arm, parse_function
+from augcompare.experiments.errors import UserError
 from augcompare.experiments.lsun import CATEGORIES as LSUN_CATEGORIES
 
 # The experiment files installed with the package (read through importlib.resources, so they are
@@ -20,14 +25,20 @@ from augcompare.experiments.lsun import CATEGORIES as LSUN_CATEGORIES
 EXPERIMENTS_DIR = Path(str(importlib.resources.files("augcompare.experiments")))
 DEFAULT_EXPERIMENT = EXPERIMENTS_DIR / "demo.toml"
 SOURCES = ("demo", "lsun", "folder", "npy", "cache")
+# What a run may declare as its primary metric: measured on the test split, which decides nothing,
+# or at the last epoch on val. "selected_" is the test metric of the weights of the epoch that
+# val chose (train.monitor).
+PRIMARY_METRICS = ("test_accuracy", "test_loss", "selected_test_accuracy", "selected_test_loss",
+                   "final_val_accuracy", "final_val_loss")
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     source: str = "demo"            # where the images come from: demo | lsun | folder | npy | cache
-    image_size: int = 64            # images are image_size x image_size x 3
+    image_size: int = 64            # images are image_size x image_size (value data: its own size)
     train_per_class: int = 300
-    val_per_class: int = 200
+    val_per_class: int = 200        # decides: early stopping, the selected epoch, save_best
+    test_per_class: int = 200       # reports: evaluated once per arm and seed at the end, decides nothing
     root: str = ""                  # lsun | folder | npy: the folder holding the data
     categories: tuple = dataclasses.field(default=(), metadata={"item": str})  # lsun categories
     path: str = ""                  # source = "cache": the directory written by prepare
@@ -44,9 +55,10 @@ class TrainConfig:
     seeds: tuple = dataclasses.field(default=(0, 1, 2), metadata={"item": int})
     normalize: str = "rescale"      # rescale | standardize | divmax, shared by all arms
     learning_rate: float = 0.001
+    lr_schedule: str = "cosine"     # cosine (decays to 0 by the last epoch) | constant
     early_stopping: int = 0         # stop an arm and seed after this many epochs without a better monitor; 0 = off
-    monitor: str = "val_loss"       # val_loss | val_accuracy: what early stopping and save_best watch
-    save_best: bool = False         # keep each arm and seed's best model as best/<arm>-seed<S>.keras
+    monitor: str = "val_loss"       # val_loss | val_accuracy: what selects the epoch, early stopping and save_best
+    save_best: bool = False         # keep each arm and seed's val-selected model as best/<arm>-seed<S>.keras
     tensorboard: bool = False       # write TensorBoard logs to tensorboard/<arm>-seed<S>/
     strategy: str = "default"       # default | mirrored | multi_worker: tf.distribute strategy of each arm
     cpu_devices: int = 0            # split the CPU into this many logical devices (to try a strategy); 0 = no split
@@ -60,26 +72,53 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AnalysisConfig:
+    primary: str = "test_accuracy"  # the metric the verdict is about, declared before the run
+    min_effect: float = 1.0         # smallest effect of interest, percentage points (loss: hundredths)
+    target_half_width: float = 0.0  # > 0: choose the seed count for this 95% half-width (points), Stein's two stages
+    pilot_seeds: int = 5            # first stage of the two-stage design
+    max_seeds: int = 30             # the two-stage design never runs more seeds than this
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    executor: str = "local"         # local (one process, today's behaviour) | ray (a job per worker)
+    address: str = ""               # ray: "" starts a cluster on this machine; "auto" or "host:port" joins one
+    cpus_per_job: float = 1.0       # ray: CPUs each job reserves (fractions allowed)
+    gpus_per_job: float = 0.0       # ray: GPUs each job reserves (fractions share a GPU)
+
+
+@dataclasses.dataclass(frozen=True)
 class Experiment:
     name: str
     data: DataConfig
     train: TrainConfig
     model: ModelConfig
-    arms: dict  # arm name -> Augmentation, in file order
+    analysis: AnalysisConfig
+    run: RunConfig
+    arms: dict  # arm name -> its settings (built-in operations, keras, function, mixup, cutmix), in file order
 
+
+SECTIONS = {"data": DataConfig, "train": TrainConfig, "model": ModelConfig, "analysis": AnalysisConfig,
+            "run": RunConfig}
 
 # (minimum, maximum) of each number; None is unbounded.
 _RANGES = {
     "data.image_size": (8, 1024), "data.train_per_class": (1, None), "data.val_per_class": (1, None),
+    "data.test_per_class": (1, None),
     "data.seed": (0, None), "data.workers": (0, 1024), "data.max_skip_fraction": (0.0, 1.0),
     "train.epochs": (1, None), "train.batch_size": (1, 65536), "train.early_stopping": (0, None),
     "train.cpu_devices": (0, 64),
     "train.seeds": (0, 2**31 - 1), "train.learning_rate": (1e-9, 10.0), "model.filters": (1, 4096),
     "model.dense_units": (1, 65536), "model.dropout": (0.0, 0.99),
+    "analysis.min_effect": (0.0, 100.0), "analysis.target_half_width": (0.0, 100.0),
+    "analysis.pilot_seeds": (2, 1000), "analysis.max_seeds": (2, 10000),
+    "run.cpus_per_job": (0.0, 1024.0), "run.gpus_per_job": (0.0, 64.0),
 }
 _CHOICES = {"data.source": SOURCES, "train.normalize": NORMALIZATIONS,
-            "train.monitor": ("val_loss", "val_accuracy"),
-            "train.strategy": ("default", "mirrored", "multi_worker")}
+            "train.monitor": ("val_loss", "val_accuracy"), "train.lr_schedule": ("cosine", "constant"),
+            "train.strategy": ("default", "mirrored", "multi_worker"), "analysis.primary": PRIMARY_METRICS,
+            "run.executor": ("local", "ray")}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -88,36 +127,36 @@ def _check_value(key, value, default, item_type=int):
     if isinstance(default, tuple):
         kind = "integers" if item_type is int else "strings"
         if not isinstance(value, list) or (default and not value):
-            raise ConfigError(f"{key} must be a non-empty list of {kind}, got {value!r}")
+            raise UserError(f"{key} must be a non-empty list of {kind}, got {value!r}")
         for item in value:
             _check_value(key, item, item_type())
         return tuple(value)
     if isinstance(default, bool) or isinstance(default, str):
         if type(value) is not type(default):
-            raise ConfigError(f"{key} must be a {type(default).__name__}, got {value!r}")
+            raise UserError(f"{key} must be a {type(default).__name__}, got {value!r}")
     elif isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
+            raise UserError(f"{key} must be an integer, got {value!r}")
     elif isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
+            raise UserError(f"{key} must be a number, got {value!r}")
         value = float(value)
     if key in _CHOICES and value not in _CHOICES[key]:
-        raise ConfigError(f"{key} = {value!r} is not valid; choose one of {', '.join(_CHOICES[key])}")
+        raise UserError(f"{key} = {value!r} is not valid; choose one of {', '.join(_CHOICES[key])}")
     low, high = _RANGES.get(key, (None, None))
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-        raise ConfigError(f"{key} = {value!r} is out of range; it must be {bounds}")
+        raise UserError(f"{key} = {value!r} is out of range; it must be {bounds}")
     return value
 
 
 def _build_table(cls, section, table):
     if not isinstance(table, dict):
-        raise ConfigError(f"[{section}] must be a table, got {table!r}")
+        raise UserError(f"[{section}] must be a table, got {table!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in table:
         if key not in fields:
-            raise ConfigError(f"unknown key {section}.{key}; valid keys in [{section}]: {', '.join(fields)}")
+            raise UserError(f"unknown key {section}.{key}; valid keys in [{section}]: {', '.join(fields)}")
     return cls(**{key: _check_value(f"{section}.{key}", value, fields[key].default,
                                     fields[key].metadata.get("item", int))
                   for key, value in table.items()})
@@ -128,78 +167,108 @@ def read_presets(paths, base_dir):
     are named augmentation sets, e.g. `[strong_rotation] rotation = 45`. Relative paths are
     taken from base_dir (the experiment file's folder)."""
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-        raise ConfigError(f"preset_files must be a list of file paths, got {paths!r}")
+        raise UserError(f"preset_files must be a list of file paths, got {paths!r}")
     presets = dict(PRESETS)
     for text in paths:
         path = Path(base_dir or ".") / Path(text).expanduser()
         for name, table in read_toml(path, "preset file").items():
             if name in PRESETS:
-                raise ConfigError(f"{path}: preset {name!r} is built in; give your set another name")
+                raise UserError(f"{path}: preset {name!r} is built in; give your set another name")
             if not isinstance(table, dict):
-                raise ConfigError(f"{path}: {name} must be a table of augmentation settings, got {table!r}")
+                raise UserError(f"{path}: {name} must be a table of augmentation settings, got {table!r}")
             try:
-                Augmentation.from_dict(table)
+                check_arm(table)
             except ValueError as error:
-                raise ConfigError(f"{path}: [{name}]: {error}") from None
+                raise UserError(f"{path}: [{name}]: {error}") from None
             presets[name] = table
     return presets
 
 
-def _arm(arm, table, presets):
-    """An arm's Augmentation: its preset's settings (if it names one) updated by its own keys."""
+def _function(arm, text, base_dir):
+    """A function key with a file path made absolute (so the run's config.toml works from any
+    folder), after checking that the file or module exists."""
+    module, attr = parse_function(text)
+    if module.endswith(".py"):
+        path = (Path(base_dir or ".") / Path(module).expanduser()).resolve()
+        if not path.is_file():
+            raise UserError(f"arms.{arm}: function file {path} does not exist; give a .py file beside the experiment "
+                            "file or a package.module")
+        return f"{path}:{attr}"
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise UserError(f"arms.{arm}: function module {module!r} cannot be found; install it or give a .py file")
+    return text
+
+
+def _arm(arm, table, presets, base_dir):
+    """An arm's settings: its preset's (if it names one) updated by its own keys, checked."""
     if not _NAME.match(arm):
-        raise ConfigError(f"arm name {arm!r} must be letters, digits, '.', '_' or '-'")
+        raise UserError(f"arm name {arm!r} must be letters, digits, '.', '_' or '-'")
     if not isinstance(table, dict):
-        raise ConfigError(f"arms.{arm} must be a table of augmentation settings, got {table!r}")
+        raise UserError(f"arms.{arm} must be a table of augmentation settings, got {table!r}")
     table = dict(table)
     preset = table.pop("preset", None)
     settings = {}
     if preset is not None:
         if preset not in presets:
-            raise ConfigError(f"arms.{arm}: unknown preset {preset!r}; presets: {', '.join(presets)} "
-                              "(add your own with preset_files)")
-        settings.update(presets[preset])
+            raise UserError(f"arms.{arm}: unknown preset {preset!r}; presets: {', '.join(presets)} "
+                            "(add your own with preset_files)")
+        settings.update(copy.deepcopy(presets[preset]))
     settings.update(table)
     try:
-        return Augmentation.from_dict(settings)
+        settings = check_arm(settings)
     except ValueError as error:
-        raise ConfigError(f"arms.{arm}: {error}") from None
+        raise UserError(f"arms.{arm}: {error}") from None
+    if settings.get("keras"):
+        from augcompare.augment.keras_layers import check_layers  # loads Keras: only where an arm uses it
+        try:
+            check_layers(settings["keras"])
+        except ValueError as error:
+            raise UserError(f"arms.{arm}: {error}") from None
+    if settings.get("function"):
+        settings["function"] = _function(arm, settings["function"], base_dir)
+    return settings
 
 
 def build(raw, base_dir=None):
     """An Experiment from a parsed TOML document (a dict), checked in full. base_dir: where
-    relative preset_files are found."""
-    known = ("name", "preset_files", "data", "train", "model", "arms")
+    relative preset_files and function files are found."""
+    known = ("name", "preset_files", *SECTIONS, "arms")
     for key in raw:
         if key not in known:
-            raise ConfigError(f"unknown top-level key {key!r}; valid: {', '.join(known)}")
+            raise UserError(f"unknown top-level key {key!r}; valid: {', '.join(known)}")
     name = raw.get("name", "experiment")
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError(f"name must be letters, digits, '.', '_' or '-', got {name!r}")
-    data = _build_table(DataConfig, "data", raw.get("data", {}))
+        raise UserError(f"name must be letters, digits, '.', '_' or '-', got {name!r}")
+    sections = {section: _build_table(cls, section, raw.get(section, {})) for section, cls in SECTIONS.items()}
+    data, train, analysis = sections["data"], sections["train"], sections["analysis"]
     if data.source == "cache" and not data.path:
-        raise ConfigError("data.source = \"cache\" needs data.path, the directory written by prepare")
+        raise UserError("data.source = \"cache\" needs data.path, the directory written by prepare")
     if data.source in ("lsun", "folder", "npy"):
         if not data.root:
-            raise ConfigError(f"data.source = \"{data.source}\" needs data.root, the folder holding the data")
+            raise UserError(f"data.source = \"{data.source}\" needs data.root, the folder holding the data")
         if not Path(data.root).expanduser().is_dir():
-            raise ConfigError(f"data.root {data.root} does not exist; give the folder holding the data")
+            raise UserError(f"data.root {data.root} does not exist; give the folder holding the data")
     if data.source == "lsun":
         if not data.categories:
-            raise ConfigError("data.source = \"lsun\" needs data.categories, e.g. [\"bedroom\", \"church_outdoor\"]")
+            raise UserError("data.source = \"lsun\" needs data.categories, e.g. [\"bedroom\", \"church_outdoor\"]")
         unknown = [c for c in data.categories if c not in LSUN_CATEGORIES]
         if unknown:
-            raise ConfigError(f"unknown LSUN category {unknown[0]!r}; valid: {', '.join(LSUN_CATEGORIES)}")
-    train = _build_table(TrainConfig, "train", raw.get("train", {}))
+            raise UserError(f"unknown LSUN category {unknown[0]!r}; valid: {', '.join(LSUN_CATEGORIES)}")
     if len(set(train.seeds)) != len(train.seeds):
-        raise ConfigError(f"train.seeds has duplicates: {list(train.seeds)}; list each seed once")
-    model = _build_table(ModelConfig, "model", raw.get("model", {}))
+        raise UserError(f"train.seeds has duplicates: {list(train.seeds)}; list each seed once")
+    if analysis.target_half_width and analysis.max_seeds < analysis.pilot_seeds:
+        raise UserError(f"analysis.max_seeds = {analysis.max_seeds} is below analysis.pilot_seeds = "
+                        f"{analysis.pilot_seeds}; raise max_seeds")
     arms_table = raw.get("arms", {})
     if not isinstance(arms_table, dict) or not arms_table:
-        raise ConfigError("no arms: add at least one [arms.<name>] table, e.g. [arms.baseline]")
+        raise UserError("no arms: add at least one [arms.<name>] table, e.g. [arms.baseline]")
     presets = read_presets(raw.get("preset_files", []), base_dir)
-    arms = {arm: _arm(arm, table, presets) for arm, table in arms_table.items()}
-    return Experiment(name=name, data=data, train=train, model=model, arms=arms)
+    arms = {arm: _arm(arm, table, presets, base_dir) for arm, table in arms_table.items()}
+    return Experiment(name=name, arms=arms, **sections)
 
 
 def parse_override(expression):
@@ -208,45 +277,39 @@ def parse_override(expression):
     key, sep, text = expression.partition("=")
     key = key.strip()
     if not sep or not key or not all(_NAME.match(part) for part in key.split(".")):
-        raise ConfigError(f"bad --set {expression!r}; write KEY=VALUE, e.g. --set train.epochs=3")
+        raise UserError(f"bad --set {expression!r}; write KEY=VALUE, e.g. --set train.epochs=3")
     text = text.strip()
     try:
         value = tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
         if not re.fullmatch(r"[A-Za-z0-9_./~:+-]+", text):
-            raise ConfigError(f"bad value in --set {expression!r}; quote strings, e.g. {key}=\"text\"") from None
+            raise UserError(f"bad value in --set {expression!r}; quote strings, e.g. {key}=\"text\"") from None
         value = text
     return key.split("."), value
 
 
 def apply_overrides(raw, expressions):
-    raw = _deep_copy(raw)
+    raw = copy.deepcopy(raw)
     for expression in expressions:
         path, value = parse_override(expression)
         table = raw
         for part in path[:-1]:
             table = table.setdefault(part, {})
             if not isinstance(table, dict):
-                raise ConfigError(f"--set {expression!r}: {part} is not a table")
+                raise UserError(f"--set {expression!r}: {part} is not a table")
         table[path[-1]] = value
     return raw
-
-
-def _deep_copy(value):
-    if isinstance(value, dict):
-        return {key: _deep_copy(item) for key, item in value.items()}
-    return value
 
 
 def read_toml(path, what="experiment file"):
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{what} {path} does not exist; give the path of a .toml file")
+        raise UserError(f"{what} {path} does not exist; give the path of a .toml file")
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+        raise UserError(f"{path} is not valid TOML: {error}") from None
 
 
 def load(path=None, overrides=()):
@@ -254,7 +317,7 @@ def load(path=None, overrides=()):
     path = Path(path or DEFAULT_EXPERIMENT)
     if path.is_dir():
         hint = " (to continue an interrupted run: augcompare run --resume DIR)" if (path / "config.toml").is_file() else ""
-        raise ConfigError(f"{path} is a directory; give an experiment .toml file{hint}")
+        raise UserError(f"{path} is a directory; give an experiment .toml file{hint}")
     raw = read_toml(path)
     return build(apply_overrides(raw, overrides), base_dir=path.parent)
 
@@ -265,37 +328,10 @@ def to_dict(experiment):
     def table(config):
         return {key: list(value) if isinstance(value, tuple) else value
                 for key, value in dataclasses.asdict(config).items()}
-    return {"name": experiment.name, "data": table(experiment.data), "train": table(experiment.train),
-            "model": table(experiment.model),
-            "arms": {arm: aug.to_dict() for arm, aug in experiment.arms.items()}}
+    return {"name": experiment.name, **{section: table(getattr(experiment, section)) for section in SECTIONS},
+            "arms": copy.deepcopy(experiment.arms)}
 
 
 def dumps(document):
-    """TOML text for a document of tables, strings, numbers, booleans and flat lists."""
-    lines, tables = [], []
-
-    def emit(prefix, mapping):
-        scalars = {k: v for k, v in mapping.items() if not isinstance(v, dict)}
-        if prefix:
-            lines.append(f"\n[{prefix}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in scalars.items())
-        for key, value in mapping.items():
-            if isinstance(value, dict):
-                tables.append((f"{prefix}.{key}" if prefix else key, value))
-
-    emit("", document)
-    while tables:
-        emit(*tables.pop(0))
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def _toml_value(value):
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
+    """TOML text of a document (tomli-w)."""
+    return tomli_w.dumps(document)

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 CLASS_NAMES = ("room", "tower")
+VERSION = 2  # changes whenever the drawing changes, so that a cached demo is drawn again
 CANVAS = 160  # drawing size before rotation and cropping
 
 
@@ -97,8 +98,9 @@ def draw_scene(label, rng, size):
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-def draw_split(per_class, size, seed):
-    """per_class images of each class, interleaved by class, and their int64 labels."""
+def draw_split(split, per_class, size, seed):
+    """per_class images of each class for a split (train, val or test), interleaved by class,
+    and their int64 labels."""
     rng = np.random.default_rng(seed)
     labels = np.tile(np.arange(len(CLASS_NAMES), dtype=np.int64), per_class)
     images = np.stack([draw_scene(int(label), rng, size) for label in labels])

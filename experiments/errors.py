@@ -2,9 +2,10 @@
 that data preparation workers can use them without loading TensorFlow."""
 
 
-class ConfigError(ValueError):
-    """A mistake in an experiment file, an override or the data, described in one line that
-    names the problem and the fix. Exit code 2."""
+class UserError(ValueError):
+    """Something the user can fix: a mistake in an experiment file or an override, bad data, a
+    damaged file, a folder that cannot be written, a run directory another process holds.
+    Described in one line that names the problem and the fix. Exit code 2."""
 
 
 class RunStopped(Exception):

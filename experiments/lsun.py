@@ -12,7 +12,7 @@ from pathlib import Path
 
 import lmdb
 
-from augcompare.experiments.errors import ConfigError
+from augcompare.experiments.errors import UserError
 from augcompare.experiments.images import open_database
 
 CATEGORIES = ("bedroom", "bridge", "church_outdoor", "classroom", "conference_room", "dining_room",
@@ -27,16 +27,16 @@ def check_root(root, categories):
     """Checks that root holds a train database for each category; returns {category: has_val}."""
     root = Path(root)
     if not root.is_dir():
-        raise ConfigError(f"LSUN root {root} does not exist; give the folder holding <category>_train_lmdb/")
+        raise UserError(f"LSUN root {root} does not exist; give the folder holding <category>_train_lmdb/")
     found = sorted(p.name[:-len("_train_lmdb")] for p in root.glob("*_train_lmdb") if p.is_dir())
     has_val = {}
     for category in categories:
         train = database_path(root, category, "train")
         if not train.is_dir():
             listing = ", ".join(found) if found else "none"
-            raise ConfigError(f"category {category!r} not found: no {train}; categories found in {root}: {listing}")
+            raise UserError(f"category {category!r} not found: no {train}; categories found in {root}: {listing}")
         if not (train / "data.mdb").is_file():
-            raise ConfigError(f"{train}/data.mdb is missing; unzip {category}_train_lmdb.zip again")
+            raise UserError(f"{train}/data.mdb is missing; unzip {category}_train_lmdb.zip again")
         val = database_path(root, category, "val")
         has_val[category] = (val / "data.mdb").is_file()
     return has_val
@@ -47,7 +47,7 @@ def count(path):
     try:
         return open_database(path).stat()["entries"]
     except lmdb.Error as error:
-        raise ConfigError(f"{path}/data.mdb cannot be read as LMDB ({error}); unzip it again") from None
+        raise UserError(f"{path}/data.mdb cannot be read as LMDB ({error}); unzip it again") from None
 
 
 def start_key(seed):
@@ -74,7 +74,7 @@ def keys_from(path, seed, limit):
                     if len(keys) == limit:
                         return keys
     except lmdb.Error as error:
-        raise ConfigError(f"{path}/data.mdb cannot be read as LMDB ({error}); unzip it again") from None
+        raise UserError(f"{path}/data.mdb cannot be read as LMDB ({error}); unzip it again") from None
     return keys
 
 

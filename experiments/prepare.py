@@ -22,7 +22,7 @@ from PIL import features
 
 from augcompare.experiments import lsun
 from augcompare.experiments.data import staged_cache
-from augcompare.experiments.errors import ConfigError
+from augcompare.experiments.errors import UserError
 from augcompare.experiments.images import IMAGE_SUFFIXES, close_databases, load_item
 
 CACHE_VERSION = 1
@@ -61,7 +61,7 @@ def decode_groups(groups, size, workers, max_skip_fraction, progress=True):
                 missing = group.needed - len(group.images)
                 batch = group.candidates[group.tried:group.tried + missing]
                 if missing and not batch:
-                    raise ConfigError(
+                    raise UserError(
                         f"{group.where}: only {len(group.images)} decodable images, asked for {group.needed}; "
                         f"lower train_per_class / val_per_class (skipped: {group.skipped or 'none'})")
                 group.tried += len(batch)
@@ -84,7 +84,7 @@ def decode_groups(groups, size, workers, max_skip_fraction, progress=True):
             for group in groups:
                 skipped = sum(group.skipped.values())
                 if skipped > max_skip_fraction * group.tried:
-                    raise ConfigError(
+                    raise UserError(
                         f"{group.where}: {skipped} of {group.tried} images could not be decoded "
                         f"({group.skipped}), more than max_skip_fraction = {max_skip_fraction}; "
                         "check the files or raise the fraction")
@@ -135,16 +135,16 @@ def _reusable(out, params):
     if (out / "meta.json").is_file():
         if json.loads((out / "meta.json").read_text()).get("params") == params:
             return True
-        raise ConfigError(f"{out} holds a data set prepared with other settings; choose another --out or delete it")
+        raise UserError(f"{out} holds a data set prepared with other settings; choose another --out or delete it")
     if out.exists():
-        raise ConfigError(f"{out} exists and is not a prepared data set; choose another --out or delete it")
+        raise UserError(f"{out} exists and is not a prepared data set; choose another --out or delete it")
     return False
 
 
 def prepare(out, params, class_names, groups, workers=0, max_skip_fraction=0.05, progress=True):
     """Decodes the groups and writes the cache at out (which must not exist). Returns out."""
     if not features.check("webp"):
-        raise ConfigError("this Pillow was built without WebP support; install a Pillow wheel from PyPI")
+        raise UserError("this Pillow was built without WebP support; install a Pillow wheel from PyPI")
     workers = workers or os.cpu_count() or 1
     seconds = decode_groups(groups, params["image_size"], workers, max_skip_fraction, progress)
     used = hashlib.sha256()
@@ -187,14 +187,14 @@ def lsun_groups(root, categories, train_per_class, val_per_class, seed, max_skip
         available = lsun.count(train_db)
         needed = train_per_class + (0 if has_val[category] else val_per_class)
         if available < needed:
-            raise ConfigError(f"{train_db} holds {available} images; asked for {needed} "
+            raise UserError(f"{train_db} holds {available} images; asked for {needed} "
                               f"({train_per_class} train{'' if has_val[category] else f' + {val_per_class} val'})")
         keys = [("lmdb", str(train_db), k) for k in lsun.keys_from(train_db, seed, needed + 2 * spare)]
         if has_val[category]:
             val_db = lsun.database_path(root, category, "val")
             in_val = lsun.count(val_db)
             if in_val < val_per_class:
-                raise ConfigError(f"{val_db} holds {in_val} images; asked for val_per_class = {val_per_class}")
+                raise UserError(f"{val_db} holds {in_val} images; asked for val_per_class = {val_per_class}")
             val = [("lmdb", str(val_db), k) for k in lsun.keys_from(val_db, seed, val_per_class + spare)]
             val_where, train = str(val_db), keys
         else:
@@ -219,32 +219,32 @@ def folder_groups(root, train_per_class, val_per_class, seed, max_skip_fraction)
     random order: val first, then train)."""
     root = Path(root)
     if not root.is_dir():
-        raise ConfigError(f"image folder {root} does not exist; give a folder of <class>/ subfolders")
+        raise UserError(f"image folder {root} does not exist; give a folder of <class>/ subfolders")
     split = (root / "train").is_dir() and (root / "val").is_dir()
     classes = [p.name for p in _class_dirs(root / "train" if split else root)]
     if len(classes) < 2:
-        raise ConfigError(f"{root} has {len(classes)} class folder(s); give at least 2 <class>/ subfolders")
+        raise UserError(f"{root} has {len(classes)} class folder(s); give at least 2 <class>/ subfolders")
     groups = []
     for label, name in enumerate(classes):
         if split:
             train_dir, val_dir = root / "train" / name, root / "val" / name
             if not val_dir.is_dir():
-                raise ConfigError(f"{val_dir} is missing: root/val/ must have the same classes as root/train/")
+                raise UserError(f"{val_dir} is missing: root/val/ must have the same classes as root/train/")
             train, val = map(_image_files, (train_dir, val_dir))
             train_where, val_where = str(train_dir), str(val_dir)
         else:
             files = _image_files(root / name)
             if files and len(files) < train_per_class + val_per_class:
-                raise ConfigError(f"{root / name} has {len(files)} images; asked for {train_per_class} train "
+                raise UserError(f"{root / name} has {len(files)} images; asked for {train_per_class} train "
                                   f"+ {val_per_class} val")
             files = [files[i] for i in np.random.default_rng([seed, label]).permutation(len(files))]
             val, train = _holdout(files, val_per_class, train_per_class, max_skip_fraction)
             train_where = val_where = str(root / name)
         for part, needed, where in ((train, train_per_class, train_where), (val, val_per_class, val_where)):
             if not part:
-                raise ConfigError(f"{where} has no images (.jpg, .png, .webp); add some or remove the folder")
+                raise UserError(f"{where} has no images (.jpg, .png, .webp); add some or remove the folder")
             if len(part) < needed:
-                raise ConfigError(f"{where} has {len(part)} images; asked for {needed}")
+                raise UserError(f"{where} has {len(part)} images; asked for {needed}")
         groups.append(Group("train", label, train_per_class, [("file", str(p)) for p in train], train_where))
         groups.append(Group("val", label, val_per_class, [("file", str(p)) for p in val], val_where))
     return classes, groups
@@ -256,16 +256,16 @@ def read_npy_labels(root):
         try:
             labels = json.loads((root / "labels.json").read_text())
         except json.JSONDecodeError as error:
-            raise ConfigError(f"{root / 'labels.json'} is not valid JSON ({error})") from None
+            raise UserError(f"{root / 'labels.json'} is not valid JSON ({error})") from None
         if not isinstance(labels, dict):
-            raise ConfigError(f"{root / 'labels.json'} must map file names to labels")
+            raise UserError(f"{root / 'labels.json'} must map file names to labels")
         return {str(k): str(v) for k, v in labels.items()}
     if (root / "labels.csv").is_file():
         rows = [line.split(",") for line in (root / "labels.csv").read_text().splitlines() if line.strip()]
         if any(len(row) != 2 for row in rows):
-            raise ConfigError(f"{root / 'labels.csv'} must have two columns per line: file,label")
+            raise UserError(f"{root / 'labels.csv'} must have two columns per line: file,label")
         return {name.strip(): label.strip() for name, label in rows if name.strip() != "file"}
-    raise ConfigError(f"{root} has no labels.json or labels.csv mapping each .npy file to its label")
+    raise UserError(f"{root} has no labels.json or labels.csv mapping each .npy file to its label")
 
 
 def npy_groups(root, train_per_class, val_per_class, seed, max_skip_fraction):
@@ -273,24 +273,24 @@ def npy_groups(root, train_per_class, val_per_class, seed, max_skip_fraction):
     stratified split as for folders."""
     root = Path(root)
     if not root.is_dir():
-        raise ConfigError(f"npy folder {root} does not exist")
+        raise UserError(f"npy folder {root} does not exist")
     labels = read_npy_labels(root)
     files = {p.name for p in root.glob("*.npy")}
     missing = sorted(set(labels) - files)
     if missing:
-        raise ConfigError(f"the labels file names {len(missing)} missing file(s), e.g. {missing[0]}; fix the labels file")
+        raise UserError(f"the labels file names {len(missing)} missing file(s), e.g. {missing[0]}; fix the labels file")
     unlabelled = sorted(files - set(labels))
     if unlabelled:
-        raise ConfigError(f"{len(unlabelled)} .npy file(s) have no label, e.g. {unlabelled[0]}; add them to the labels file")
+        raise UserError(f"{len(unlabelled)} .npy file(s) have no label, e.g. {unlabelled[0]}; add them to the labels file")
     classes = sorted(set(labels.values()))
     if len(classes) < 2:
-        raise ConfigError(f"{root} has {len(classes)} label(s); a comparison needs at least 2")
+        raise UserError(f"{root} has {len(classes)} label(s); a comparison needs at least 2")
     groups = []
     for label, name in enumerate(classes):
         members = sorted(f for f, value in labels.items() if value == name)
         members = [members[i] for i in np.random.default_rng([seed, label]).permutation(len(members))]
         if len(members) < train_per_class + val_per_class:
-            raise ConfigError(f"class {name!r} in {root} has {len(members)} samples; asked for "
+            raise UserError(f"class {name!r} in {root} has {len(members)} samples; asked for "
                               f"{train_per_class} train + {val_per_class} val")
         val, train = _holdout(members, val_per_class, train_per_class, max_skip_fraction)
         groups.append(Group("train", label, train_per_class, [("npy", str(root / f)) for f in train], f"{root} class {name}"))
@@ -309,7 +309,7 @@ def prepare_source(source, root, out, categories=(), train_per_class=300, val_pe
     root = Path(params["root"])
     if source == "lsun":
         if not categories:
-            raise ConfigError(f"name the LSUN categories to use, e.g. bedroom,church_outdoor; known: {', '.join(lsun.CATEGORIES)}")
+            raise UserError(f"name the LSUN categories to use, e.g. bedroom,church_outdoor; known: {', '.join(lsun.CATEGORIES)}")
         class_names = list(categories)
         groups = lsun_groups(root, categories, train_per_class, val_per_class, seed, max_skip_fraction)
     elif source == "folder":
@@ -317,5 +317,5 @@ def prepare_source(source, root, out, categories=(), train_per_class=300, val_pe
     elif source == "npy":
         class_names, groups = npy_groups(root, train_per_class, val_per_class, seed, max_skip_fraction)
     else:
-        raise ConfigError(f"cannot prepare source {source!r}; choose lsun, folder or npy")
+        raise UserError(f"cannot prepare source {source!r}; choose lsun, folder or npy")
     return prepare(out, params, class_names, groups, workers, max_skip_fraction, progress)

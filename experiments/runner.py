@@ -32,7 +32,7 @@ import tensorflow as tf
 from augcompare.augment import AugmentationLayer, DataGenerator, get_generator_cyclic
 from augcompare.experiments import config as config_mod
 from augcompare.experiments import plots, preview, stats
-from augcompare.experiments.errors import ConfigError, RunStopped
+from augcompare.experiments.errors import UserError, RunStopped
 from augcompare.experiments.data import load_dataset
 from augcompare.experiments.history import HistoryWriter, read_history, write_atomically
 from augcompare.models import small_cnn
@@ -46,12 +46,12 @@ def new_run_dir(parent, run_id=None):
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ConfigError(f"cannot create {parent} ({error.strerror}); choose another --out") from None
+        raise UserError(f"cannot create {parent} ({error.strerror}); choose another --out") from None
     if run_id:
         try:
             (parent / run_id).mkdir()
         except FileExistsError:
-            raise ConfigError(f"{parent / run_id} exists; remove it or choose another --run-id") from None
+            raise UserError(f"{parent / run_id} exists; remove it or choose another --run-id") from None
         return parent / run_id
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in range(1, 1000):
@@ -61,7 +61,7 @@ def new_run_dir(parent, run_id=None):
             return candidate
         except FileExistsError:
             continue
-    raise ConfigError(f"too many runs named {stamp} in {parent}")
+    raise UserError(f"too many runs named {stamp} in {parent}")
 
 
 def environment(train):
@@ -174,7 +174,7 @@ def load_checkpoint(model, path, strategy):
     variables = model.variables + model.optimizer.variables
     with np.load(path, allow_pickle=False) as saved:
         if len(saved.files) - 1 != len(variables):
-            raise ConfigError(f"{path} does not match this experiment's model; delete it to restart that run")
+            raise UserError(f"{path} does not match this experiment's model; delete it to restart that run")
         for i, variable in enumerate(variables):
             variable.assign(saved[f"v{i}"])
 
@@ -200,7 +200,7 @@ def distribution(strategy, cpu_devices=0):
             tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
         except RuntimeError:
             if len(tf.config.list_logical_devices("CPU")) != cpu_devices:
-                raise ConfigError("train.cpu_devices can only be set before TensorFlow starts; run the experiment "
+                raise UserError("train.cpu_devices can only be set before TensorFlow starts; run the experiment "
                                   "in a fresh process (augcompare run)") from None
     if strategy == "mirrored":
         # Every accelerator, else every (logical) CPU device: with one device it is a plain run.
@@ -210,7 +210,7 @@ def distribution(strategy, cpu_devices=0):
         workers = cluster_size()
         if workers > 1:
             # Tried here with two local workers: fit fails converting a PerReplica batch.
-            raise ConfigError(f"train.strategy = \"multi_worker\" with {workers} workers in TF_CONFIG: Keras 3's fit "
+            raise UserError(f"train.strategy = \"multi_worker\" with {workers} workers in TF_CONFIG: Keras 3's fit "
                               "does not train under MultiWorkerMirroredStrategy across workers yet "
                               "(keras-team/keras#20585); use \"mirrored\" on one machine")
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -252,7 +252,7 @@ def train_arm(experiment, dataset, arm, seed, run_dir, rows, writer, signals, lo
                            run_dir / "weights" / f"initial-seed{seed}.weights.h5")
     done = checkpoint_epochs(paths["checkpoint"])
     if done != len(rows):
-        raise ConfigError(f"{paths['checkpoint']} holds {done} epochs but history.csv {len(rows)} for {arm} "
+        raise UserError(f"{paths['checkpoint']} holds {done} epochs but history.csv {len(rows)} for {arm} "
                           f"seed {seed}; delete the checkpoint to restart that run")
     if done:
         load_checkpoint(model, paths["checkpoint"], distribution(train.strategy, train.cpu_devices))
@@ -283,10 +283,10 @@ def train_arm(experiment, dataset, arm, seed, run_dir, rows, writer, signals, lo
 def check_dataset(experiment, dataset):
     size = dataset.train_images.shape[1]
     if size != experiment.data.image_size:
-        raise ConfigError(f"data.image_size = {experiment.data.image_size} but {dataset.path} holds "
+        raise UserError(f"data.image_size = {experiment.data.image_size} but {dataset.path} holds "
                           f"{size} px images; set data.image_size = {size}")
     if len(dataset.class_names) < 2:
-        raise ConfigError(f"{dataset.path} has {len(dataset.class_names)} class; a comparison needs at least 2")
+        raise UserError(f"{dataset.path} has {len(dataset.class_names)} class; a comparison needs at least 2")
 
 
 def read_runs(run_dir):
@@ -361,7 +361,7 @@ class StopOnSignal:
 def _start(experiment):
     """The data set, checked against the experiment; op determinism on, the strategy made."""
     if experiment.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError("train.tensorboard = true needs the tensorboard package; pip install -e \".[tensorboard]\"")
+        raise UserError("train.tensorboard = true needs the tensorboard package; pip install -e \".[tensorboard]\"")
     distribution(experiment.train.strategy, experiment.train.cpu_devices)  # before TensorFlow's first op
     tf.config.experimental.enable_op_determinism()
     dataset = load_dataset(experiment.data)
@@ -374,7 +374,7 @@ def cluster_size():
     try:
         cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
     except (json.JSONDecodeError, AttributeError):
-        raise ConfigError("TF_CONFIG is not a JSON object; see tf.distribute.MultiWorkerMirroredStrategy") from None
+        raise UserError("TF_CONFIG is not a JSON object; see tf.distribute.MultiWorkerMirroredStrategy") from None
     return max(1, len(cluster.get("chief", [])) + len(cluster.get("worker", [])))
 
 
@@ -404,7 +404,7 @@ def resume(run_dir, log=print, per_seed=False):
     their last checkpointed epoch. Returns the run directory."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").is_file() or not (run_dir / "weights").is_dir():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.toml or weights/); give the directory "
+        raise UserError(f"{run_dir} is not a run directory (no config.toml or weights/); give the directory "
                           "that `augcompare run` printed")
     experiment = config_mod.build(config_mod.read_toml(run_dir / "config.toml"))
     dataset = _start(experiment)
@@ -467,7 +467,7 @@ def redraw(run_dir, per_seed=False):
     """Redraws every figure of a run directory from its saved history and samples."""
     run_dir = Path(run_dir)
     if not (run_dir / "history.csv").is_file() or not (run_dir / "config.toml").is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no history.csv or config.toml)")
+        raise UserError(f"{run_dir} is not a run directory (no history.csv or config.toml)")
     experiment = config_mod.build(config_mod.read_toml(run_dir / "config.toml"))
     markdown = write_outputs(run_dir, experiment, read_history(run_dir / "history.csv"), read_runs(run_dir),
                              per_seed)

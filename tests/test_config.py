@@ -4,7 +4,7 @@ import pytest
 
 from augcompare.augment import Augmentation
 from augcompare.experiments import config
-from augcompare.experiments.config import ConfigError
+from augcompare.experiments.config import UserError
 
 
 def test_demo_experiment_loads_with_the_documented_schema():
@@ -38,7 +38,7 @@ def test_overrides_use_dotted_keys_and_toml_values():
     ("data.source=cache", "needs data.path"),
 ])
 def test_mistakes_are_one_line_errors_naming_the_key(override, message):
-    with pytest.raises(ConfigError, match=message) as error:
+    with pytest.raises(UserError, match=message) as error:
         config.load(overrides=[override])
     assert "\n" not in str(error.value)
 
@@ -46,19 +46,19 @@ def test_mistakes_are_one_line_errors_naming_the_key(override, message):
 def test_no_arms_is_an_error(tmp_path):
     path = tmp_path / "x.toml"
     path.write_text('name = "x"\n[train]\nepochs = 1\n')
-    with pytest.raises(ConfigError, match="no arms"):
+    with pytest.raises(UserError, match="no arms"):
         config.load(path)
 
 
 def test_malformed_toml_names_the_file_and_line(tmp_path):
     path = tmp_path / "broken.toml"
     path.write_text('name = "x"\n[train\n')
-    with pytest.raises(ConfigError, match=r"broken.toml is not valid TOML: .*line 2"):
+    with pytest.raises(UserError, match=r"broken.toml is not valid TOML: .*line 2"):
         config.load(path)
 
 
 def test_missing_file_is_an_error(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         config.load(tmp_path / "nope.toml")
 
 
@@ -73,7 +73,7 @@ def test_arms_use_presets_and_override_them():
                                         "arms.strong={preset = \"strong\"}"])
     assert experiment.arms["augmented"] == Augmentation(rotation=5, brightness=0.2, horizontal_flip=True)
     assert experiment.arms["strong"] == Augmentation(**config.PRESETS["strong"])
-    with pytest.raises(ConfigError, match="unknown preset 'strnog'; presets: standard, geometric"):
+    with pytest.raises(UserError, match="unknown preset 'strnog'; presets: standard, geometric"):
         config.load(overrides=["arms.x={preset = \"strnog\"}"])
 
 
@@ -88,13 +88,13 @@ def test_presets_from_another_file_relative_to_the_experiment(tmp_path):
     snapshot = tomllib.loads(config.dumps(config.to_dict(experiment)))
     assert config.build(snapshot).arms == experiment.arms
     (tmp_path / "sets" / "mine.toml").write_text("[standard]\nrotation = 1\n")
-    with pytest.raises(ConfigError, match="preset 'standard' is built in"):
+    with pytest.raises(UserError, match="preset 'standard' is built in"):
         config.load(tmp_path / "exp.toml")
     (tmp_path / "sets" / "mine.toml").write_text("[tilt]\nrotation = 400\n")
-    with pytest.raises(ConfigError, match=r"\[tilt\]: augmentation rotation = 400 is out of range"):
+    with pytest.raises(UserError, match=r"\[tilt\]: augmentation rotation = 400 is out of range"):
         config.load(tmp_path / "exp.toml")
     (tmp_path / "sets" / "mine.toml").unlink()
-    with pytest.raises(ConfigError, match="preset file .*mine.toml does not exist"):
+    with pytest.raises(UserError, match="preset file .*mine.toml does not exist"):
         config.load(tmp_path / "exp.toml")
 
 
@@ -107,7 +107,7 @@ def test_ablation_experiment_has_one_arm_per_operation_and_all_together():
 
 def test_a_run_directory_is_not_an_experiment_file(tmp_path):
     (tmp_path / "config.toml").write_text("")
-    with pytest.raises(ConfigError, match="is a directory; .* augcompare run --resume DIR"):
+    with pytest.raises(UserError, match="is a directory; .* augcompare run --resume DIR"):
         config.load(tmp_path)
 
 

@@ -11,7 +11,7 @@ from test_prepare import scene, write_folder
 
 from augcompare.experiments import cli, config, prepare, runner
 from augcompare.experiments.data import open_cache
-from augcompare.experiments.errors import ConfigError
+from augcompare.experiments.errors import UserError
 from augcompare.experiments.history import HistoryWriter, read_history
 
 SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8", "train.batch_size=16",
@@ -76,7 +76,7 @@ def test_a_class_with_one_image_cannot_be_split(tmp_path):
     write_folder(tmp_path / "images", {"cat": (60, 0, 0)}, 1)
     write_folder(tmp_path / "more", {"dog": (0, 60, 0)}, 4)
     (tmp_path / "more" / "dog").rename(tmp_path / "images" / "dog")
-    with pytest.raises(ConfigError, match=r"cat has 1 images; asked for 1 train \+ 1 val"):
+    with pytest.raises(UserError, match=r"cat has 1 images; asked for 1 train \+ 1 val"):
         prepare.prepare_source("folder", tmp_path / "images", tmp_path / "c", (), 1, 1, 16, workers=1, progress=False)
 
 
@@ -95,7 +95,7 @@ def write_npy_folder(root, extra):
 def test_npy_files_of_the_wrong_shape_or_dtype_are_skipped_and_never_unpickled(tmp_path):
     write_npy_folder(tmp_path, {"flat.npy": np.zeros(5), "words.npy": np.array([["a"]]),
                                 "pickled.npy": np.array([{"x": 1}], dtype=object)})
-    with pytest.raises(ConfigError, match="could not be decoded.*max_skip_fraction"):
+    with pytest.raises(UserError, match="could not be decoded.*max_skip_fraction"):
         prepare.prepare_source("npy", tmp_path, tmp_path / "out" / "c", (), 4, 2, 16, workers=1,
                                max_skip_fraction=0.0, progress=False)
     out = prepare.prepare_source("npy", tmp_path, tmp_path / "out" / "d", (), 2, 1, 16, workers=1,
@@ -108,7 +108,7 @@ def test_npy_files_of_the_wrong_shape_or_dtype_are_skipped_and_never_unpickled(t
 def test_labels_that_do_not_match_the_files(tmp_path):
     write_npy_folder(tmp_path, {})
     np.save(tmp_path / "stray.npy", np.zeros((20, 20, 3)))
-    with pytest.raises(ConfigError, match="1 .npy file\\(s\\) have no label, e.g. stray.npy"):
+    with pytest.raises(UserError, match="1 .npy file\\(s\\) have no label, e.g. stray.npy"):
         prepare.prepare_source("npy", tmp_path, tmp_path / "out" / "c", (), 4, 2, 16, workers=1, progress=False)
 
 
@@ -126,7 +126,7 @@ def test_a_cache_whose_arrays_do_not_match_its_meta_json(tmp_path):
     out = prepare.prepare_source("folder", tmp_path / "images", tmp_path / "c", (), 3, 1, 16, workers=1,
                                  progress=False)
     np.save(out / "train_images.npy", np.zeros((5, 16, 16, 3), np.uint8))
-    with pytest.raises(ConfigError, match=r"train_images.npy holds \(5, 16, 16, 3\) but meta.json says 6 images"):
+    with pytest.raises(UserError, match=r"train_images.npy holds \(5, 16, 16, 3\) but meta.json says 6 images"):
         open_cache(out)
 
 
@@ -139,5 +139,5 @@ def test_an_output_folder_that_cannot_be_written_fails_before_any_data_is_read(t
 
 
 def test_a_missing_data_root_is_an_error_before_anything_runs(tmp_path):
-    with pytest.raises(ConfigError, match="data.root .*nowhere does not exist"):
+    with pytest.raises(UserError, match="data.root .*nowhere does not exist"):
         config.load(overrides=["data.source=folder", f"data.root={tmp_path / 'nowhere'}"])

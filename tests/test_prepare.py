@@ -10,7 +10,7 @@ from PIL import Image
 
 from augcompare.experiments import config, prepare
 from augcompare.experiments.data import load_dataset, open_cache
-from augcompare.experiments.errors import ConfigError
+from augcompare.experiments.errors import UserError
 from augcompare.experiments.images import decode, image_format, resize_and_crop
 from augcompare.experiments.lsun import start_key, write_database
 
@@ -131,7 +131,7 @@ def test_corrupt_values_are_skipped_and_counted(lsun_root, tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert sum(meta["skipped"].values()) == 2
     assert meta["train_count"] == 24 and meta["val_count"] == 10
-    with pytest.raises(ConfigError, match="could not be decoded.*max_skip_fraction"):
+    with pytest.raises(UserError, match="could not be decoded.*max_skip_fraction"):
         prepare_lsun(root, tmp_path / "d", ("church_outdoor", "tower"), train=12, val=5, max_skip_fraction=0.0)
 
 
@@ -154,7 +154,7 @@ def test_same_arguments_reuse_the_cache_and_others_are_refused(lsun_root, tmp_pa
     out = prepare_lsun(root, tmp_path / "c")
     monkeypatch.setattr(prepare, "decode_groups", lambda *a, **k: pytest.fail("decoded again"))
     assert prepare_lsun(root, tmp_path / "c") == out
-    with pytest.raises(ConfigError, match="prepared with other settings"):
+    with pytest.raises(UserError, match="prepared with other settings"):
         prepare_lsun(root, tmp_path / "c", train=11)
 
 
@@ -192,7 +192,7 @@ def test_bad_lsun_input_is_a_one_line_error(lsun_root, tmp_path, case, message):
         if case == "corrupt data.mdb":
             (broken / "bedroom_train_lmdb" / "data.mdb").write_bytes(b"not an lmdb" * 100)
         root = broken
-    with pytest.raises(ConfigError, match=message) as error:
+    with pytest.raises(UserError, match=message) as error:
         prepare_lsun(root, tmp_path / "c", categories, train=25 if case == "too few" else 5, val=1)
     assert "\n" not in str(error.value)
 
@@ -246,10 +246,10 @@ def test_folder_source_with_train_and_val_folders(tmp_path):
 def test_folder_errors(tmp_path):
     write_folder(tmp_path / "images", {"cat": (60, 0, 0), "dog": (0, 60, 0)}, 4)
     (tmp_path / "images" / "empty").mkdir()
-    with pytest.raises(ConfigError, match="empty has no images"):
+    with pytest.raises(UserError, match="empty has no images"):
         prepare.prepare_source("folder", tmp_path / "images", tmp_path / "c", (), 2, 1, SIZE, workers=1, progress=False)
     (tmp_path / "images" / "empty").rmdir()
-    with pytest.raises(ConfigError, match=r"cat has 4 images; asked for 5 train \+ 1 val"):
+    with pytest.raises(UserError, match=r"cat has 4 images; asked for 5 train \+ 1 val"):
         prepare.prepare_source("folder", tmp_path / "images", tmp_path / "c", (), 5, 1, SIZE, workers=1, progress=False)
 
 
@@ -268,7 +268,7 @@ def test_npy_source_reads_the_original_layout(tmp_path):
     assert red[..., 0].mean() > red[..., 2].mean() + 30
     labels["ghost.npy"] = "red"
     (tmp_path / "labels.json").write_text(json.dumps(labels))
-    with pytest.raises(ConfigError, match="names 1 missing file"):
+    with pytest.raises(UserError, match="names 1 missing file"):
         prepare.prepare_source("npy", tmp_path, tmp_path / "out" / "d", (), 4, 2, SIZE, workers=1, progress=False)
 
 

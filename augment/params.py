@@ -1,0 +1,169 @@
+"""What an arm may ask for, checked without TensorFlow: the built-in operations with their units
+and valid ranges, the other arm keys (Keras layers, a function of the user's, mixing) and the
+named presets. The command line lists these and experiment files are checked against them
+before anything heavy is imported.
+"""
+
+import dataclasses
+import math
+import re
+
+FILL_MODES = ("reflect", "nearest", "constant", "wrap")
+NORMALIZATIONS = ("rescale", "standardize", "divmax")
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    kind: type
+    low: float
+    high: float
+    doc: str
+    choices: tuple = ()
+
+    def describe(self):
+        if self.choices:
+            return " | ".join(self.choices)
+        if self.kind is bool:
+            return "true | false"
+        if self.low == -math.inf:
+            return "any number"
+        return f"{self.low:g} to {self.high:g}"
+
+
+# The built-in operations, their units and valid ranges. A value of 0 (or false) switches an
+# operation off.
+PARAMS = {
+    "rotation": Param(float, 0, 180, "angle uniform in [-D, D] degrees per image, bilinear"),
+    "width_shift": Param(float, 0, 1, "shift uniform in [-s, s] x width pixels per image"),
+    "height_shift": Param(float, 0, 1, "shift uniform in [-s, s] x height pixels per image"),
+    "zoom": Param(float, 0, 0.9, "scale uniform in [1-z, 1+z] per image (> 1 enlarges)"),
+    "horizontal_flip": Param(bool, 0, 1, "mirror left-right with p = 0.5"),
+    "vertical_flip": Param(bool, 0, 1, "mirror top-bottom with p = 0.5"),
+    "brightness": Param(float, 0, 1, "multiply values by a factor uniform in [1-f, 1+f], clip to the data's range"),
+    "contrast": Param(float, 0, 1, "scale distance from the per-channel mean by [1-c, 1+c], clip to the data's range"),
+    "cutout": Param(float, 0, 1, "fill one square of side c x min(H, W) with the image's mean colour"),
+    "fill_mode": Param(str, 0, 0, "how warps fill pixels from outside the image", FILL_MODES),
+    "fill_value": Param(float, -math.inf, math.inf, "value for fill_mode = constant (clipped to the data's range)"),
+}
+DEFAULTS = {"fill_mode": "reflect", "fill_value": 0.0}
+GEOMETRIC = ("rotation", "width_shift", "height_shift", "zoom", "horizontal_flip", "vertical_flip")
+
+# The arm keys besides the built-in operations, applied after them in this order.
+ARM_KEYS = {
+    "keras": "Keras 3 preprocessing layers in order: [{layer = \"RandAugment\", num_ops = 2}, ...]",
+    "function": "your own augmentation, \"file.py:name\" (beside the experiment) or \"package.module:name\": "
+                "name(images, seed) on float32 [B, H, W, C] in the data's range, TensorFlow ops only",
+    "mixup": "alpha > 0: mix each image and its label with a partner from the batch, weight ~ Beta(alpha, alpha)",
+    "cutmix": "alpha > 0: paste a box of a partner from the batch, area ~ Beta(alpha, alpha); labels by area",
+}
+MIXING = ("mixup", "cutmix")
+
+# Named sets an arm can use with `preset = "<name>"`. "standard" is the mission's set: rotation,
+# brightness and horizontal flip (rescale is the shared normalization, train.normalize).
+PRESETS = {
+    "standard": {"rotation": 20.0, "brightness": 0.2, "horizontal_flip": True},
+    "geometric": {"rotation": 20.0, "width_shift": 0.1, "height_shift": 0.1, "zoom": 0.1,
+                  "horizontal_flip": True},
+    "photometric": {"brightness": 0.2, "contrast": 0.2},
+    "strong": {"rotation": 30.0, "width_shift": 0.15, "height_shift": 0.15, "zoom": 0.2,
+               "horizontal_flip": True, "brightness": 0.3, "contrast": 0.3, "cutout": 0.25},
+}
+
+_FUNCTION = re.compile(r"^(?P<module>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def check_operation(key, value):
+    """The value of a built-in operation as stored; ValueError naming the key and what is valid."""
+    if key not in PARAMS:
+        raise ValueError(f"unknown augmentation key {key!r}; valid keys: {', '.join([*PARAMS, *ARM_KEYS])}")
+    param = PARAMS[key]
+    if param.kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"augmentation {key} must be true or false, got {value!r}")
+        return value
+    if param.kind is str:
+        if value not in param.choices:
+            raise ValueError(f"augmentation {key} must be one of {', '.join(param.choices)}, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"augmentation {key} must be a number, got {value!r}")
+    if not math.isfinite(value) or not param.low <= value <= param.high:
+        raise ValueError(f"augmentation {key} = {value} is out of range; valid: {param.describe()}")
+    return float(value)
+
+
+def check_operations(table):
+    return {key: check_operation(key, value) for key, value in table.items()}
+
+
+def parse_function(text):
+    """(module or file, attribute) of a function key: "file.py:name" or "package.module:name"."""
+    match = _FUNCTION.match(text) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(f"function must be \"file.py:name\" or \"package.module:name\", got {text!r}")
+    return match["module"], match["attr"]
+
+
+def check_arm(table):
+    """An arm's settings checked in form (Keras layer names and arguments are checked against
+    Keras where the experiment is built): built-in operations, keras, function, mixup, cutmix."""
+    arm = {}
+    for key, value in table.items():
+        if key == "keras":
+            if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+                raise ValueError("keras must be a list of tables, e.g. [{layer = \"RandAugment\", num_ops = 2}]")
+            for item in value:
+                if not isinstance(item.get("layer"), str):
+                    raise ValueError(f"each keras entry needs layer = \"<class name>\", got {item!r}")
+            arm[key] = [dict(item) for item in value]
+        elif key == "function":
+            parse_function(value)
+            arm[key] = value
+        elif key in MIXING:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+                raise ValueError(f"{key} is the Beta(alpha, alpha) parameter, a number from 0 (off) to 100, "
+                                 f"got {value!r}")
+            arm[key] = float(value)
+        else:
+            arm[key] = check_operation(key, value)
+    if arm.get("mixup") and arm.get("cutmix"):
+        raise ValueError("mixup and cutmix are exclusive in one arm; make two arms to compare them")
+    return arm
+
+
+def operations(arm):
+    """The built-in operations of an arm's settings."""
+    return {key: value for key, value in arm.items() if key in PARAMS}
+
+
+def augments(arm):
+    """Whether an arm's settings change the training data at all."""
+    settings = {**DEFAULTS, **operations(arm)}
+    return (any(settings.get(key) for key in PARAMS if key not in DEFAULTS)
+            or bool(arm.get("keras")) or bool(arm.get("function")) or any(arm.get(key) for key in MIXING))
+
+
+def describe(presets=None):
+    """Lines listing each operation, its valid range and meaning, the other arm keys, then the
+    presets (name -> settings; the built-in PRESETS by default)."""
+    presets = PRESETS if presets is None else presets
+    lines = [f"{key:16s} {param.describe():28s} {param.doc}" for key, param in PARAMS.items()]
+    lines += [f"{key:16s} {'':28s} {doc}" for key, doc in ARM_KEYS.items()]
+    lines += ["", "presets (in an arm: preset = \"<name>\"; other keys of the arm override the preset's):"]
+    for name, settings in presets.items():
+        lines.append(f"  {name:14s} {_settings_text(settings)}")
+    return lines
+
+
+def _settings_text(settings):
+    def text(value):
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, list):
+            return "[" + ", ".join(text(item) for item in value) + "]"
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{k} = {text(v)}" for k, v in value.items()) + "}"
+        if isinstance(value, str):
+            return f'"{value}"'
+        return str(value)
+    return ", ".join(f"{key} = {text(value)}" for key, value in settings.items())
