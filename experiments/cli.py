@@ -60,24 +60,25 @@ def _parser():
 
 
 def _run(args):
-    from augcompare.experiments import config, runner
+    from augcompare.experiments import config, run
     if args.resume:
         if args.experiment or args.overrides or args.run_id:
             raise config.UserError("--resume takes only the run directory; its config.toml says the rest")
-        run_dir = runner.resume(args.resume, per_seed=args.per_seed)
+        run_dir = run.resume(args.resume, per_seed=args.per_seed)
     else:
         experiment = config.load(args.experiment, args.overrides)
-        run_dir = runner.run(experiment, args.out, args.run_id, per_seed=args.per_seed)
+        run_dir = run.start(experiment, args.out, args.run_id, per_seed=args.per_seed)
     print(f"results in {run_dir}")
 
 
 def _plot(args):
-    from augcompare.experiments import runner
-    print(runner.redraw(args.run_dir, per_seed=args.per_seed), end="")
+    from augcompare.experiments import run
+    print(run.redraw(args.run_dir, per_seed=args.per_seed), end="")
     print(f"figures redrawn in {args.run_dir}")
 
 
 def _preview(args):
+    from augcompare.augment.params import augments
     from augcompare.experiments import config, preview
     from augcompare.experiments.data import load_dataset
     experiment = config.load(args.experiment, args.overrides)
@@ -85,19 +86,22 @@ def _preview(args):
     if args.arm:
         if args.arm not in arms:
             raise config.UserError(f"no arm {args.arm!r}; arms: {', '.join(arms)}")
+        if not augments(arms[args.arm]):
+            raise config.UserError(f"arm {args.arm!r} has no augmentation: there is nothing to preview; name an arm "
+                                   f"that augments (arms: {', '.join(a for a in arms if augments(arms[a])) or 'none'})")
         arms = {args.arm: arms[args.arm]}
-    if all(aug.is_identity for aug in arms.values()):
-        raise config.UserError("no augmenting arm to preview; name one with --arm")
+    if not any(augments(settings) for settings in arms.values()):
+        raise config.UserError("no augmenting arm to preview; add one to the experiment")
     if args.count < 1 or args.variants < 1:
         raise config.UserError("--count and --variants must be at least 1")
     dataset = load_dataset(experiment.data)
-    samples = preview.pick_samples(dataset.train_images, dataset.train_labels, args.count)
-    preview.draw(samples, arms, Path(args.output), args.variants)
+    samples, labels = preview.pick_samples(dataset.train_images, dataset.train_labels, args.count)
+    preview.draw(samples, labels, dataset.class_names, arms, dataset.value_range, Path(args.output), args.variants)
     print(f"wrote {args.output}")
 
 
 def _augmentations(args):
-    from augcompare.augment.augmentation import describe
+    from augcompare.augment.params import describe
     from augcompare.experiments import config
     presets = None
     if args.experiment:

@@ -1,25 +1,17 @@
-"""history.csv: one row per arm x seed x epoch, appended and flushed as each epoch ends; and the
-atomic replacement every file a resumed run reads is written with."""
+"""history.csv (and each job's rows.csv): one row per arm x seed x epoch, appended and synced as
+each epoch ends, read back strictly: a damaged line is an error naming the file and line."""
 
 import csv
 import io
+import math
 import os
 from pathlib import Path
 
+from augcompare.experiments.errors import UserError
+from augcompare.experiments.files import write_text
+
 COLUMNS = ("arm", "seed", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
 _TYPES = {"arm": str, "seed": int, "epoch": int}
-
-
-def write_atomically(path, write):
-    """write(staging_path), then rename it over path: whoever reads path (a resumed run) finds
-    the old file or the new one, never half of one. A failed write leaves the old file."""
-    path = Path(path)
-    staging = path.with_name(".partial-" + path.name)  # keeps the suffix Keras checks
-    try:
-        write(staging)
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
 
 
 def _csv_text(rows, header):
@@ -32,9 +24,10 @@ def _csv_text(rows, header):
 
 
 class HistoryWriter:
-    """Appends rows to a history.csv, writing the header when the file is new. Each row reaches
-    the disk before the next epoch starts, so a run killed at any moment keeps what it trained.
-    A write that fails (a full disk) is undone, so the file keeps its earlier rows whole."""
+    """Appends rows to a history file, writing the header when the file is new. Each row reaches
+    the disk before the next epoch starts, so a process killed at any moment keeps what it
+    trained. A write that fails (a full disk) is undone, so the file keeps its earlier rows whole;
+    no library does that for an append, hence os.write and ftruncate here."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -55,19 +48,49 @@ class HistoryWriter:
             os.close(descriptor)
 
     def rewrite(self, rows):
-        """Replaces the file with rows, atomically (used when a resumed run drops the epochs of
-        the run it repeats)."""
-        text = _csv_text(rows, header=True)
-        write_atomically(self.path, lambda staging: staging.write_text(text))
+        """Replaces the file with rows, atomically."""
+        write_text(self.path, _csv_text(rows, header=True))
 
 
-def read_history(path):
-    """The rows of a history.csv as dicts, numbers parsed. A last line cut short (a process
-    killed while appending) is not a row and is left out."""
-    text = Path(path).read_text()
+def _parse(row, line_number, path, recover):
+    values = {}
+    for key in COLUMNS:
+        text = row.get(key)
+        try:
+            value = _TYPES.get(key, float)(text)
+        except (TypeError, ValueError):
+            raise UserError(f"{path} line {line_number} is damaged ({key} = {text!r}); {recover}") from None
+        if isinstance(value, float) and math.isnan(value) and key != "loss":
+            raise UserError(f"{path} line {line_number} is damaged ({key} is not a number); {recover}")
+        values[key] = value
+    return values
+
+
+def read_history(path, recover="restore it from a copy or start the run again (augcompare run RUN_DIR/config.toml)"):
+    """The rows of a history file as dicts, numbers parsed. A last line cut short (a process
+    killed while appending) is not a row and is left out; any other damage (a wrong header, a
+    field that does not parse, a line with too few or too many fields, bytes that are not text)
+    is a UserError naming the file, the line and `recover`."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is damaged (bytes that are not text at offset {error.start}); {recover}") from None
+    except OSError as error:
+        raise UserError(f"{path} cannot be read ({error.strerror}); {recover}") from None
     if text and not text.endswith("\n"):
         text = text[:text.rfind("\n") + 1]
-    reader = csv.DictReader(io.StringIO(text))
+    if not text:
+        return []
+    reader = csv.DictReader(io.StringIO(text), restkey="_extra")
     if tuple(reader.fieldnames or ()) != COLUMNS:
-        raise ValueError(f"{path} does not have the columns {', '.join(COLUMNS)}")
-    return [{key: _TYPES.get(key, float)(value) for key, value in row.items()} for row in reader]
+        raise UserError(f"{path} does not start with the header {','.join(COLUMNS)}; {recover}")
+    rows = []
+    for row in reader:
+        line_number = reader.line_num
+        if "_extra" in row or None in row.values():
+            fields = len(COLUMNS) + len(row.get("_extra", ())) - sum(value is None for value in row.values())
+            raise UserError(f"{path} line {line_number} is damaged ({fields} fields where a row has {len(COLUMNS)}); "
+                            f"{recover}")
+        rows.append(_parse(row, line_number, path, recover))
+    return rows

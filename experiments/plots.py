@@ -39,20 +39,19 @@ def _draw_arm(axis, history, arm, metric, colour, per_seed):
                 axis.plot(epochs, row, style, color=colour, alpha=0.35, linewidth=0.7)
 
 
-def curves_figure(history, arms, metric, path, per_seed=False):
+def curves_figure(history, arm_titles, metric, path, per_seed=False):
     """One panel of all arms overlaid, then one panel per arm: train dashed, val solid, the mean
     over seeds as a line and a band of +-1 std; per_seed adds each seed's curve as a thin line
     in the per-arm panels."""
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    panels = len(arms) + 1
+    panels = len(arm_titles) + 1
     figure, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8), sharey=True, squeeze=False)
     axes = axes[0]
-    for index, (arm, augmentation) in enumerate(arms.items()):
+    for index, (arm, arm_title) in enumerate(arm_titles.items()):
         colour = colours[index % len(colours)]
         _draw_arm(axes[0], history, arm, metric, colour, False)
         _draw_arm(axes[index + 1], history, arm, metric, colour, per_seed)
-        title = "No augmentation" if augmentation.is_identity else "With augmentation"
-        axes[index + 1].set_title(f"{arm}: {title}", fontsize=10)
+        axes[index + 1].set_title(f"{arm}: {arm_title}", fontsize=10)
     axes[0].set_title("All arms", fontsize=10)
     seeds = len({row["seed"] for row in history})
     for axis in axes:
@@ -69,50 +68,82 @@ def curves_figure(history, arms, metric, path, per_seed=False):
 
 
 def differences_figure(summary, path):
-    """ablation.png: each arm's paired difference from the baseline in final and best val
-    accuracy, in percentage points, as the mean over seeds with its 95% confidence interval."""
-    compared = summary["vs_baseline"]
+    """ablation.png: each arm's paired difference from the baseline. Left, the primary metric
+    (declared before the run) with its 95% interval, the smallest effect of interest as a band and
+    the verdict; right, secondary metrics in percentage points."""
+    from augcompare.experiments.stats import LABELS, is_fraction
+    primary = summary["primary"]
+    metric = primary["metric"]
+    compared = {arm: entry for arm, entry in summary["vs_baseline"].items() if "primary" in entry}
     arms = list(compared)
-    figure, axis = plt.subplots(figsize=(max(4.5, 1.3 * len(arms) + 2), 3.8))
-    axis.axhline(0, color="black", linewidth=0.8)
-    for offset, (metric, label) in zip((-0.12, 0.12), (("final_val_accuracy", "final val accuracy"),
-                                                       ("best_val_accuracy", "best val accuracy"))):
-        x = np.arange(len(arms)) + offset
-        means = np.array([compared[arm][metric]["mean"] * 100 for arm in arms])
-        intervals = [compared[arm][metric]["ci95"] for arm in arms]
-        # One seed gives no interval: the point is drawn without a bar.
-        errors = np.array([[m - ci[0] * 100, ci[1] * 100 - m] if ci else [0.0, 0.0]
-                           for m, ci in zip(means, intervals)]).reshape(len(arms), 2).T
-        axis.errorbar(x, means, yerr=errors, fmt="o", capsize=4, label=label)
-    axis.set_xticks(np.arange(len(arms)), [f"{arm}\n(n={len(compared[arm]['seeds'])})" for arm in arms],
-                    fontsize=8)
-    axis.set_xlim(-0.6, max(len(arms), 1) - 0.4)
-    axis.set_ylabel("arm - baseline (percentage points)")
-    axis.grid(axis="y", alpha=0.3)
+    scale = 100.0 if is_fraction(metric) else 1.0
+    width = max(7.0, 1.6 * len(arms) + 4.5)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(width, 4.2), gridspec_kw={"width_ratios": [1.2, 1]})
+    for axis in (left, right):
+        axis.axhline(0, color="black", linewidth=0.8)
+        axis.grid(axis="y", alpha=0.3)
+        axis.set_xlim(-0.6, max(len(arms), 1) - 0.4)
+        axis.set_xticks(np.arange(len(arms)), [f"{arm}\n(n={len(compared[arm]['seeds'])})" for arm in arms],
+                        fontsize=8)
+    threshold = primary["min_effect"] * scale
+    left.axhspan(-threshold, threshold, color="grey", alpha=0.15, linewidth=0,
+                 label=f"smallest effect of interest (±{threshold:g})")
+    colours = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue", "inconclusive": "tab:grey"}
+    for index, arm in enumerate(arms):
+        entry = compared[arm]["primary"]
+        mean = entry["mean"] * scale
+        interval = entry["ci95"]
+        error = [[mean - interval[0] * scale], [interval[1] * scale - mean]] if interval else [[0.0], [0.0]]
+        left.errorbar([index], [mean], yerr=error, fmt="o", markersize=8, capsize=6, color=colours[entry["verdict"]])
+        left.annotate(entry["verdict"], (index, mean), xytext=(8, 0), textcoords="offset points", va="center",
+                      fontsize=8, color=colours[entry["verdict"]])
+    unit = " (percentage points)" if is_fraction(metric) else ""
+    left.set_ylabel(f"arm - {summary['baseline']}{unit}")
+    left.set_title(f"Primary: {LABELS[metric]}\nmean over paired seeds, bars = 95% CI (paired t)", fontsize=9)
+    left.legend(fontsize=7, loc="best")
+    secondary = [m for m in ("selected_test_accuracy", "test_accuracy", "final_val_accuracy") if m != metric]
+    for offset, key in zip((-0.15, 0.0, 0.15), secondary):
+        x, means, errors = [], [], []
+        for index, arm in enumerate(arms):
+            difference = compared[arm].get(key)
+            if difference is None:
+                continue
+            x.append(index + offset)
+            means.append(difference["mean"] * 100)
+            interval = difference["ci95"]
+            errors.append([difference["mean"] * 100 - interval[0] * 100, interval[1] * 100 - difference["mean"] * 100]
+                          if interval else [0.0, 0.0])
+        if x:
+            right.errorbar(x, means, yerr=np.array(errors).T, fmt="o", markersize=4, capsize=3, label=LABELS[key])
+    right.set_ylabel(f"arm - {summary['baseline']} (percentage points)")
+    right.set_title("Secondary metrics\n95% CI, not corrected across arms", fontsize=9)
     if arms:
-        axis.legend(fontsize=8)
+        right.legend(fontsize=7, loc="best")
     else:
-        axis.text(0.5, 0.5, "no arm to compare with the baseline", ha="center", transform=axis.transAxes)
-    axis.set_title(f"Difference from {summary['baseline']}\nmean over paired seeds, bars = 95% CI (paired t)",
-                   fontsize=9)
+        left.text(0.5, 0.5, "no arm to compare with the baseline", ha="center", transform=left.transAxes)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
-def augmentation_grid(samples, variants_by_arm, path):
+def augmentation_grid(samples, sample_titles, variants_by_arm, path, value_range=(0, 255)):
     """Rows: sample images. Columns: the original, then each augmented arm's variants.
 
-    samples: uint8 [R, H, W, C]; variants_by_arm: arm -> float [V, R, H, W, C] in [0, 255].
+    samples: [R, H, W, C]; variants_by_arm: arm -> [(images [R, H, W, C], captions or None)].
     """
+    low, high = value_range
     columns = 1 + sum(len(v) for v in variants_by_arm.values())
     rows = len(samples)
     figure, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.3 * rows + 0.4), squeeze=False)
+
+    def show(axis, image):
+        image = (np.clip(np.asarray(image, np.float32), low, high) - low) / (high - low)
+        axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+        axis.axis("off")
     for r in range(rows):
-        images = [samples[r]] + [v[r] for variants in variants_by_arm.values() for v in variants]
+        images = [samples[r]] + [v[0][r] for variants in variants_by_arm.values() for v in variants]
         for c, image in enumerate(images):
-            axes[r, c].imshow(np.clip(image, 0, 255).astype(np.uint8))
-            axes[r, c].axis("off")
+            show(axes[r, c], image)
     axes[0, 0].set_title("original", fontsize=8)
     column = 1
     for arm, variants in variants_by_arm.items():

@@ -1,30 +1,63 @@
-"""Summaries over seeds: means, standard deviations and paired confidence intervals."""
+"""The answer of a run: per-arm metrics over seeds and, against the baseline, paired differences
+with scipy.stats (paired-t interval, exact sign-flip test, Holm across arms, minimum detectable
+effect) and a verdict on the primary metric, declared before the run (analysis.primary).
+
+Accuracies are fractions in [0, 1] here; the tables show percentage points. "Points" for a loss
+metric are hundredths of the loss, so that analysis.min_effect reads the same way for both.
+"""
 
 import math
 
 import numpy as np
+from scipy import optimize, stats
 
-# What summary.json reports per arm, each from the last epoch of a run unless named best.
-METRICS = ("final_val_accuracy", "best_val_accuracy", "final_val_loss", "final_accuracy",
-           "generalization_gap")
-# The paired differences against the baseline arm.
-COMPARED = ("final_val_accuracy", "best_val_accuracy", "final_val_loss")
+ALPHA = 0.05          # two-sided level of every test and of the 95% intervals
+EQUIVALENCE = 0.90    # the interval that must lie inside +-min_effect for "equivalent" (two one-sided tests at 5%)
+POWER = 0.80          # for the minimum detectable effect
+EXACT_SIGN_FLIPS = 16  # up to 2^16 sign patterns the sign-flip test is exact; beyond, seeded Monte Carlo
+
+# Per-job metrics, from its history rows and its record. "final" is the last epoch trained;
+# "selected" the epoch val chose (train.monitor); test metrics are measured once, at the end.
+METRICS = ("test_accuracy", "test_loss", "selected_test_accuracy", "selected_test_loss", "final_val_accuracy",
+           "final_val_loss", "best_val_accuracy", "final_accuracy", "generalization_gap", "test_gap",
+           "selected_epoch", "seconds_per_epoch")
+# Paired differences against the baseline; the primary metric first, the others are secondary.
+COMPARED = ("test_accuracy", "test_loss", "selected_test_accuracy", "selected_test_loss", "final_val_accuracy",
+            "final_val_loss", "best_val_accuracy", "test_gap")
+LABELS = {"test_accuracy": "test accuracy (final weights)", "test_loss": "test loss (final weights)",
+          "selected_test_accuracy": "test accuracy (val-selected epoch)",
+          "selected_test_loss": "test loss (val-selected epoch)", "final_val_accuracy": "final val accuracy",
+          "final_val_loss": "final val loss", "best_val_accuracy": "best val accuracy (selected on val: biased up)",
+          "final_accuracy": "final train accuracy", "generalization_gap": "train - val accuracy at the end",
+          "test_gap": "train - test accuracy at the end", "selected_epoch": "val-selected epoch",
+          "seconds_per_epoch": "s/epoch (median)"}
 
 
-def t_quantile(probability, df):
-    """The quantile of Student's t distribution with df degrees of freedom, probability > 0.5.
+def lower_is_better(metric):
+    return metric.endswith("loss") or metric.endswith("gap")
 
-    With t = sqrt(df) tan(theta) the density integrates to a multiple of cos(theta)^(df - 1) on
-    [0, pi/2], a smooth integrand on a bounded interval, so a fine trapezoid rule is accurate to
-    about 1e-7 (for df = 1 the quantile is tan(pi (p - 1/2)) exactly).
-    """
-    theta = np.linspace(0.0, math.pi / 2, 200_001)
-    density = np.cos(theta) ** (df - 1)
-    cumulative = np.concatenate([[0.0], np.cumsum((density[1:] + density[:-1]) / 2)])
-    # P(0 < T < t) = (probability - 1/2), as a fraction of the half-mass 1/2.
-    target = (probability - 0.5) * 2 * cumulative[-1]
-    angle = float(np.interp(target, cumulative, theta))
-    return math.sqrt(df) * math.tan(angle)
+
+def is_fraction(metric):
+    return "accuracy" in metric or metric.endswith("gap")
+
+
+def job_metrics(rows, record):
+    """The metrics of one job from its history rows (in epoch order) and its record (runs.json)."""
+    last = rows[-1]
+    metrics = {
+        "final_val_accuracy": last["val_accuracy"], "final_val_loss": last["val_loss"],
+        "best_val_accuracy": max(row["val_accuracy"] for row in rows), "final_accuracy": last["accuracy"],
+        "generalization_gap": last["accuracy"] - last["val_accuracy"],
+        # The median: the first epoch also traces and compiles the step.
+        "seconds_per_epoch": float(np.median([row["epoch_seconds"] for row in rows])),
+        "epochs": last["epoch"],
+    }
+    for key in ("test_accuracy", "test_loss", "selected_test_accuracy", "selected_test_loss", "selected_epoch"):
+        if record.get(key) is not None:
+            metrics[key] = record[key]
+    if "test_accuracy" in metrics:
+        metrics["test_gap"] = last["accuracy"] - metrics["test_accuracy"]
+    return metrics
 
 
 def describe(values):
@@ -34,128 +67,324 @@ def describe(values):
     return {"mean": float(np.mean(values)), "std": std, "values": values}
 
 
-def paired_difference(treated, control, confidence=0.95):
-    """Mean of treated - control over paired seeds, with a paired-t confidence interval
-    (None where there are fewer than two pairs)."""
-    differences = np.asarray(treated, dtype=float) - np.asarray(control, dtype=float)
-    n = len(differences)
-    mean = float(differences.mean())
+def paired_difference(treated, control, confidence=1 - ALPHA):
+    """Mean of treated - control over paired seeds with the paired-t confidence interval and
+    p-value (scipy.stats.ttest_rel); None for both with fewer than two pairs or no spread."""
+    treated, control = np.asarray(treated, dtype=float), np.asarray(control, dtype=float)
+    differences = treated - control
+    mean, n = float(differences.mean()), len(differences)
     if n < 2:
-        return {"mean": mean, "ci95": None, "n": n}
-    half = t_quantile(0.5 + confidence / 2, n - 1) * float(differences.std(ddof=1)) / math.sqrt(n)
-    return {"mean": mean, "ci95": [mean - half, mean + half], "n": n}
+        return {"mean": mean, "ci95": None, "p": None, "n": n}
+    if np.ptp(differences) == 0:  # every seed gave the same difference: no noise to test against
+        return {"mean": mean, "ci95": [mean, mean], "p": 1.0 if mean == 0 else 0.0, "n": n}
+    test = stats.ttest_rel(treated, control)
+    interval = test.confidence_interval(confidence)
+    return {"mean": mean, "ci95": [float(interval.low), float(interval.high)], "p": float(test.pvalue), "n": n}
 
 
-def run_metrics(rows):
-    """The per-run metrics of one arm and seed, from its history rows (in epoch order)."""
-    last = rows[-1]
-    return {
-        "final_val_accuracy": last["val_accuracy"],
-        "best_val_accuracy": max(row["val_accuracy"] for row in rows),
-        "final_val_loss": last["val_loss"],
-        "final_accuracy": last["accuracy"],
-        "generalization_gap": last["accuracy"] - last["val_accuracy"],
-        "epochs": last["epoch"],
-        # The median: the first epoch also traces and compiles the step, once per run.
-        "seconds_per_epoch": float(np.median([row["epoch_seconds"] for row in rows])),
-    }
+def sign_flip_p(differences, seed=0):
+    """Two-sided p-value of the paired sign-flip permutation test (mean difference): exact over
+    all 2^n sign patterns up to n = 16, else 100,000 seeded random patterns."""
+    differences = np.asarray(differences, dtype=float)
+    if len(differences) < 2 or np.all(differences == 0):
+        return 1.0
+    exact = len(differences) <= EXACT_SIGN_FLIPS
+    result = stats.permutation_test((differences,), np.mean, permutation_type="samples", vectorized=True,
+                                    n_resamples=np.inf if exact else 100_000, alternative="two-sided",
+                                    rng=np.random.default_rng(seed))
+    return float(result.pvalue)
 
 
-def baseline_arm(arms):
-    """The arm others are compared with: the one named baseline, else the first with no
-    augmentation, else None. arms maps names to Augmentation."""
+def holm(p_values):
+    """Holm's step-down adjustment of p-values for the arms compared with one baseline: the i-th
+    smallest p is multiplied by (m - i + 1), then made monotone and capped at 1. A few lines of
+    arithmetic (no distribution); scipy.stats has Benjamini-Hochberg but not Holm."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
+def minimum_detectable_effect(sd, n, alpha=ALPHA, power=POWER):
+    """The smallest true mean difference a two-sided paired t-test at level alpha detects with
+    the given power over n seeds when the paired differences have standard deviation sd (from the
+    noncentral t distribution). None with fewer than two seeds or no spread."""
+    if n < 2 or not sd:
+        return None
+    df = n - 1
+    critical = stats.t.ppf(1 - alpha / 2, df)
+
+    def shortfall(effect):
+        noncentrality = effect * math.sqrt(n) / sd
+        # The far tail is negligible where it underflows (scipy gives NaN there for tiny df).
+        far = np.nan_to_num(stats.nct.cdf(-critical, df, noncentrality), nan=0.0)
+        return stats.nct.sf(critical, df, noncentrality) + far - power
+    upper = sd / math.sqrt(n)
+    while shortfall(upper) < 0:
+        upper *= 2
+    return float(optimize.brentq(shortfall, 0.0, upper))
+
+
+def pairing_efficiency(treated, control):
+    """1 - Var(d) / (Var(a) + Var(b)): the share of the variance that pairing the seeds removes
+    (0: none, as if the arms were independent; near 1: the seed's noise is shared)."""
+    treated, control = np.asarray(treated, dtype=float), np.asarray(control, dtype=float)
+    if len(treated) < 2:
+        return None
+    total = np.var(treated, ddof=1) + np.var(control, ddof=1)
+    if total == 0:
+        return None
+    return float(1 - np.var(treated - control, ddof=1) / total)
+
+
+def verdict(metric, difference, interval90, p_holm, min_effect):
+    """better | worse (Holm-adjusted p < ALPHA, by the sign that favours the arm) | equivalent
+    (the 90% interval inside +-min_effect) | inconclusive (neither)."""
+    if p_holm is not None and p_holm < ALPHA:
+        favourable = difference < 0 if lower_is_better(metric) else difference > 0
+        return "better" if favourable else "worse"
+    if interval90 is not None and -min_effect < interval90[0] and interval90[1] < min_effect:
+        return "equivalent"
+    return "inconclusive"
+
+
+def stein_seeds(pilot_sd, pilot_n, half_width, max_seeds, confidence=1 - ALPHA):
+    """Stein's two-stage design: the number of seeds that brings the paired-t interval's
+    half-width to half_width, given the pilot's standard deviation of the paired differences
+    and its t quantile (pilot_n - 1 degrees of freedom); at least pilot_n, at most max_seeds."""
+    quantile = stats.t.ppf(0.5 + confidence / 2, pilot_n - 1)
+    needed = math.ceil((quantile * pilot_sd / half_width) ** 2) if pilot_sd > 0 else pilot_n
+    return max(pilot_n, min(max_seeds, needed))
+
+
+def stein_interval(differences, pilot_sd, pilot_n, confidence=1 - ALPHA):
+    """Stein's interval: mean of all n differences +- t(pilot_n - 1) * pilot_sd / sqrt(n), exact
+    coverage for the two-stage design whatever the true variance."""
+    differences = np.asarray(differences, dtype=float)
+    half = stats.t.ppf(0.5 + confidence / 2, pilot_n - 1) * pilot_sd / math.sqrt(len(differences))
+    mean = float(differences.mean())
+    return [mean - half, mean + half]
+
+
+def binomial_noise_floor(accuracy, count, confidence=1 - ALPHA):
+    """How precisely one arm's accuracy is measured on a test split of count images, whatever
+    the seeds: the binomial standard error and the Clopper-Pearson interval's half-width."""
+    if not count:
+        return None
+    successes = int(round(accuracy * count))
+    interval = stats.binomtest(successes, count).proportion_ci(confidence_level=confidence)
+    return {"test_images": count, "binomial_se": math.sqrt(accuracy * (1 - accuracy) / count),
+            "ci95_half_width": (interval.high - interval.low) / 2}
+
+
+def baseline_arm(arms, augments):
+    """The arm others are compared with: the one named baseline, else the first that does not
+    augment, else None. augments(settings) tells whether an arm's settings augment."""
     if "baseline" in arms:
         return "baseline"
-    return next((name for name, aug in arms.items() if aug.is_identity), None)
+    return next((name for name, settings in arms.items() if not augments(settings)), None)
 
 
-def summarize(history, arms, epochs, runs=None):
-    """summary.json's content from history rows (dicts of history.csv's columns).
+def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1.0, baseline=None,
+              test_count=None, design=None):
+    """summary.json's content.
 
-    runs: (arm, seed) -> record of an ended run (status finished | stopped_early | failed, with
-    the reason), as in runs.json; None takes every run with all epochs in history as finished.
-    Finished and early-stopped runs count; failed ones are listed with their reason. Paired
-    differences use the seeds counted in both arms.
+    history: rows of history.csv; arms: names in display order; jobs: (arm, seed) -> record of an
+    ended job (runs.json), with its status (finished | stopped_early | failed) and test results.
+    Finished and early-stopped jobs count; failed ones are listed with their reason. Paired
+    differences use the seeds counted in both arms. min_effect is in points (see the module).
     """
-    by_run = {}
+    by_job = {}
     for row in history:
-        by_run.setdefault((row["arm"], row["seed"]), []).append(row)
-    if runs is None:
-        runs = {key: {"status": "finished"} for key, rows in by_run.items() if len(rows) >= epochs}
-    counted = {key: run_metrics(sorted(by_run[key], key=lambda r: r["epoch"]))
-               for key, record in runs.items() if record["status"] != "failed" and key in by_run}
-    summary = {"epochs": epochs, "baseline": baseline_arm(arms), "arms": {}, "vs_baseline": {}}
+        by_job.setdefault((row["arm"], row["seed"]), []).append(row)
+    counted = {key: job_metrics(sorted(by_job[key], key=lambda r: r["epoch"]), record)
+               for key, record in jobs.items() if record["status"] != "failed" and key in by_job}
+    summary = {"epochs": epochs, "baseline": baseline, "arms": {}, "vs_baseline": {},
+               "primary": {"metric": primary, "label": LABELS[primary], "min_effect": min_effect / 100,
+                           "confidence": 1 - ALPHA, "correction": "Holm across the arms compared with the baseline"},
+               "design": design}
     for arm in arms:
         seeds = sorted(seed for (name, seed) in counted if name == arm)
         per_arm = {"seeds": seeds}
-        if seeds:
-            for metric in METRICS + ("seconds_per_epoch",):
-                per_arm[metric] = describe([counted[arm, seed][metric] for seed in seeds])
-        per_arm["stopped_early"] = sorted(seed for (name, seed), record in runs.items()
+        for metric in METRICS:
+            values = [counted[arm, seed][metric] for seed in seeds if metric in counted[arm, seed]]
+            if values and len(values) == len(seeds):
+                per_arm[metric] = describe(values)
+        per_arm["stopped_early"] = sorted(seed for (name, seed), record in jobs.items()
                                           if name == arm and record["status"] == "stopped_early")
         per_arm["failed"] = [{"seed": seed, "reason": record["reason"]}
-                             for (name, seed), record in sorted(runs.items())
+                             for (name, seed), record in sorted(jobs.items())
                              if name == arm and record["status"] == "failed"]
         summary["arms"][arm] = per_arm
-    base = summary["baseline"]
-    for arm in arms:
-        if base is None or arm == base:
+    if baseline is not None and summary["arms"][baseline].get(primary):
+        base_primary = summary["arms"][baseline][primary]["mean"]
+        if primary.endswith("test_accuracy"):
+            summary["primary"]["noise_floor"] = binomial_noise_floor(base_primary, test_count)
+    compared = [arm for arm in arms if baseline is not None and arm != baseline]
+    for arm in compared:
+        shared = sorted(seed for (name, seed) in counted if name == arm and (baseline, seed) in counted)
+        if not shared:
             continue
-        shared = sorted(seed for (name, seed) in counted if name == arm and (base, seed) in counted)
-        if shared:
-            summary["vs_baseline"][arm] = {"seeds": shared, **{
-                metric: paired_difference([counted[arm, s][metric] for s in shared],
-                                          [counted[base, s][metric] for s in shared])
-                for metric in COMPARED}}
+        entry = {"seeds": shared}
+        for metric in COMPARED:
+            if all(metric in counted[a, s] for a in (arm, baseline) for s in shared):
+                entry[metric] = paired_difference([counted[arm, s][metric] for s in shared],
+                                                  [counted[baseline, s][metric] for s in shared])
+        summary["vs_baseline"][arm] = entry
+    _primary_comparisons(summary, counted, primary, min_effect / 100)
     return summary
 
 
-def _fmt(stat, scale=1.0, digits=3):
+def _primary_comparisons(summary, counted, primary, min_effect):
+    """vs_baseline.<arm>.primary for every compared arm, with Holm across them."""
+    baseline = summary["baseline"]
+    entries = {arm: entry for arm, entry in summary["vs_baseline"].items() if primary in entry}
+    p_values = [entries[arm][primary]["p"] for arm in entries]
+    testable = [arm for arm, p in zip(entries, p_values) if p is not None]
+    adjusted = dict(zip(testable, holm([entries[arm][primary]["p"] for arm in testable]))) if testable else {}
+    for arm, entry in entries.items():
+        seeds = entry["seeds"]
+        treated = [counted[arm, s][primary] for s in seeds]
+        control = [counted[baseline, s][primary] for s in seeds]
+        differences = np.subtract(treated, control)
+        sd = float(np.std(differences, ddof=1)) if len(seeds) > 1 else None
+        interval90 = paired_difference(treated, control, EQUIVALENCE)["ci95"]
+        p_holm = adjusted.get(arm)
+        entry["primary"] = {
+            "metric": primary, "mean": entry[primary]["mean"], "ci95": entry[primary]["ci95"], "ci90": interval90,
+            "p": entry[primary]["p"], "p_holm": p_holm, "p_sign_flip": sign_flip_p(differences),
+            "verdict": verdict(primary, entry[primary]["mean"], interval90, p_holm, min_effect),
+            "seeds": len(seeds), "sd": sd, "mde": minimum_detectable_effect(sd, len(seeds)),
+            "pairing_efficiency": pairing_efficiency(treated, control)}
+        design = summary.get("design")
+        if design and design.get("pilot_sd", {}).get(arm):
+            entry["primary"]["stein_ci95"] = stein_interval(differences, design["pilot_sd"][arm],
+                                                            len(design["pilot_seeds"]))
+
+
+def points(metric, value, signed=False, digits=1):
+    """A metric or difference as shown in the tables: accuracies in percentage points, losses
+    as they are."""
+    if value is None:
+        return "n/a"
+    if is_fraction(metric):
+        return f"{value * 100:{'+' if signed else ''}.{digits}f}"
+    return f"{value:{'+' if signed else ''}.{digits + 2}f}"
+
+
+def _interval(metric, interval):
+    if interval is None:
+        return "n/a (one seed)"
+    return f"[{points(metric, interval[0], True)}, {points(metric, interval[1], True)}]"
+
+
+def _mean_std(metric, stat):
     if stat is None:
         return "n/a"
-    text = f"{stat['mean'] * scale:.{digits}f}"
-    return text + (f" ± {stat['std'] * scale:.{digits}f}" if stat.get("std") is not None else "")
+    text = points(metric, stat["mean"]) if metric != "selected_epoch" else f"{stat['mean']:.1f}"
+    if stat.get("std") is not None:
+        text += " ± " + (points(metric, stat["std"]) if metric != "selected_epoch" else f"{stat['std']:.1f}")
+    return text
 
 
-def _fmt_diff(diff, scale=100.0):
-    text = f"{diff['mean'] * scale:+.1f}"
-    if diff["ci95"] is None:
-        return text + " (one seed: no interval)"
-    low, high = (v * scale for v in diff["ci95"])
-    return f"{text} [{low:+.1f}, {high:+.1f}]"
+def _p(value):
+    if value is None:
+        return "n/a"
+    return f"{value:.2g}" if value >= 0.001 else "<0.001"
+
+
+def verdict_sentence(arm, baseline, entry, min_effect):
+    """The primary comparison of one arm in words."""
+    metric, mean, verdict_ = entry["metric"], entry["mean"], entry["verdict"]
+    unit = "points" if is_fraction(metric) else ""
+    size = f"{points(metric, abs(mean))} {unit}".strip()
+    interval = _interval(metric, entry["ci95"])
+    threshold = f"{points(metric, min_effect)} {unit}".strip()
+    if verdict_ in ("better", "worse"):
+        direction = "higher" if mean > 0 else "lower"
+        small = (entry["ci95"] and max(abs(entry["ci95"][0]), abs(entry["ci95"][1])) < min_effect)
+        return (f"**{arm}: {verdict_}** than {baseline}: {LABELS[metric]} {size} {direction}, 95% CI {interval}, "
+                f"Holm-adjusted p = {_p(entry['p_holm'])}" + (f" (but by less than the smallest effect of interest, "
+                                                            f"{threshold})" if small else "") + ".")
+    if verdict_ == "equivalent":
+        return (f"**{arm}: equivalent** to {baseline}: the 90% interval {_interval(metric, entry['ci90'])} lies inside "
+                f"±{threshold}, the smallest effect of interest.")
+    mde = entry.get("mde")
+    more = (f" At {entry['seeds']} seeds the smallest difference this run detects with 80% power is "
+            f"{points(metric, mde)} {unit}".rstrip() + "." if mde is not None else "")
+    return (f"**{arm}: inconclusive** against {baseline}: difference {points(metric, mean, True)} {unit}, 95% CI "
+            f"{interval}, Holm-adjusted p = {_p(entry['p_holm'])}; neither a difference nor equivalence within "
+            f"±{threshold} is shown.{more}")
 
 
 def to_markdown(summary, name):
-    """summary.md: one table of the arms, one of the paired differences."""
-    lines = [f"# {name}: summary", "",
-             f"Mean ± std over seeds; accuracies in %, at the last of {summary['epochs']} epochs (or the "
-             "epoch a run stopped early) unless 'best'. Gap = train accuracy - val accuracy at the end.", "",
-             "| arm | seeds | final val acc | best val acc | final val loss | final train acc | gap | s/epoch (median) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for arm, stats in summary["arms"].items():
-        if not stats["seeds"]:
-            lines.append(f"| {arm} | 0 | not finished | | | | | |")
+    """summary.md: the primary comparison first, with the verdict in words, then the arms and the
+    secondary paired differences."""
+    primary = summary["primary"]
+    metric, baseline = primary["metric"], summary["baseline"]
+    lines = [f"# {name}: summary", ""]
+    compared = {arm: entry["primary"] for arm, entry in summary["vs_baseline"].items() if "primary" in entry}
+    lines += [f"## Primary metric: {LABELS[metric]}", ""]
+    if compared:
+        floor = primary.get("noise_floor")
+        lines += [f"Declared before the run (analysis.primary). Arm - `{baseline}` over paired seeds: mean, 95% "
+                  f"paired-t interval, p-values Holm-adjusted across the {len(compared)} arm(s) compared with "
+                  f"`{baseline}`, an exact sign-flip test as a check; smallest effect of interest "
+                  f"±{points(metric, primary['min_effect'])}" + (" points" if is_fraction(metric) else "") + "."
+                  + (f" Noise floor: on {floor['test_images']} test images one arm's accuracy has a binomial standard "
+                     f"error of {floor['binomial_se'] * 100:.1f} points." if floor else ""), ""]
+        lines += ["| arm | seeds | difference | 95% CI | p (Holm) | p (sign-flip) | verdict | detectable (80% power) "
+                  "| pairing efficiency |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for arm, entry in compared.items():
+            efficiency = entry["pairing_efficiency"]
+            lines.append(f"| {arm} | {entry['seeds']} | {points(metric, entry['mean'], True)} | "
+                         f"{_interval(metric, entry['ci95'])} | {_p(entry['p_holm'])} | {_p(entry['p_sign_flip'])} | "
+                         f"{entry['verdict']} | {points(metric, entry['mde'])} | "
+                         f"{'n/a' if efficiency is None else f'{efficiency:.2f}'} |")
+        lines.append("")
+        lines += [verdict_sentence(arm, baseline, entry, primary["min_effect"]) for arm, entry in compared.items()]
+        design = summary.get("design")
+        if design:
+            lines += ["", f"Seeds chosen by Stein's two-stage design: a pilot of {len(design['pilot_seeds'])} seeds "
+                      f"gave a paired sd of {design['planning_sd'] * 100:.2f} points (the largest over the arms); "
+                      f"{design['seeds_needed']} seeds reach a 95% half-width of {design['target_half_width']:g} "
+                      f"points" + (f", capped at {len(design['seeds'])} (analysis.max_seeds)" if design["capped"]
+                                   else f"; {len(design['seeds'])} were run") + "."]
+    elif baseline is None:
+        lines.append("No baseline arm (one named baseline, or without augmentation): nothing is compared.")
+    else:
+        lines.append("No arm has seeds in common with the baseline yet.")
+    secondary = [m for m in ("test_accuracy", "selected_test_accuracy", "final_val_accuracy", "final_accuracy",
+                             "test_gap", "selected_epoch", "seconds_per_epoch") if m != metric]
+    lines += ["", "## Arms (secondary)", "",
+              f"Mean ± std over seeds; accuracies in %, at the last of {summary['epochs']} epochs (or the epoch a job "
+              "stopped early) unless 'val-selected'.", "",
+              "| arm | seeds | " + " | ".join([LABELS[metric] + " (primary)"] + [LABELS[m] for m in secondary]) + " |",
+              "| --- " * (len(secondary) + 3) + "|"]
+    for arm, per_arm in summary["arms"].items():
+        if not per_arm["seeds"]:
+            lines.append(f"| {arm} | 0 | not finished |" + " |" * len(secondary))
             continue
-        lines.append(
-            f"| {arm} | {len(stats['seeds'])} | {_fmt(stats['final_val_accuracy'], 100, 1)} | "
-            f"{_fmt(stats['best_val_accuracy'], 100, 1)} | {_fmt(stats['final_val_loss'])} | "
-            f"{_fmt(stats['final_accuracy'], 100, 1)} | {_fmt(stats['generalization_gap'], 100, 1)} | "
-            f"{_fmt(stats['seconds_per_epoch'], 1, 2)} |")
+        cells = [_mean_std(m, per_arm.get(m)) for m in [metric] + secondary]
+        lines.append(f"| {arm} | {len(per_arm['seeds'])} | " + " | ".join(cells) + " |")
+    others = [m for m in COMPARED if m != metric]
     if summary["vs_baseline"]:
-        lines += ["", f"Paired differences against `{summary['baseline']}` (arm - baseline, same seeds), "
-                  "mean [95% confidence interval, paired t over seeds]; accuracy in percentage points:", "",
-                  "| arm | seeds | final val acc | best val acc | final val loss |", "| --- | --- | --- | --- | --- |"]
-        for arm, diff in summary["vs_baseline"].items():
-            loss = diff["final_val_loss"]
-            loss_text = f"{loss['mean']:+.3f}" + (
-                f" [{loss['ci95'][0]:+.3f}, {loss['ci95'][1]:+.3f}]" if loss["ci95"] else "")
-            lines.append(f"| {arm} | {len(diff['seeds'])} | {_fmt_diff(diff['final_val_accuracy'])} | "
-                         f"{_fmt_diff(diff['best_val_accuracy'])} | {loss_text} |")
-        lines += ["", "An interval that excludes 0 is a difference larger than the seed-to-seed noise."]
+        lines += ["", "## Paired differences (secondary)", "",
+                  f"Arm - `{baseline}`, mean [95% paired-t interval], not corrected across arms; accuracy in "
+                  "percentage points.", "", "| arm | seeds | " + " | ".join(LABELS[m] for m in others) + " |",
+                  "| --- " * (len(others) + 2) + "|"]
+        for arm, entry in summary["vs_baseline"].items():
+            cells = [f"{points(m, entry[m]['mean'], True)} {_interval(m, entry[m]['ci95'])}" if m in entry else "n/a"
+                     for m in others]
+            lines.append(f"| {arm} | {len(entry['seeds'])} | " + " | ".join(cells) + " |")
     notes = [f"- {arm} seed {failure['seed']} failed: {failure['reason']}"
-             for arm, stats in summary["arms"].items() for failure in stats["failed"]]
+             for arm, per_arm in summary["arms"].items() for failure in per_arm["failed"]]
     notes += [f"- {arm} seed {seed} stopped early (train.early_stopping)"
-              for arm, stats in summary["arms"].items() for seed in stats["stopped_early"]]
+              for arm, per_arm in summary["arms"].items() for seed in per_arm["stopped_early"]]
     if notes:
-        lines += ["", "Runs that did not train every epoch (failed runs are left out of the tables):", ""] + notes
+        lines += ["", "Jobs that did not train every epoch (failed ones are left out of the tables):", ""] + notes
     return "\n".join(lines) + "\n"

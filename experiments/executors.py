@@ -1,0 +1,142 @@
+"""Executors hand a run's jobs to something that trains them and report each job's epochs and
+end back to the run, which alone writes history.csv and runs.json.
+
+- local: one job after another in this process; each arm's model is compiled once and reset for
+  every seed (today's behaviour, and the fastest on one machine).
+- ray: each job a Ray core task in a fresh worker process, on this machine or a cluster; a job
+  whose worker dies is retried from its last epoch checkpoint.
+"""
+
+import importlib.util
+import os
+
+from augcompare.experiments.errors import UserError
+from augcompare.experiments.history import read_history
+from augcompare.experiments.job import ROWS, JobSetupError, run_job
+
+
+class LocalExecutor:
+    concurrency = 1
+
+    def __init__(self):
+        self.trainers = {}  # arm -> Trainer, compiled once per process
+
+    def run(self, jobs, on_epoch, on_done, protect):
+        """Trains jobs in order; on_epoch(job, row, stopped_early) after every epoch,
+        on_done(job, record) after every job; protect(): the run's signal-safe section."""
+        for job in jobs:
+            record = run_job(job, self.trainers, on_epoch=lambda row, stop, job=job: on_epoch(job, row, stop),
+                             protect=protect)
+            on_done(job, record)
+
+    def close(self):
+        self.trainers.clear()
+
+
+def make_executor(run_config, jobs_planned):
+    if run_config.executor == "ray":
+        return RayExecutor(run_config, jobs_planned)
+    return LocalExecutor()
+
+
+# Retries of a job whose worker process died (killed, out of memory, a node lost): each retry
+# continues from the job's last checkpoint, so nothing trained is lost or repeated twice.
+WORKER_RETRIES = 3
+
+
+def _ray_job(job):
+    """A job in a Ray worker: a fresh process for each (max_calls=1), TensorFlow quiet and
+    deterministic as in `augcompare run`."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()
+    return run_job(job)
+
+
+class RayExecutor:
+    """Jobs as Ray core tasks. address "": start a Ray cluster on this machine; "auto" or
+    "host:port": join one. The run directory and the prepared data must be on a file system every
+    node mounts at the same path (a job that cannot see them fails once, with that message)."""
+
+    def __init__(self, run_config, jobs_planned):
+        if importlib.util.find_spec("ray") is None:
+            raise UserError("run.executor = \"ray\" needs Ray; pip install -e \".[ray]\"")
+        if not run_config.address:
+            # A cluster of this machine alone: listen on loopback only (read when ray is imported)
+            # and without the token file a shared cluster needs.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        import ray
+        self.ray = ray
+        self.config = run_config
+        if not ray.is_initialized():
+            try:
+                if run_config.address:
+                    ray.init(address=run_config.address, log_to_driver=False, logging_level="ERROR")
+                else:
+                    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            except (ConnectionError, RuntimeError, ValueError) as error:
+                message = " ".join(str(error).split())[:200]
+                raise UserError(f"cannot start or join a Ray cluster at run.address = {run_config.address!r} "
+                                f"({message}); start one with `ray start --head` or set run.address = \"\"") from None
+        resources = ray.cluster_resources()
+        slots = []
+        if run_config.cpus_per_job:
+            slots.append(resources.get("CPU", 0) / run_config.cpus_per_job)
+        if run_config.gpus_per_job:
+            if not resources.get("GPU"):
+                raise UserError(f"run.gpus_per_job = {run_config.gpus_per_job} but the Ray cluster has no GPU; set "
+                                "run.gpus_per_job = 0 or add GPU nodes")
+            slots.append(resources["GPU"] / run_config.gpus_per_job)
+        self.concurrency = max(1, min([int(s) for s in slots] + [jobs_planned]) if slots else jobs_planned)
+        self.remote = ray.remote(max_calls=1, max_retries=WORKER_RETRIES)(_ray_job)
+
+    def run(self, jobs, on_epoch, on_done, protect):
+        ray = self.ray
+        options = {"num_cpus": self.config.cpus_per_job, "num_gpus": self.config.gpus_per_job}
+        pending = {self.remote.options(**options).remote(job): job for job in jobs}
+        seen = {job.name: 0 for job in jobs}
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                for job in pending.values():
+                    self._report_rows(job, seen, on_epoch)
+                for ref in ready:
+                    job = pending.pop(ref)
+                    try:
+                        record = ray.get(ref)
+                    except ray.exceptions.RayTaskError as error:
+                        cause = error.cause
+                        if isinstance(cause, UserError):
+                            raise type(cause)(str(cause)) from None
+                        raise RuntimeError(f"job {job.arm} seed {job.seed} failed: {cause!r}") from None
+                    except ray.exceptions.RayError as error:
+                        message = " ".join(str(error).split())[:300]
+                        raise RuntimeError(f"job {job.arm} seed {job.seed} was lost after {WORKER_RETRIES} retries: "
+                                           f"{message}") from None
+                    self._report_rows(job, seen, on_epoch)
+                    on_done(job, record)
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+
+    @staticmethod
+    def _report_rows(job, seen, on_epoch):
+        """Reports the rows a job appended since the last look (its rows.csv, on the shared file
+        system); rows a retried job writes again are not counted twice."""
+        path = job.folder / ROWS
+        if not path.is_file():
+            return
+        try:
+            rows = read_history(path)
+        except UserError:
+            return  # being rewritten by a retried job: read it on the next look
+        for row in rows[seen[job.name]:]:
+            on_epoch(job, row, False)
+        seen[job.name] = max(seen[job.name], len(rows))
+
+    def close(self):
+        pass
+

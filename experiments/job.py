@@ -1,0 +1,276 @@
+"""A job: one arm and one seed of a run. Its inputs are plain data (Job); it trains from its
+checkpoint, or from the seed's initial weights, to its last epoch, an early stop or a failure;
+then it evaluates the test split once, on the final weights and on the weights of the epoch that
+val selected; and it writes only to its own folder, jobs/<arm>-seed<S>/:
+
+- rows.csv: its history rows, appended and synced as each epoch ends;
+- checkpoint.npz: everything training changes, renamed into place after each epoch's row;
+- record.json: how it ended and its test results, written last.
+
+The run (experiments.run) merges rows and record into history.csv and runs.json. The val split
+decides everything (the selected epoch, early stopping, save_best); test decides nothing.
+"""
+
+import contextlib
+import dataclasses
+import functools
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from augcompare.augment import DataGenerator, get_generator_cyclic
+from augcompare.experiments import cache as cache_format
+from augcompare.experiments import config as config_mod
+from augcompare.experiments.errors import UserError
+from augcompare.experiments.files import read_json, write_atomically, write_json
+from augcompare.experiments.history import HistoryWriter, read_history
+from augcompare.experiments.training import (Trainer, checkpoint_epochs, read_checkpoint, save_checkpoint,
+                                             steps_per_epoch)
+
+ROWS, CHECKPOINT, RECORD = "rows.csv", "checkpoint.npz", "record.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    arm: str
+    seed: int
+    run_dir: str   # the run's directory: the job reads weights/ and writes jobs/<arm>-seed<S>/
+    cache: str     # the prepared data set (experiments.cache)
+    config: dict   # the run's resolved configuration (config.to_dict)
+
+    @property
+    def name(self):
+        return f"{self.arm}-seed{self.seed}"
+
+    @property
+    def folder(self):
+        return job_folder(self.run_dir, self.arm, self.seed)
+
+
+class JobSetupError(UserError):
+    """A job cannot see the files it needs (on a cluster: the run directory or the data are not
+    on a file system its node mounts)."""
+
+
+def job_folder(run_dir, arm, seed):
+    return Path(run_dir) / "jobs" / f"{arm}-seed{seed}"
+
+
+def initial_weights_path(run_dir, seed):
+    return Path(run_dir) / "weights" / f"initial-seed{seed}.weights.h5"
+
+
+def best_model_path(run_dir, arm, seed):
+    return Path(run_dir) / "best" / f"{arm}-seed{seed}.keras"
+
+
+def read_record(folder):
+    """A job's record.json, or None when it has not ended."""
+    path = Path(folder) / RECORD
+    if not path.is_file():
+        return None
+    return read_json(path, "delete it to evaluate that job again")
+
+
+def best_index(rows, monitor):
+    """The index of the epoch with the best monitor (val_loss lowest, val_accuracy highest);
+    the first one that reached it."""
+    values = [row[monitor] for row in rows]
+    best = min(values) if monitor == "val_loss" else max(values)
+    return values.index(best)
+
+
+def should_stop_early(rows, monitor, patience):
+    """True when the last `patience` epochs of rows (one job's, in epoch order) brought no
+    better value of monitor than the best before them. Computed from the rows alone, so a
+    resumed job decides exactly as an uninterrupted one."""
+    if not patience or len(rows) <= patience:
+        return False
+    return len(rows) - 1 - best_index(rows, monitor) >= patience
+
+
+@functools.lru_cache(maxsize=None)
+def distribution(strategy, cpu_devices=0):
+    """The tf.distribute strategy a job trains under (one per process: TensorFlow allows a
+    multi-worker strategy to be made once). cpu_devices > 0 first splits the CPU into that many
+    logical devices, which must happen before TensorFlow runs its first op."""
+    if cpu_devices:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
+        except RuntimeError:
+            if len(tf.config.list_logical_devices("CPU")) != cpu_devices:
+                raise UserError("train.cpu_devices can only be set before TensorFlow starts; run the experiment "
+                                "in a fresh process (augcompare run)") from None
+    if strategy == "mirrored":
+        # Every accelerator, else every (logical) CPU device: with one device it is a plain run.
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    if strategy == "multi_worker":
+        workers = cluster_size()
+        if workers > 1:
+            # Tried here with two local workers: fit fails converting a PerReplica batch.
+            raise UserError(f"train.strategy = \"multi_worker\" with {workers} workers in TF_CONFIG: Keras 3's fit "
+                            "does not train under MultiWorkerMirroredStrategy across workers yet "
+                            "(keras-team/keras#20585); use \"mirrored\" on one machine, or run.executor = \"ray\" "
+                            "to spread jobs over machines")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def cluster_size():
+    """How many tasks (chief and workers) the TF_CONFIG environment variable describes; 1 without it."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    except (json.JSONDecodeError, AttributeError):
+        raise UserError("TF_CONFIG is not a JSON object; see tf.distribute.MultiWorkerMirroredStrategy") from None
+    return max(1, len(cluster.get("chief", [])) + len(cluster.get("worker", [])))
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Ends every epoch of a job: appends its row to rows.csv, keeps the val-selected weights,
+    saves the checkpoint, applies early stopping and reports the row. A loss that is not finite
+    stops the job, which then fails.
+
+    epoch_seconds is the training part of the epoch (first batch to last), validation excluded,
+    so that it compares the cost of augmentation and nothing else.
+    """
+
+    def __init__(self, job, train, trainer, rows, selected, protect, on_epoch):
+        super().__init__()
+        self.job, self.train, self.trainer, self.rows = job, train, trainer, rows
+        self.selected_epoch, self.selected_weights = selected
+        self.protect, self.on_epoch = protect, on_epoch
+        self.writer = HistoryWriter(job.folder / ROWS)
+        self.failure = None
+        self.stopped_early = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = self.finished = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.finished = time.perf_counter()
+        loss = float(logs["loss"])
+        if not math.isfinite(loss):
+            self.failure = f"loss became {loss} in epoch {len(self.rows) + 1}, batch {batch + 1}"
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.failure:
+            return
+        row = {"arm": self.job.arm, "seed": self.job.seed, "epoch": epoch + 1,
+               "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"]),
+               "val_loss": float(logs["val_loss"]), "val_accuracy": float(logs["val_accuracy"]),
+               "epoch_seconds": round(self.finished - self.started, 4)}
+        with self.protect():  # a signal waits until the row and the checkpoint are whole
+            self.writer.append(row)
+            self.rows.append(row)
+            if best_index(self.rows, self.train.monitor) == len(self.rows) - 1:
+                self.selected_epoch = len(self.rows)
+                self.selected_weights = self.trainer.classifier.get_weights()
+            save_checkpoint(self.job.folder / CHECKPOINT, self.trainer, len(self.rows), self.selected_epoch,
+                            self.selected_weights)
+        if should_stop_early(self.rows, self.train.monitor, self.train.early_stopping):
+            self.stopped_early = True
+            self.model.stop_training = True
+        if self.on_epoch:
+            self.on_epoch(row, self.stopped_early)
+
+
+def _check_visible(job):
+    host = socket.gethostname()
+    for what, path in (("the run directory", Path(job.run_dir)), ("the prepared data", Path(job.cache))):
+        if not path.is_dir():
+            raise JobSetupError(f"job {job.arm} seed {job.seed} on {host} cannot see {what} {path}; on a cluster the "
+                                "run directory (--out) and the prepared data (data.cache_dir) must be on a file system "
+                                "every node mounts at the same path")
+
+
+def _evaluate(trainer, images, labels, batch_size):
+    data = DataGenerator(range(len(labels)), labels, source=images, batch_size=max(batch_size, 128),
+                         dim=tuple(images.shape[1:]), shuffle=False, norm=None)
+    result = trainer.model.evaluate(data, verbose=0, return_dict=True)
+    return {"loss": float(result["loss"]), "accuracy": float(result["accuracy"])}
+
+
+def run_job(job, trainers=None, on_epoch=None, protect=contextlib.nullcontext):
+    """Trains and evaluates one job; returns its record (also written to its record.json).
+
+    trainers: a dict arm -> Trainer to reuse compiled models across the jobs of one process (the
+    local executor), or None to build one. on_epoch(row, stopped_early): called after each epoch.
+    protect(): a context in which the row and checkpoint writes of an epoch are not interrupted.
+    """
+    _check_visible(job)
+    started = time.perf_counter()
+    experiment = config_mod.build(job.config)
+    train = experiment.train
+    dataset = cache_format.open_cache(job.cache)
+    folder = job.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    recover = f"delete {folder} to train {job.arm} seed {job.seed} again from its first epoch"
+    rows = read_history(folder / ROWS, recover) if (folder / ROWS).is_file() else []
+    done = checkpoint_epochs(folder / CHECKPOINT, recover)
+    if len(rows) < done or any(row["epoch"] != i + 1 or (row["arm"], row["seed"]) != (job.arm, job.seed)
+                               for i, row in enumerate(rows)):
+        raise UserError(f"{folder / ROWS} does not match its checkpoint ({len(rows)} rows, {done} epochs); {recover}")
+    if len(rows) > done:  # epochs after the last checkpoint are trained again
+        rows = rows[:done]
+        HistoryWriter(folder / ROWS).rewrite(rows)
+
+    steps = steps_per_epoch(len(dataset.train_labels), train.batch_size)
+    strategy = distribution(train.strategy, train.cpu_devices)
+    trainer = (trainers or {}).get(job.arm)
+    if trainer is None or trainer.image_shape != dataset.image_shape:
+        trainer = Trainer(experiment, job.arm, dataset.image_shape, len(dataset.class_names), dataset.value_range,
+                          steps, strategy)
+        if trainers is not None:
+            trainers[job.arm] = trainer
+    trainer.reset(job.seed, initial_weights_path(job.run_dir, job.seed))
+    selected = (0, None)
+    if done:
+        _, selected_epoch, state, selected_weights = read_checkpoint(folder / CHECKPOINT, recover)
+        trainer.restore(state, folder / CHECKPOINT)
+        selected = (selected_epoch, selected_weights)
+    recorder = EpochRecorder(job, train, trainer, rows, selected, protect, on_epoch)
+    if done < train.epochs and not should_stop_early(rows, train.monitor, train.early_stopping):
+        # The order depends on the seed alone and augmentation happens inside the model from its
+        # own stream, so every arm of a seed sees the same batches in the same order.
+        batches = get_generator_cyclic(dataset.train_images, dataset.train_labels, train.batch_size,
+                                       normalize=None, shuffle=True, seed=job.seed, start_pass=done)
+        validation = DataGenerator(range(len(dataset.val_labels)), dataset.val_labels, source=dataset.val_images,
+                                   batch_size=max(train.batch_size, 128), dim=dataset.image_shape, shuffle=False,
+                                   norm=None)
+        callbacks = [recorder]
+        if train.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(job.run_dir) / "tensorboard" / job.name)))
+        trainer.model.fit(batches, steps_per_epoch=steps, epochs=train.epochs, initial_epoch=done,
+                          validation_data=validation, callbacks=callbacks, verbose=0, shuffle=False)
+    elif done < train.epochs:
+        recorder.stopped_early = True
+
+    record = {"arm": job.arm, "seed": job.seed, "epochs": len(rows), "reason": recorder.failure or "",
+              "status": "failed" if recorder.failure else "stopped_early" if recorder.stopped_early else "finished"}
+    if not recorder.failure:
+        final = _evaluate(trainer, dataset.test_images, dataset.test_labels, train.batch_size)
+        if recorder.selected_epoch != len(rows):
+            trainer.classifier.set_weights(recorder.selected_weights)
+            chosen = _evaluate(trainer, dataset.test_images, dataset.test_labels, train.batch_size)
+        else:
+            chosen = final
+        record.update({"selected_epoch": recorder.selected_epoch, "test_loss": final["loss"],
+                       "test_accuracy": final["accuracy"], "selected_test_loss": chosen["loss"],
+                       "selected_test_accuracy": chosen["accuracy"]})
+        if train.save_best:
+            path = best_model_path(job.run_dir, job.arm, job.seed)
+            path.parent.mkdir(exist_ok=True)
+            write_atomically(path, trainer.inference_model().save)  # the classifier holds the selected weights
+    record["seconds"] = round(time.perf_counter() - started, 2)
+    with protect():
+        write_json(folder / RECORD, record)
+    return record

@@ -1,0 +1,104 @@
+"""Live progress of a whole run: jobs done of total, epochs, elapsed time and an ETA from the
+measured epoch times and the executor's concurrency, and one line per finished job.
+
+On a terminal a rich progress bar stays at the bottom with the lines above it; otherwise (a log
+file, a pipe, CI) plain lines: one per epoch, one per finished job with the run's totals.
+"""
+
+import statistics
+import sys
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+
+
+def duration(seconds):
+    """'1h02m', '3m05s' or '12s'."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+class RunProgress:
+    """Counts jobs and epochs of a run and shows them.
+
+    total_epochs: the epochs the planned jobs will train (reduced when a job stops early or
+    fails); concurrency: how many jobs the executor trains at once; format_primary(record) -> text
+    of the job's primary metric.
+    """
+
+    def __init__(self, jobs, total_epochs, epochs_done, concurrency, format_primary, stream=None):
+        self.console = Console(file=stream or sys.stdout, highlight=False, soft_wrap=True)
+        self.jobs_total, self.jobs_done = jobs, 0
+        self.epochs_total, self.epochs_done = total_epochs, epochs_done
+        self.concurrency = max(1, concurrency)
+        self.format_primary = format_primary
+        self.started = time.monotonic()
+        self.epoch_seconds = []
+        self.bar = None
+        if self.console.is_terminal:
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+                                console=self.console, transient=True)
+            self.task = self.bar.add_task("run", total=max(total_epochs, 1), completed=epochs_done, status="")
+            self.bar.start()
+            self._refresh()
+
+    def add_jobs(self, jobs, epochs):
+        """More jobs planned (the second stage of a two-stage design)."""
+        self.jobs_total += jobs
+        self.epochs_total += epochs
+        self._refresh()
+
+    def eta(self):
+        """Seconds left: the epochs still to train x the median measured epoch time / concurrency;
+        None before any epoch was measured."""
+        if not self.epoch_seconds:
+            return None
+        remaining = max(0, self.epochs_total - self.epochs_done)
+        return remaining * statistics.median(self.epoch_seconds[-200:]) / self.concurrency
+
+    def status(self):
+        eta = self.eta()
+        return (f"{self.jobs_done}/{self.jobs_total} jobs, {self.epochs_done}/{self.epochs_total} epochs, "
+                f"{duration(time.monotonic() - self.started)} elapsed"
+                + (f", ETA {duration(eta)}" if eta is not None else ""))
+
+    def _refresh(self):
+        if self.bar is not None:
+            self.bar.update(self.task, total=max(self.epochs_total, 1), completed=self.epochs_done,
+                            status=self.status())
+
+    def line(self, text):
+        self.console.print(text, markup=False)
+
+    def epoch(self, row, epochs, stopped_early=False):
+        """A job finished an epoch (row of history.csv) of its `epochs`."""
+        self.epochs_done += 1
+        self.epoch_seconds.append(row["epoch_seconds"])
+        if self.bar is None:
+            self.line(f"  {row['arm']:>12s} seed {row['seed']}  epoch {row['epoch']:>3d}/{epochs}  "
+                      f"loss {row['loss']:.3f} acc {row['accuracy']:.3f}  "
+                      f"val_loss {row['val_loss']:.3f} val_acc {row['val_accuracy']:.3f}  "
+                      f"({row['epoch_seconds']:.1f} s)" + ("  early stop" if stopped_early else ""))
+        self._refresh()
+
+    def job_done(self, record, skipped_epochs=0):
+        """A job ended; skipped_epochs: planned epochs it will not train (early stop, failure)."""
+        self.jobs_done += 1
+        self.epochs_total -= skipped_epochs
+        if record["status"] == "failed":
+            text = f"FAILED: {record['reason']}; the other jobs go on"
+        else:
+            text = self.format_primary(record) + ("  (stopped early)" if record["status"] == "stopped_early" else "")
+        self.line(f"job {record['arm']} seed {record['seed']} done: {text}  {record.get('seconds', 0):.1f} s  "
+                  f"[{self.status()}]")
+        self._refresh()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

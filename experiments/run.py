@@ -1,0 +1,532 @@
+"""A run: the whole experiment. It plans the jobs (every arm for every seed), writes each seed's
+initial weights, hands the jobs to an executor and is the only writer of history.csv and
+runs.json: as each job ends, its rows and record are merged in a fixed order (seeds in order, arms
+in file order), so the files end the same whatever the executor and the order jobs end in.
+
+For every seed every arm starts from the same initial weights and sees the same sample order, so
+the augmentation is the only difference between arms.
+
+Run directory: config.toml, environment.json, data.json (what the data set holds and what was
+skipped preparing it), history.csv, runs.json (the ended jobs with their test results, and the
+two-stage design), summary.json, summary.md, accuracy.png, loss.png, ablation.png,
+augmentations.png, preview_samples.npy, weights/initial-seed<S>.weights.h5, jobs/<arm>-seed<S>/
+(while a job is unfinished), best/<arm>-seed<S>.keras (train.save_best), tensorboard/ (train.
+tensorboard), and .lock, which the running process holds.
+
+Nothing trained is lost: a job's rows and checkpoint reach the disk after every epoch, so
+`augcompare run --resume RUN_DIR` continues a run killed at any moment and ends with the files an
+uninterrupted run would have written.
+"""
+
+import contextlib
+import hashlib
+import importlib.util
+import platform
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from augcompare.augment.params import augments, parse_function
+from augcompare.experiments import config as config_mod
+from augcompare.experiments import plots, preview, stats
+from augcompare.experiments.data import load_dataset
+from augcompare.experiments.errors import RunStopped, UserError
+from augcompare.experiments.executors import make_executor
+from augcompare.experiments.files import DirectoryLock, read_json, write_json, write_text
+from augcompare.experiments.history import HistoryWriter, read_history
+from augcompare.experiments.job import ROWS, Job, distribution, initial_weights_path, job_folder, read_record
+from augcompare.experiments.progress import RunProgress
+from augcompare.experiments.training import write_initial_weights
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RESTART = "start the run again with augcompare run RUN_DIR/config.toml"
+
+
+def new_run_dir(parent, run_id=None):
+    """A fresh directory parent/<run_id or YYYYmmdd-HHMMSS>; never an existing one."""
+    parent = Path(parent)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create {parent} ({error.strerror}); choose another --out") from None
+    if run_id:
+        try:
+            (parent / run_id).mkdir()
+        except FileExistsError:
+            raise UserError(f"{parent / run_id} exists; remove it or choose another --run-id") from None
+        except OSError as error:
+            raise UserError(f"cannot create {parent / run_id} ({error.strerror}); choose another --out") from None
+        return parent / run_id
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1, 1000):
+        candidate = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            candidate.mkdir()  # atomic: two runs in the same second get different directories
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise UserError(f"cannot create {candidate} ({error.strerror}); choose another --out") from None
+    raise UserError(f"too many runs named {stamp} in {parent}")
+
+
+def function_files(experiment):
+    """sha256 of each function file the arms run, so that a resumed run can tell it changed."""
+    files = {}
+    for settings in experiment.arms.values():
+        if settings.get("function"):
+            module, _ = parse_function(settings["function"])
+            if module.endswith(".py") and Path(module).is_file():
+                files[module] = hashlib.sha256(Path(module).read_bytes()).hexdigest()
+    return files
+
+
+def environment(experiment):
+    """Versions, devices, the distribution strategy, the project's git commit and the function
+    files' hashes, recorded with every run."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    train = experiment.train
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "platform": platform.platform(), "git_commit": commit,
+            "devices": [device.name for device in tf.config.list_logical_devices()],
+            "strategy": train.strategy, "replicas": distribution(train.strategy, train.cpu_devices).num_replicas_in_sync,
+            "executor": experiment.run.executor, "function_files": function_files(experiment)}
+
+
+class StopOnSignal:
+    """While active (in the main thread), SIGINT and SIGTERM stop the run by raising RunStopped,
+    except inside protected(), where the signal waits for the block to end."""
+
+    CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+    def __init__(self, run_dir):
+        self.run_dir = run_dir
+        self.depth, self.pending, self.previous = 0, None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {number: signal.signal(number, self._handle) for number in self.CODES}
+        return self
+
+    def __exit__(self, *exc_info):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number, frame):
+        if self.depth:
+            self.pending = number
+        else:
+            raise self._stopped(number)
+
+    def _stopped(self, number):
+        name = signal.Signals(number).name
+        return RunStopped(f"stopped by {name}; every finished epoch is saved. Continue with: "
+                          f"augcompare run --resume {self.run_dir}", self.run_dir, self.CODES[number])
+
+    @contextlib.contextmanager
+    def protected(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending:
+                number, self.pending = self.pending, None
+                raise self._stopped(number)
+
+
+def read_runs(run_dir):
+    """runs.json: (arm, seed) -> record of each ended job, and the two-stage design (or None).
+    A job that is not there has not ended."""
+    path = Path(run_dir) / "runs.json"
+    if not path.is_file():
+        return {}, None
+    document = read_json(path, RESTART)
+    try:
+        records = {(record["arm"], record["seed"]): record for record in document["jobs"]}
+        for record in records.values():
+            if record["status"] not in ("finished", "stopped_early", "failed") or not isinstance(record["epochs"], int):
+                raise ValueError
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path} lacks the fields of a run's job records; {RESTART}") from None
+    return records, document.get("design")
+
+
+def check_dataset(experiment, dataset):
+    """The data set against the experiment, before anything trains."""
+    size = dataset.image_shape[0]
+    if size != experiment.data.image_size:
+        raise UserError(f"data.image_size = {experiment.data.image_size} but {dataset.path} holds {size} px images; "
+                        f"set data.image_size = {size}")
+    if len(dataset.class_names) < 2:
+        raise UserError(f"{dataset.path} has {len(dataset.class_names)} class; a comparison needs at least 2")
+    if dataset.kind == "values" and experiment.train.normalize == "rescale":
+        low, high = dataset.value_range
+        raise UserError(f"train.normalize = \"rescale\" divides by 255, for pixels; {dataset.path} holds values in "
+                        f"[{low:g}, {high:g}]: use train.normalize = \"standardize\" or \"divmax\"")
+
+
+def check_arms(experiment, dataset):
+    """Each arm's augmentation applied once to two training images as training applies it, so a
+    function that fails or changes the shape, or an operation the data cannot take (a colour
+    operation on one channel), is a one-line error before anything trains."""
+    from augcompare.augment.functions import check_function, load_function
+    from augcompare.experiments.training import arm_augmentation
+    images = tf.cast(np.asarray(dataset.train_images[:2]), tf.float32)
+    for arm, settings in experiment.arms.items():
+        try:
+            augmentation = arm_augmentation(settings, dataset.value_range)
+            if not augmentation.is_identity:
+                augmentation.apply(images, tf.constant([0, 0], tf.int64))
+            if settings.get("function"):
+                check_function(load_function(settings["function"]), settings["function"], dataset.image_shape,
+                               dataset.value_range)
+        except ValueError as error:
+            raise UserError(f"arms.{arm}: {error}") from None
+
+
+def candidate_seeds(experiment):
+    """The seeds a run may use, in order: train.seeds, and with the two-stage design the next
+    integers after them, up to analysis.max_seeds."""
+    seeds = list(experiment.train.seeds)
+    if not experiment.analysis.target_half_width:
+        return seeds
+    candidate = max(seeds) + 1
+    while len(seeds) < experiment.analysis.max_seeds:
+        seeds.append(candidate)
+        candidate += 1
+    return seeds[:experiment.analysis.max_seeds]
+
+
+class Run:
+    """Plans, hands out and merges the jobs of one run directory (held locked by this process)."""
+
+    def __init__(self, run_dir, experiment, dataset, log, per_seed):
+        self.run_dir, self.experiment, self.dataset = Path(run_dir), experiment, dataset
+        self.log, self.per_seed = log, per_seed
+        self.arms = list(experiment.arms)
+        self.baseline = stats.baseline_arm(experiment.arms, augments)
+        self.candidates = candidate_seeds(experiment)
+        self.history_path = self.run_dir / "history.csv"
+        self.records, self.design = read_runs(self.run_dir)
+        self.history = []
+        self.progress = None
+        self.signals = None
+
+    # -- what is on disk ---------------------------------------------------------------------
+
+    def order(self, row_or_key):
+        arm, seed = (row_or_key["arm"], row_or_key["seed"]) if isinstance(row_or_key, dict) else row_or_key
+        return (self.candidates.index(seed) if seed in self.candidates else len(self.candidates), seed,
+                self.arms.index(arm) if arm in self.arms else len(self.arms))
+
+    def load(self):
+        """Reads history.csv back, keeping the rows of ended jobs (a job that had not ended is
+        repeated from its own folder), and merges jobs that ended after the run last wrote."""
+        if self.history_path.is_file():
+            rows = read_history(self.history_path)
+            kept = [row for row in rows if (row["arm"], row["seed"]) in self.records]
+            counts = {}
+            for row in kept:
+                counts[row["arm"], row["seed"]] = counts.get((row["arm"], row["seed"]), 0) + 1
+            for key, record in self.records.items():
+                if counts.get(key, 0) != record["epochs"]:
+                    raise UserError(f"{self.history_path} holds {counts.get(key, 0)} rows of {key[0]} seed {key[1]} "
+                                    f"but runs.json says {record['epochs']} epochs; restore both files from a copy "
+                                    f"or {RESTART}")
+            self.history = sorted(kept, key=lambda row: (self.order(row), row["epoch"]))
+            if len(kept) != len(rows):
+                HistoryWriter(self.history_path).rewrite(self.history)
+        for arm, seed in list(self.records):
+            shutil.rmtree(job_folder(self.run_dir, arm, seed), ignore_errors=True)  # merged before a kill
+        jobs_dir = self.run_dir / "jobs"
+        if jobs_dir.is_dir():
+            for folder in sorted(jobs_dir.iterdir()):
+                record = read_record(folder) if folder.is_dir() else None
+                if record is not None:
+                    self.merge(self.job(record["arm"], record["seed"]), record)
+
+    def job(self, arm, seed):
+        return Job(arm=arm, seed=seed, run_dir=str(self.run_dir), cache=str(self.dataset.path),
+                   config=config_mod.to_dict(self.experiment))
+
+    def merge(self, job, record):
+        """Adds an ended job's rows and record to history.csv and runs.json, then removes its
+        folder. The files are replaced atomically: a kill between them is repaired by load()."""
+        recover = f"delete {job.folder} to train {job.arm} seed {job.seed} again"
+        rows = read_history(job.folder / ROWS, recover) if (job.folder / ROWS).is_file() else []
+        if len(rows) < record["epochs"]:
+            raise UserError(f"{job.folder / ROWS} holds {len(rows)} rows but its record says {record['epochs']} "
+                            f"epochs; {recover}")
+        key = (job.arm, job.seed)
+        with self._protected():
+            self.records[key] = record
+            self.history = sorted([row for row in self.history if (row["arm"], row["seed"]) != key]
+                                  + rows[:record["epochs"]], key=lambda row: (self.order(row), row["epoch"]))
+            HistoryWriter(self.history_path).rewrite(self.history)
+            self.write_runs()
+            shutil.rmtree(job.folder, ignore_errors=True)
+
+    def write_runs(self):
+        jobs = [self.records[key] for key in sorted(self.records, key=self.order)]
+        write_json(self.run_dir / "runs.json", {"jobs": jobs, "design": self.design})
+
+    def _protected(self):
+        return self.signals.protected() if self.signals else contextlib.nullcontext()
+
+    # -- planning and running ----------------------------------------------------------------
+
+    def seeds(self):
+        """The seeds to run now: the list, or the pilot and then the design's seeds."""
+        analysis = self.experiment.analysis
+        if not analysis.target_half_width:
+            return self.candidates
+        if self.design is None:
+            return self.candidates[:analysis.pilot_seeds]
+        return self.design["seeds"]
+
+    def primary_values(self, arm, seeds):
+        values = {}
+        for seed in seeds:
+            record = self.records.get((arm, seed))
+            rows = [row for row in self.history if (row["arm"], row["seed"]) == (arm, seed)]
+            if record and record["status"] != "failed" and rows:
+                metrics = stats.job_metrics(rows, record)
+                if self.experiment.analysis.primary in metrics:
+                    values[seed] = metrics[self.experiment.analysis.primary]
+        return values
+
+    def plan_second_stage(self):
+        """Stein's two-stage design: from the pilot's paired standard deviations (the largest over
+        the arms), the seeds that reach analysis.target_half_width, capped by max_seeds."""
+        analysis = self.experiment.analysis
+        pilot = self.candidates[:analysis.pilot_seeds]
+        base = self.primary_values(self.baseline, pilot)
+        scale = 100.0  # the design's half-width is in points
+        pilot_sd = {}
+        for arm in self.arms:
+            if arm == self.baseline:
+                continue
+            values = self.primary_values(arm, pilot)
+            shared = [seed for seed in pilot if seed in values and seed in base]
+            if len(shared) >= 2:
+                pilot_sd[arm] = float(np.std([values[s] - base[s] for s in shared], ddof=1))
+        planning_sd = max(pilot_sd.values(), default=0.0)
+        uncapped = stats.stein_seeds(planning_sd * scale, len(pilot), analysis.target_half_width, 10**9)
+        needed = min(uncapped, len(self.candidates))
+        self.design = {"target_half_width": analysis.target_half_width, "pilot_seeds": pilot, "pilot_sd": pilot_sd,
+                       "planning_sd": planning_sd, "seeds_needed": uncapped, "capped": needed < uncapped,
+                       "seeds": self.candidates[:needed]}
+        with self._protected():
+            self.write_runs()
+        self.log(f"two-stage design: the pilot's paired sd is {planning_sd * scale:.2f} points; "
+                 f"{needed} seeds reach a half-width of {analysis.target_half_width:g} points"
+                 + (f" (capped by analysis.max_seeds = {analysis.max_seeds})" if self.design["capped"] else ""))
+
+    def pending(self, seeds):
+        return [(arm, seed) for seed in seeds for arm in self.arms if (arm, seed) not in self.records]
+
+    def run_stage(self, executor, seeds):
+        pending = self.pending(seeds)
+        if not pending:
+            return
+        shape, classes = self.dataset.image_shape, len(self.dataset.class_names)
+        for seed in seeds:
+            path = initial_weights_path(self.run_dir, seed)
+            if not path.is_file():
+                path.parent.mkdir(exist_ok=True)
+                write_initial_weights(self.experiment, shape, classes, seed, path)
+        epochs = self.experiment.train.epochs
+        self.progress.add_jobs(len(pending), len(pending) * epochs)
+        jobs = [self.job(arm, seed) for arm, seed in pending]
+
+        def on_epoch(job, row, stopped_early):
+            self.progress.epoch(row, epochs, stopped_early)
+
+        def on_done(job, record):
+            self.merge(job, record)
+            rows = [row for row in self.history if (row["arm"], row["seed"]) == (job.arm, job.seed)]
+            self.progress.job_done(record, skipped_epochs=epochs - len(rows))
+        executor.run(jobs, on_epoch, on_done, self.signals.protected)
+
+    def format_primary(self, record):
+        primary = self.experiment.analysis.primary
+        rows = [row for row in self.history if (row["arm"], row["seed"]) == (record["arm"], record["seed"])]
+        value = stats.job_metrics(rows, record).get(primary) if rows else None
+        if value is None:
+            return f"{primary} n/a"
+        return f"{primary} {value * 100:.1f}%" if stats.is_fraction(primary) else f"{primary} {value:.4f}"
+
+    def train(self):
+        """Trains every job that has not ended, then writes the summary and the figures."""
+        self.load()
+        if self.baseline is None and self.experiment.analysis.target_half_width:
+            raise UserError("analysis.target_half_width needs a baseline arm (one named baseline or without "
+                            "augmentation) to plan the seeds from the paired differences")
+        executor = make_executor(self.experiment.run, max(1, len(self.pending(self.seeds()))))
+        self.progress = RunProgress(0, 0, 0, executor.concurrency, self.format_primary)
+        try:
+            with StopOnSignal(self.run_dir) as self.signals:
+                self.run_stage(executor, self.seeds())
+                if self.experiment.analysis.target_half_width and self.design is None:
+                    self.plan_second_stage()
+                    self.run_stage(executor, self.seeds())
+        except OSError as error:
+            raise RunStopped(f"cannot write {error.filename or 'the results'} ({error.strerror}); the {len(self.history)} "
+                             f"epochs in history.csv are intact. Free space or fix the folder, then: "
+                             f"augcompare run --resume {self.run_dir}", self.run_dir) from None
+        finally:
+            self.progress.close()
+            executor.close()
+            self.signals = None
+        jobs_dir = self.run_dir / "jobs"
+        if jobs_dir.is_dir() and not any(jobs_dir.iterdir()):
+            jobs_dir.rmdir()
+        self.log("")
+        self.log(write_outputs(self.run_dir, self.experiment, self.history, self.records, self.design,
+                               self.per_seed))
+        return self.run_dir
+
+
+def _prepare(experiment):
+    """The data set, checked against the experiment; op determinism on, the strategy made."""
+    if experiment.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise UserError("train.tensorboard = true needs the tensorboard package; pip install -e \".[tensorboard]\"")
+    distribution(experiment.train.strategy, experiment.train.cpu_devices)  # before TensorFlow's first op
+    tf.config.experimental.enable_op_determinism()
+    dataset = load_dataset(experiment.data)
+    check_dataset(experiment, dataset)
+    check_arms(experiment, dataset)
+    return dataset
+
+
+def _data_lines(meta):
+    """What preparing the data skipped or changed, for the run's output."""
+    lines = []
+    for reason, count in (meta.get("skipped") or {}).items():
+        examples = (meta.get("skipped_examples") or {}).get(reason, [])
+        lines.append(f"data: {count} item(s) skipped while preparing ({reason})"
+                     + (f", e.g. {', '.join(examples[:3])}" if examples else ""))
+    if meta.get("upsampled"):
+        lines.append(f"data: {meta['upsampled']} image(s) were smaller than image_size and upsampled")
+    return lines
+
+
+def start(experiment, out_root="results", run_id=None, log=print, per_seed=False):
+    """Trains every arm for every seed in a new run directory; returns its path."""
+    # The output folder is checked first: a mistake there must not wait for data preparation.
+    run_dir = new_run_dir(Path(out_root) / experiment.name, run_id)
+    lock = DirectoryLock(run_dir / ".lock", "augcompare run").acquire()
+    try:
+        dataset = _prepare(experiment)
+    except BaseException:
+        lock.release()
+        shutil.rmtree(run_dir, ignore_errors=True)  # nothing but the lock file was written
+        raise
+    try:
+        write_text(run_dir / "config.toml", config_mod.dumps(config_mod.to_dict(experiment)))
+        write_json(run_dir / "environment.json", environment(experiment))
+        write_json(run_dir / "data.json", {**dataset.meta, "path": str(dataset.path)})
+        samples, sample_labels = preview.pick_samples(dataset.train_images, dataset.train_labels)
+        np.save(run_dir / "preview_samples.npy", samples, allow_pickle=False)
+        np.save(run_dir / "preview_labels.npy", sample_labels, allow_pickle=False)
+        preview.draw(samples, sample_labels, dataset.class_names, experiment.arms, dataset.value_range,
+                     run_dir / "augmentations.png")
+        seeds = candidate_seeds(experiment)
+        seeds_text = (f"seeds {list(experiment.train.seeds)}" if not experiment.analysis.target_half_width else
+                      f"{experiment.analysis.pilot_seeds} pilot seeds, then as many as a "
+                      f"{experiment.analysis.target_half_width:g}-point half-width needs (at most {len(seeds)})")
+        counts = {split: len(dataset.split(split)[1]) for split in ("train", "val", "test")}
+        log(f"{experiment.name}: {counts['train']} train / {counts['val']} val / {counts['test']} test "
+            f"{dataset.kind} of {', '.join(dataset.class_names)}; arms {', '.join(experiment.arms)}; {seeds_text}; "
+            f"{experiment.train.epochs} epochs; primary metric {experiment.analysis.primary} -> {run_dir}")
+        for line in _data_lines(dataset.meta):
+            log(line)
+        return Run(run_dir, experiment, dataset, log, per_seed).train()
+    finally:
+        lock.release()
+
+
+def resume(run_dir, log=print, per_seed=False):
+    """Continues an interrupted run: ended jobs are kept, the others continue from their last
+    checkpointed epoch. Returns the run directory."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.toml); give the directory that "
+                        "`augcompare run` printed")
+    lock = DirectoryLock(run_dir / ".lock", "augcompare run --resume").acquire()
+    try:
+        try:
+            experiment = config_mod.build(config_mod.read_toml(run_dir / "config.toml"))
+        except UserError as error:
+            raise UserError(f"{run_dir / 'config.toml'} cannot be used ({error}); restore it from a copy") from None
+        dataset = _prepare(experiment)
+        log(f"{experiment.name}: resuming {run_dir}")
+        recorded_path = run_dir / "environment.json"
+        if recorded_path.is_file():
+            recorded = read_json(recorded_path, "delete it: it is only compared with the environment now, to warn")
+            now = environment(experiment)
+            changed = [key for key in ("python", "tensorflow", "keras", "numpy", "git_commit", "devices",
+                                       "function_files") if not isinstance(recorded, dict) or recorded.get(key) != now[key]]
+            if changed:
+                log(f"warning: {', '.join(changed)} differ from when the run started; the epochs trained now may "
+                    "not match an uninterrupted run's to the last digit")
+        return Run(run_dir, experiment, dataset, log, per_seed).train()
+    finally:
+        lock.release()
+
+
+def write_outputs(run_dir, experiment, history, records, design, per_seed=False):
+    """summary.json, summary.md and the figures, from history rows and the job records."""
+    run_dir = Path(run_dir)
+    data = read_json(run_dir / "data.json", "delete it to leave the noise floor out") if (
+        run_dir / "data.json").is_file() else {}
+    test_count = (data.get("counts") or {}).get("test") if isinstance(data, dict) else None
+    analysis = experiment.analysis
+    summary = stats.summarize(history, list(experiment.arms), experiment.train.epochs, records,
+                              primary=analysis.primary, min_effect=analysis.min_effect,
+                              baseline=stats.baseline_arm(experiment.arms, augments), test_count=test_count,
+                              design=design)
+    summary = {"name": experiment.name, **summary}
+    write_json(run_dir / "summary.json", summary)
+    markdown = stats.to_markdown(summary, experiment.name)
+    write_text(run_dir / "summary.md", markdown)
+    titles = {arm: preview.arm_title(settings) for arm, settings in experiment.arms.items()}
+    for metric in ("accuracy", "loss"):
+        plots.curves_figure(history, titles, metric, run_dir / f"{metric}.png", per_seed)
+    plots.differences_figure(summary, run_dir / "ablation.png")
+    return markdown
+
+
+def redraw(run_dir, per_seed=False):
+    """Redraws every figure of a run directory from its saved history and samples."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "history.csv").is_file() or not (run_dir / "config.toml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no history.csv or config.toml)")
+    experiment = config_mod.build(config_mod.read_toml(run_dir / "config.toml"))
+    records, design = read_runs(run_dir)
+    markdown = write_outputs(run_dir, experiment, read_history(run_dir / "history.csv"), records, design, per_seed)
+    samples_path, labels_path = run_dir / "preview_samples.npy", run_dir / "preview_labels.npy"
+    if samples_path.is_file() and labels_path.is_file():
+        data = read_json(run_dir / "data.json", "delete it and redraw") if (run_dir / "data.json").is_file() else {}
+        try:
+            samples = np.load(samples_path, allow_pickle=False)
+            labels = np.load(labels_path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise UserError(f"{samples_path} or {labels_path} cannot be read ({error}); delete them to skip "
+                            "the grid") from None
+        preview.draw(samples, labels, tuple(data.get("class_names", ())), experiment.arms,
+                     tuple(data.get("value_range", (0.0, 255.0))), run_dir / "augmentations.png")
+    return markdown
+

@@ -1,0 +1,198 @@
+"""The Keras side of a job: the classifier behind an arm's augmentation, trained by one compiled
+step, and the checkpoint that holds everything training changes.
+
+Every arm trains on one-hot labels with categorical cross-entropy, so the loss means the same in
+every arm, mixing ones included; accuracy is always against the original label. Validation and
+test only normalize.
+
+A Trainer is built and compiled once per arm and process, then reset for each seed (initial
+weights, optimizer state, every random state): the compiled step is traced once, and a reset
+trainer draws exactly what a freshly built one would (a test holds them together).
+"""
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras.src.losses import loss as loss_module
+
+from augcompare.augment import Augmentation, AugmentationLayer, keras_layers, mixing, ops
+from augcompare.augment.layer import MIXING_STREAM, Normalization
+from augcompare.augment.params import MIXING, operations
+from augcompare.experiments.errors import UserError
+from augcompare.experiments.files import write_atomically
+from augcompare.models import small_cnn
+
+
+class TrainingModel(keras.Model):
+    """classifier(normalize(mix(augment(images)))) in training; classifier(normalize(images))
+    otherwise. Labels come as class indices and are made one-hot here."""
+
+    def __init__(self, classifier, augmentation, mixing_settings, num_classes, **kwargs):
+        super().__init__(**kwargs)
+        self.classifier = classifier
+        self.augmentation = augmentation  # an AugmentationLayer, which also normalizes
+        self.mixing_settings = {key: value for key, value in mixing_settings.items() if value}
+        self.num_classes = num_classes
+
+    def call(self, images, training=False):
+        return self.classifier(self.augmentation(images, training=False), training=training)
+
+    def _targets(self, labels):
+        return tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.num_classes)
+
+    def train_step(self, data):
+        images, labels = data
+        images = tf.cast(images, tf.float32)
+        targets = mixed_targets = self._targets(labels)
+        layer = self.augmentation
+        if layer.augments or self.mixing_settings:
+            seed = layer.next_seed()
+            if layer.augments:
+                images = layer.augment(images, seed)
+            images, mixed_targets = mixing.mix(images, targets, tf.random.experimental.stateless_fold_in(
+                seed, MIXING_STREAM), self.mixing_settings)
+        inputs = ops.normalize(images, layer.normalize)
+        # As Keras' own train_step, with the mixed targets for the loss and the original ones
+        # for the metrics.
+        with tf.GradientTape() as tape:
+            predictions = self.classifier(inputs, training=True)
+            loss = self._compute_loss(x=inputs, y=mixed_targets, y_pred=predictions, sample_weight=None,
+                                      training=True)
+            self._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
+                                            sample_weight=tf.shape(inputs)[0])
+            loss = self.optimizer.scale_loss(loss)
+        weights = self.trainable_weights
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return self.compute_metrics(inputs, targets, predictions, sample_weight=None)
+
+    def test_step(self, data):
+        images, labels = data
+        return super().test_step((images, self._targets(labels)))
+
+
+def build_classifier(experiment, image_shape, num_classes, seed):
+    m = experiment.model
+    return small_cnn(image_shape, num_classes, filters=m.filters, dense_units=m.dense_units, dropout=m.dropout,
+                     seed=seed)
+
+
+def write_initial_weights(experiment, image_shape, num_classes, seed, path):
+    """The seed's initial classifier weights, which every arm of the seed starts from."""
+    write_atomically(path, lambda staging: build_classifier(experiment, image_shape, num_classes, seed)
+                     .save_weights(staging))
+
+
+def learning_rate(train, steps_per_epoch):
+    """The learning rate: constant, or cosine from train.learning_rate down to 0 at the end of
+    the last epoch (the final weights are then measured where they have settled)."""
+    if train.lr_schedule == "constant":
+        return train.learning_rate
+    return keras.optimizers.schedules.CosineDecay(train.learning_rate, decay_steps=train.epochs * steps_per_epoch,
+                                                  alpha=0.0)
+
+
+def arm_augmentation(settings, value_range):
+    """The built-in operations of an arm's settings as an Augmentation over the data's range."""
+    return Augmentation(value_range=value_range, **operations(settings))
+
+
+class Trainer:
+    """One arm's compiled TrainingModel, reset for each job (arm and seed) it trains."""
+
+    def __init__(self, experiment, arm, image_shape, num_classes, value_range, steps_per_epoch, strategy):
+        settings = experiment.arms[arm]
+        self.arm, self.image_shape, self.num_classes = arm, tuple(image_shape), num_classes
+        with strategy.scope():
+            layer = AugmentationLayer(arm_augmentation(settings, value_range), experiment.train.normalize,
+                                      keras_layers=settings.get("keras", ()), function=settings.get("function"),
+                                      name="augmentation")
+            self.classifier = build_classifier(experiment, image_shape, num_classes, seed=0)
+            self.model = TrainingModel(self.classifier, layer, {k: settings.get(k) for k in MIXING}, num_classes)
+            self.model(np.zeros((1, *self.image_shape), np.float32))
+            layer.build((None, *self.image_shape))
+            self.model.compile(optimizer=keras.optimizers.Adam(learning_rate(experiment.train, steps_per_epoch)),
+                               loss=keras.losses.CategoricalCrossentropy(),
+                               metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.strategy = strategy
+        self.initial_optimizer = [v.numpy() for v in self.model.optimizer.variables]
+
+    @property
+    def augmentation_layer(self):
+        return self.model.augmentation
+
+    def reset(self, seed, weights_path):
+        """Puts the trainer where a fresh one for this seed starts: the seed's initial weights,
+        a new optimizer state, augmentation and dropout streams at the seed's first batch."""
+        try:
+            self.classifier.load_weights(weights_path)
+        except (OSError, ValueError) as error:
+            raise UserError(f"{weights_path} is damaged ({' '.join(str(error).split())[:160]}); delete it and "
+                            "resume: it is made again from the seed, identically") from None
+        for variable, value in zip(self.model.optimizer.variables, self.initial_optimizer):
+            variable.assign(value)
+        layer = self.augmentation_layer
+        layer.seed.assign(seed)
+        layer.step.assign(0)
+        keras_layers.reseed(self.model, seed)
+
+    def state(self):
+        """Everything training changes, as arrays: the model's variables (weights, augmentation
+        step, seed-generator states) and the optimizer's (slots, step count)."""
+        return [v.numpy() for v in self.model.variables + self.model.optimizer.variables]
+
+    def restore(self, arrays, path):
+        variables = self.model.variables + self.model.optimizer.variables
+        if len(arrays) != len(variables) or any(a.shape != tuple(v.shape) for a, v in zip(arrays, variables)):
+            raise UserError(f"{path} does not match this experiment's model; delete it to retrain that job from its "
+                            "first epoch")
+        for variable, value in zip(variables, arrays):
+            variable.assign(value)
+
+    def inference_model(self):
+        """The classifier behind the shared normalization, compiled for class-index labels: what
+        save_best writes (keras.saving.load_model reads it)."""
+        model = keras.Sequential([keras.Input(shape=self.image_shape),
+                                  Normalization(self.augmentation_layer.normalize), self.classifier])
+        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+
+def steps_per_epoch(train_count, batch_size):
+    return math.ceil(train_count / batch_size)
+
+
+# The checkpoint: an .npz of the trainer's state ("v<i>"), the val-selected classifier weights
+# ("s<i>"), the epochs done and the selected epoch.
+
+def save_checkpoint(path, trainer, epochs_done, selected_epoch, selected_weights):
+    arrays = {f"v{i}": a for i, a in enumerate(trainer.state())}
+    arrays.update({f"s{i}": a for i, a in enumerate(selected_weights)})
+
+    def write(staging):
+        with open(staging, "wb") as handle:
+            np.savez(handle, epochs_done=epochs_done, selected_epoch=selected_epoch, **arrays)
+    write_atomically(path, write)
+
+
+def read_checkpoint(path, recover):
+    """(epochs done, selected epoch, state arrays, selected weights) of a checkpoint; a damaged
+    file is a UserError naming it and `recover`."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            files = set(saved.files)
+            state = [saved[f"v{i}"] for i in range(sum(1 for f in files if f.startswith("v")))]
+            selected = [saved[f"s{i}"] for i in range(sum(1 for f in files if f.startswith("s")))]
+            return int(saved["epochs_done"]), int(saved["selected_epoch"]), state, selected
+    except Exception as error:  # BadZipFile, a missing key, a truncated member, ...: all mean damaged
+        problem = " ".join(str(error).split())[:160] or type(error).__name__
+        raise UserError(f"{path} is damaged ({type(error).__name__}: {problem}); {recover}") from None
+
+
+def checkpoint_epochs(path, recover):
+    """Epochs a checkpoint holds; 0 when there is none."""
+    return read_checkpoint(path, recover)[0] if Path(path).is_file() else 0
