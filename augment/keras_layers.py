@@ -116,14 +116,17 @@ def jit_incompatible(specs):
     return names
 
 
+def _example_spec(name, cls):
+    """A spec with the required arguments filled in, to build a layer only to inspect it."""
+    parameters = inspect.signature(cls.__init__).parameters
+    required = [p for p in arguments(cls) if parameters[p].default is inspect.Parameter.empty]
+    return {"layer": name, **{p: (4 if name == "RandomPosterization" else 0.1) for p in required}}
+
+
 def describe():
     """Lines listing the usable layers with their arguments, marking those without XLA."""
     lines = []
     for name, cls in usable_layers().items():
-        try:
-            layer_jit = jit_incompatible([{"layer": name}]) == []
-        except ValueError:  # a required argument: build it with the defaults a user would give
-            layer_jit = None
-        mark = "" if layer_jit in (True, None) else "  (no XLA: supports_jit = False)"
+        mark = "  (no XLA: supports_jit = False)" if jit_incompatible([_example_spec(name, cls)]) else ""
         lines.append(f"  {name:44s} {', '.join(arguments(cls)) or '-'}{mark}")
     return lines

@@ -67,6 +67,13 @@ PRESETS = {
     "photometric": {"brightness": 0.2, "contrast": 0.2},
     "strong": {"rotation": 30.0, "width_shift": 0.15, "height_shift": 0.15, "zoom": 0.2,
                "horizontal_flip": True, "brightness": 0.3, "contrast": 0.3, "cutout": 0.25},
+    # Common policies. Keras' RandAugment chooses its operations once per batch (each image gets
+    # its own strengths); num_ops = 2 and a middle strength, as its paper's small-data settings.
+    "randaugment": {"keras": [{"layer": "RandAugment", "num_ops": 2, "factor": 0.5}]},
+    "augmix": {"keras": [{"layer": "AugMix"}]},
+    # MixUp's paper used alpha = 0.2 on ImageNet (1.0 on CIFAR); CutMix's used alpha = 1.
+    "mixup": {"mixup": 0.2},
+    "cutmix": {"cutmix": 1.0},
 }
 
 _FUNCTION = re.compile(r"^(?P<module>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_]*)$")

@@ -155,23 +155,29 @@ def bench_pipeline(count=4096, size=64, batch_size=32, seconds=3.0, rounds=3, lo
             "ratio_vs_best_anchor": round(ours / best_anchor, 2)}
 
 
-def bench_training(epochs=12, log=print):
-    """Seconds per training epoch of the demo's network and data: without augmentation, with the
-    standard set inside the model (as augcompare run trains), and with Keras 3 layers in tf.data
-    (anchor). Each arm trains one epoch to trace and compile, then the arms take turns one epoch
-    at a time, so that the machine's slow phases fall on all of them alike; the median of
-    `epochs` epochs per arm."""
+def bench_training(epochs=12, experiment_path=None, log=print):
+    """Seconds per training epoch of an experiment's network and data (the demo's by default)
+    for each of its arms, trained inside the model as augcompare run trains them, plus Keras 3
+    layers in tf.data as an anchor (the standard set, as the usual Keras recipe). Each arm trains
+    one epoch to trace and compile, then the arms take turns one epoch at a time, so that the
+    machine's slow phases fall on all of them alike; the median of `epochs` epochs per arm. Speed
+    is relative to the arm without augmentation (the baseline)."""
     import keras
-    from augcompare.augment import PRESETS, Augmentation, get_generator_cyclic
-    from augcompare.experiments import config, runner
+    import tensorflow as tf
+
+    from augcompare.augment import get_generator_cyclic
+    from augcompare.augment.params import augments
+    from augcompare.experiments import config, stats
     from augcompare.experiments.data import load_dataset
-    experiment = config.load()
+    from augcompare.experiments.training import Trainer, steps_per_epoch, write_initial_weights
+    experiment = config.load(experiment_path)
     dataset = load_dataset(experiment.data)
     images, labels = dataset.train_images, dataset.train_labels
-    shape, classes, batch_size = tuple(images.shape[1:]), len(dataset.class_names), experiment.train.batch_size
-    steps = math.ceil(len(labels) / batch_size)
+    shape, classes, batch_size = dataset.image_shape, len(dataset.class_names), experiment.train.batch_size
+    steps = steps_per_epoch(len(labels), batch_size)
     weights = Path(tempfile.mkdtemp()) / "initial.weights.h5"
-    runner.initial_weights(experiment, shape, classes, 0, weights)
+    write_initial_weights(experiment, shape, classes, 0, weights)
+    baseline = stats.baseline_arm(experiment.arms, augments)
 
     class EpochTimer(keras.callbacks.Callback):
         """Seconds from an epoch's start to its last batch, as history.csv's epoch_seconds."""
@@ -189,34 +195,34 @@ def bench_training(epochs=12, log=print):
         def on_epoch_end(self, epoch, logs=None):
             self.seconds.append(self.finished - self.started)
 
-    def keras_layers():
+    def trainer(arm):
+        made = Trainer(experiment, arm, shape, classes, dataset.value_range, steps, tf.distribute.get_strategy())
+        made.reset(0, weights)
+        return made
+
+    runs = {arm: (trainer(arm), get_generator_cyclic(images, labels, batch_size, normalize=None, seed=0))
+            for arm in experiment.arms}
+    if baseline is not None and dataset.kind == "pixels" and dataset.image_shape[-1] == 3:
         batches = _keras_layers_batches(np.asarray(images), labels, batch_size, 0)
-        # The layers already rescale: the model only has to pass pixels on, so undo the rescale.
-        return ((x * 255.0, y) for x, y in batches)
-
-    def cyclic():
-        return get_generator_cyclic(images, labels, batch_size, normalize=None, seed=0)
-
-    arms = {"no augmentation": (Augmentation(), cyclic()),
-            "standard set in the model (augcompare run)": (Augmentation(**PRESETS["standard"]), cyclic()),
-            "Keras 3 layers in tf.data (anchor)": (Augmentation(), keras_layers())}
-    trainers = {}
-    for name, (augmentation, batches) in arms.items():
-        model = runner.training_model(experiment, augmentation, shape, classes, 0, weights)
-        trainers[name] = (model, batches, EpochTimer())
-    log(f"bench training: demo network and data ({len(labels)} images {shape[0]} x {shape[1]}, batch {batch_size}), "
-        f"{os.cpu_count()} cores; median s/epoch of {epochs} epochs per arm, arms in turn, after one to compile")
+        # The layers already rescale: the model only has to take pixels, so undo the rescale.
+        runs["Keras 3 layers in tf.data (anchor)"] = (trainer(baseline), ((x * 255.0, y) for x, y in batches))
+    log(f"bench training: {experiment.name} network and data ({len(labels)} images {shape[0]} x {shape[1]} x "
+        f"{shape[2]}, batch {batch_size}), {os.cpu_count()} cores; median s/epoch of {epochs} epochs per arm, arms "
+        "in turn, after one to compile")
+    timers = {name: EpochTimer() for name in runs}
     for epoch in range(epochs + 1):
-        for model, batches, timer in trainers.values():
-            model.fit(batches, steps_per_epoch=steps, initial_epoch=epoch, epochs=epoch + 1, callbacks=[timer],
-                      verbose=0, shuffle=False)
-    seconds = {name: statistics.median(timer.seconds[1:]) for name, (_, _, timer) in trainers.items()}
-    base = seconds["no augmentation"]
+        for name, (made, batches) in runs.items():
+            made.model.fit(batches, steps_per_epoch=steps, initial_epoch=epoch, epochs=epoch + 1,
+                           callbacks=[timers[name]], verbose=0, shuffle=False)
+    seconds = {name: statistics.median(timer.seconds[1:]) for name, timer in timers.items()}
+    base = seconds[baseline] if baseline is not None else None
     for name, value in seconds.items():
-        log(f"  {name:44s} {value:6.3f} s/epoch  speed {base / value:.2f}x of no augmentation")
+        relative = f"  speed {base / value:.2f}x of {baseline}" if base else ""
+        log(f"  {name:44s} {value:6.3f} s/epoch{relative}")
     keras.backend.clear_session()
-    return {"cores": os.cpu_count(), "seconds_per_epoch": {k: round(v, 4) for k, v in seconds.items()},
-            "speed_vs_no_augmentation": {k: round(base / v, 3) for k, v in seconds.items()}}
+    return {"cores": os.cpu_count(), "experiment": experiment.name, "baseline": baseline,
+            "seconds_per_epoch": {k: round(v, 4) for k, v in seconds.items()},
+            "speed_vs_baseline": {k: round(base / v, 3) for k, v in seconds.items()} if base else None}
 
 
 def _peak_rss_anon(cache, batch_size):
@@ -270,8 +276,12 @@ BENCHMARKS = {"prepare": bench_prepare, "pipeline": bench_pipeline, "training": 
               "memory": bench_memory}
 
 
-def run(names, json_path=None, log=print):
-    results = {name: BENCHMARKS[name](log=log) for name in names}
+def run(names, json_path=None, experiment_path=None, log=print):
+    """Runs the named benchmarks; experiment_path: the experiment `training` measures."""
+    results = {}
+    for name in names:
+        extra = {"experiment_path": experiment_path} if name == "training" else {}
+        results[name] = BENCHMARKS[name](log=log, **extra)
     if json_path:
         Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
     return results

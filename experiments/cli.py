@@ -15,7 +15,8 @@ def _parser():
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="train every arm for every seed and write a run directory")
-    run.add_argument("experiment", nargs="?", help="experiment .toml file (default: the demo)")
+    run.add_argument("experiment", nargs="?",
+                     help="experiment .toml file or bundled experiment name, e.g. ablation (default: the demo)")
     run.add_argument("--out", default="results", help="results root; the run goes to OUT/<name>/<run-id>/")
     run.add_argument("--run-id", help="name of the run directory (default: YYYYmmdd-HHMMSS)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -38,6 +39,10 @@ def _parser():
 
     listing = commands.add_parser("augmentations", help="list the operations, their valid ranges and the presets")
     listing.add_argument("experiment", nargs="?", help="also list the presets this experiment's preset_files add")
+    listing.add_argument("--keras", action="store_true",
+                         help="also list the Keras 3 preprocessing layers an arm can use (loads TensorFlow)")
+
+    commands.add_parser("experiments", help="list the bundled experiments, which run by name (augcompare run ablation)")
 
     prepare = commands.add_parser("prepare", help="decode a data set once into a cache that training memory-maps")
     prepare.add_argument("source", choices=["lsun", "folder", "npy"])
@@ -56,6 +61,7 @@ def _parser():
     bench.add_argument("names", nargs="*", metavar="NAME",
                        help="pipeline, training, memory and/or prepare (default: all four)")
     bench.add_argument("--json", help="also write the results to this JSON file")
+    bench.add_argument("--experiment", help="training: measure every arm of this experiment file (default: the demo)")
     return parser
 
 
@@ -105,9 +111,24 @@ def _augmentations(args):
     from augcompare.experiments import config
     presets = None
     if args.experiment:
-        path = Path(args.experiment)
+        path = config.find(args.experiment)
         presets = config.read_presets(config.read_toml(path).get("preset_files", []), path.parent)
     print("\n".join(describe(presets)))
+    if args.keras:
+        from augcompare.augment import keras_layers
+        print("\nKeras 3 preprocessing layers an arm can use (keras = [{layer = \"<name>\", <argument> = ...}]; "
+              "the harness sets value_range and seed):")
+        print("\n".join(keras_layers.describe()))
+    else:
+        print("\nKeras 3 preprocessing layers (RandAugment, AugMix, RandomErasing, ...) can be arms too: "
+              "augcompare augmentations --keras lists them with their arguments.")
+
+
+def _experiments(args):
+    from augcompare.experiments import config
+    print("bundled experiments (augcompare run <name>; copy the file from the path below to change it):")
+    print("\n".join(config.describe_bundled()))
+    print(f"  in {config.EXPERIMENTS_DIR}")
 
 
 def _prepare(args):
@@ -130,14 +151,16 @@ def _bench(args):
     unknown = [name for name in args.names if name not in bench.BENCHMARKS]
     if unknown:
         raise UserError(f"no benchmark {unknown[0]!r}; choose from {', '.join(bench.BENCHMARKS)}")
-    bench.run(args.names or list(bench.BENCHMARKS), args.json)
+    if args.experiment and not Path(args.experiment).is_file():
+        raise UserError(f"experiment file {args.experiment} does not exist; give the path of a .toml file")
+    bench.run(args.names or list(bench.BENCHMARKS), args.json, args.experiment)
 
 
 def main(argv=None):
     args = _parser().parse_args(argv)
     from augcompare.experiments.errors import UserError, RunStopped
     handlers = {"run": _run, "plot": _plot, "preview": _preview, "augmentations": _augmentations,
-                "prepare": _prepare, "bench": _bench}
+                "experiments": _experiments, "prepare": _prepare, "bench": _bench}
     try:
         handlers[args.command](args)
     except UserError as error:

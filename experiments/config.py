@@ -312,9 +312,41 @@ def read_toml(path, what="experiment file"):
         raise UserError(f"{path} is not valid TOML: {error}") from None
 
 
+def bundled():
+    """name -> path of each experiment file installed with augcompare."""
+    return {path.stem: path for path in sorted(EXPERIMENTS_DIR.glob("*.toml"))}
+
+
+def describe_bundled():
+    """Lines naming each bundled experiment with the first line of its leading comment."""
+    lines = []
+    for name, path in bundled().items():
+        comment = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            comment.append(line.lstrip("# ").strip())
+        text = " ".join(comment)
+        lines.append(f"  {name:24s} {text.split('. ')[0].rstrip('.') + '.' if text else ''}")
+    return lines
+
+
+def find(name_or_path):
+    """The experiment file a run names: a path, or the name of a bundled experiment (ablation)."""
+    path = Path(name_or_path)
+    if not path.exists() and path.suffix != ".toml" and len(path.parts) == 1:
+        found = bundled().get(name_or_path)
+        if found is None:
+            raise UserError(f"no experiment file {name_or_path} and no bundled experiment of that name; bundled: "
+                            f"{', '.join(bundled())} (augcompare experiments lists them)")
+        return found
+    return path
+
+
 def load(path=None, overrides=()):
-    """The Experiment of a TOML file (the demo when path is None) with overrides applied."""
-    path = Path(path or DEFAULT_EXPERIMENT)
+    """The Experiment of a TOML file or bundled experiment name (the demo when path is None),
+    with overrides applied."""
+    path = find(path) if path else DEFAULT_EXPERIMENT
     if path.is_dir():
         hint = " (to continue an interrupted run: augcompare run --resume DIR)" if (path / "config.toml").is_file() else ""
         raise UserError(f"{path} is a directory; give an experiment .toml file{hint}")

@@ -1,17 +1,27 @@
-"""A synthetic stand-in for LSUN: procedurally drawn rooms and towers.
+"""A synthetic stand-in for LSUN whose answer is known: procedurally drawn rooms and towers.
 
 Both classes draw their colours from the same distribution, so only structure tells them apart
-(a room is a box seen from inside, a tower a tall shape against the sky), and every image varies
-in what augmentation can imitate (camera roll, mirror, position, exposure) and in what it cannot
-(layout, palette, clutter, sensor noise). Drawn at 2.5x size on a margin, then rotated, cropped
-and downsampled, so edges are anti-aliased like a photograph's.
+(a room is a box seen from inside, a tower a tall shape against the sky); every image varies in
+layout, palette, clutter and sensor noise, which no augmentation imitates.
+
+It is a positive control for the standard set (rotation, brightness, horizontal flip). A mirror,
+a camera roll of up to 20 degrees or an exposure change leaves a room a room and a tower a tower,
+and val and test images come in every such pose: mirrored or not, rolled by up to +-20 degrees,
+exposed at 0.8 to 1.2. The small training set does not: it is photographed one way only (rooms
+seen from their left, towers standing left of centre, camera level, one exposure). A network
+that sees only the training images must learn those invariances from too few examples; the
+standard set shows it exactly what val and test hold, so it should generalize better, and how
+much better is what a run measures.
+
+Drawn at 2.5x size on a margin, then rotated, cropped and downsampled, so edges are anti-aliased
+like a photograph's.
 """
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 CLASS_NAMES = ("room", "tower")
-VERSION = 2  # changes whenever the drawing changes, so that a cached demo is drawn again
+VERSION = 3  # changes whenever the drawing changes, so that a cached demo is drawn again
 CANVAS = 160  # drawing size before rotation and cropping
 
 
@@ -36,8 +46,9 @@ def _clutter(draw, rng, count):
 
 
 def _room(draw, rng):
-    x0, y0 = rng.integers(35, 75), rng.integers(30, 65)
-    x1, y1 = x0 + rng.integers(40, 75), y0 + rng.integers(35, 60)
+    # Seen from the room's left: the back wall sits left of centre.
+    x0, y0 = rng.integers(20, 50), rng.integers(30, 65)
+    x1, y1 = x0 + rng.integers(40, 65), y0 + rng.integers(35, 60)
     wall, floor = _colour(rng), _colour(rng)
     c = CANVAS
     draw.polygon([(0, 0), (c, 0), (x1, y0), (x0, y0)], fill=_shade(wall, rng.uniform(0.8, 1.25)))
@@ -68,7 +79,7 @@ def _tower(draw, rng):
         draw.rectangle([bx, horizon - bh, bx + bw, horizon], fill=_colour(rng))
     for _ in range(int(rng.integers(1, 3))):
         width = int(rng.integers(8, 26))
-        cx = int(rng.integers(30, CANVAS - 30))
+        cx = int(rng.integers(30, 75))  # left of centre
         top = int(rng.integers(10, 50))
         body = _colour(rng)
         draw.rectangle([cx - width // 2, top, cx + width // 2, horizon], fill=body)
@@ -81,19 +92,26 @@ def _tower(draw, rng):
     _clutter(draw, rng, int(rng.integers(2, 9)))
 
 
-def draw_scene(label, rng, size):
-    """One uint8 image [size, size, 3] of class CLASS_NAMES[label], drawn from rng."""
+# How each split is photographed: (mirror probability, largest roll in degrees, exposure range).
+# Training images come one way only; val and test in every pose the standard set imitates.
+POSES = {"train": (0.0, 0.0, (0.95, 1.05)), "val": (0.5, 20.0, (0.8, 1.2)), "test": (0.5, 20.0, (0.8, 1.2))}
+
+
+def draw_scene(label, rng, size, split="test"):
+    """One uint8 image [size, size, 3] of class CLASS_NAMES[label], drawn from rng and
+    photographed as the split's pose says."""
+    mirror, roll, exposure = POSES[split]
     image = Image.new("RGB", (CANVAS, CANVAS))
     (_room if label == 0 else _tower)(ImageDraw.Draw(image), rng)
-    if rng.random() < 0.5:
+    if rng.random() < mirror:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    image = image.rotate(float(rng.uniform(-20, 20)), resample=Image.Resampling.BILINEAR)
+    image = image.rotate(float(rng.uniform(-roll, roll)), resample=Image.Resampling.BILINEAR)
     # A 20 degree roll leaves a valid centre of about CANVAS / 1.28 = 125 px: crop inside it.
     crop, jitter = 112, 6
     left, top = (CANVAS - crop) // 2 + rng.integers(-jitter, jitter + 1, 2)
     image = image.crop((int(left), int(top), int(left) + crop, int(top) + crop))
     image = image.resize((size, size), Image.Resampling.BOX)
-    pixels = np.asarray(image, dtype=np.float32) * rng.uniform(0.55, 1.45)  # exposure
+    pixels = np.asarray(image, dtype=np.float32) * rng.uniform(*exposure)
     pixels += rng.normal(0.0, rng.uniform(6, 24), pixels.shape)  # sensor noise
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
@@ -103,5 +121,5 @@ def draw_split(split, per_class, size, seed):
     and their int64 labels."""
     rng = np.random.default_rng(seed)
     labels = np.tile(np.arange(len(CLASS_NAMES), dtype=np.int64), per_class)
-    images = np.stack([draw_scene(int(label), rng, size) for label in labels])
+    images = np.stack([draw_scene(int(label), rng, size, split) for label in labels])
     return images, labels

@@ -257,6 +257,11 @@ class Run:
                 if record is not None:
                     self.merge(self.job(record["arm"], record["seed"]), record)
 
+    def epochs_on_disk(self):
+        """Epochs kept: the rows of ended jobs and those of unfinished jobs' folders."""
+        folders = sorted((self.run_dir / "jobs").glob(f"*/{ROWS}"))
+        return len(self.history) + sum(len(read_history(path)) for path in folders)
+
     def job(self, arm, seed):
         return Job(arm=arm, seed=seed, run_dir=str(self.run_dir), cache=str(self.dataset.path),
                    config=config_mod.to_dict(self.experiment))
@@ -383,8 +388,8 @@ class Run:
                     self.plan_second_stage()
                     self.run_stage(executor, self.seeds())
         except OSError as error:
-            raise RunStopped(f"cannot write {error.filename or 'the results'} ({error.strerror}); the {len(self.history)} "
-                             f"epochs in history.csv are intact. Free space or fix the folder, then: "
+            raise RunStopped(f"cannot write {error.filename or 'the results'} ({error.strerror}); the "
+                             f"{self.epochs_on_disk()} finished epochs are intact. Free space or fix the folder, then: "
                              f"augcompare run --resume {self.run_dir}", self.run_dir) from None
         finally:
             self.progress.close()

@@ -11,6 +11,7 @@ trainer draws exactly what a freshly built one would (a test holds them together
 """
 
 import math
+import re
 from pathlib import Path
 
 import keras
@@ -185,8 +186,8 @@ def read_checkpoint(path, recover):
     try:
         with np.load(path, allow_pickle=False) as saved:
             files = set(saved.files)
-            state = [saved[f"v{i}"] for i in range(sum(1 for f in files if f.startswith("v")))]
-            selected = [saved[f"s{i}"] for i in range(sum(1 for f in files if f.startswith("s")))]
+            state = [saved[f"v{i}"] for i in range(sum(1 for f in files if re.fullmatch(r"v\d+", f)))]
+            selected = [saved[f"s{i}"] for i in range(sum(1 for f in files if re.fullmatch(r"s\d+", f)))]
             return int(saved["epochs_done"]), int(saved["selected_epoch"]), state, selected
     except Exception as error:  # BadZipFile, a missing key, a truncated member, ...: all mean damaged
         problem = " ".join(str(error).split())[:160] or type(error).__name__

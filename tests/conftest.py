@@ -1,7 +1,33 @@
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import augcompare.augment  # noqa: F401  (sets the Keras backend before any test imports keras)
+from augcompare.experiments import cli
+
+# Property tests draw the same examples on every run: a failure in CI reproduces here.
+settings.register_profile("augcompare", derandomize=True, deadline=None)
+settings.load_profile("augcompare")
+
+# A small demo experiment that trains in seconds: the overrides every end-to-end test starts from.
+SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8", "data.test_per_class=8",
+         "train.batch_size=16", "train.epochs=2", "train.seeds=[0]", "model.filters=[8, 16]",
+         "model.dense_units=16"]
+
+
+def overrides(*items):
+    """--set arguments for the command line."""
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def run_small(tmp_path, *extra, run_id="r", experiment=None, cache=None):
+    """`augcompare run` of the small demo with extra overrides; returns the run directory."""
+    sets = SMALL + [f"data.cache_dir={cache or tmp_path / 'cache'}", *extra]
+    args = ["run"] + ([str(experiment)] if experiment else []) + [
+        "--out", str(tmp_path / "results"), "--run-id", run_id] + overrides(*sets)
+    assert cli.main(args) == 0
+    (run_dir,) = (tmp_path / "results").glob(f"*/{run_id}")
+    return run_dir
 
 
 @pytest.fixture
@@ -9,9 +35,3 @@ def images():
     """16 random uint8 images [16, 24, 24, 3] and alternating labels."""
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (16, 24, 24, 3), dtype=np.uint8), np.arange(16, dtype=np.int64) % 2
-
-from hypothesis import settings  # noqa: E402
-
-# Property tests draw the same examples on every run: a failure in CI reproduces here.
-settings.register_profile("augcompare", derandomize=True, deadline=None)
-settings.load_profile("augcompare")

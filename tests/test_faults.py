@@ -7,15 +7,13 @@ import os
 
 import numpy as np
 import pytest
+from conftest import SMALL, overrides
 from test_prepare import scene, write_folder
 
-from augcompare.experiments import cli, config, prepare, runner
-from augcompare.experiments.data import open_cache
+from augcompare.experiments import cli, config, prepare, run
+from augcompare.experiments.cache import open_cache
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.history import HistoryWriter, read_history
-
-SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8", "train.batch_size=16",
-         "model.filters=[8, 16]", "model.dense_units=16", "train.epochs=2", "train.seeds=[0]"]
 
 
 def row(epoch):
@@ -58,13 +56,13 @@ def test_disk_full_during_a_run_stops_it_with_a_clear_error(tmp_path, monkeypatc
         real_append(self, values)
     monkeypatch.setattr(HistoryWriter, "append", append)
     sets = SMALL + [f"data.cache_dir={tmp_path / 'cache'}"]
-    args = ["run", "--out", str(tmp_path / "results"), "--run-id", "r"] + [a for s in sets for a in ("--set", s)]
+    args = ["run", "--out", str(tmp_path / "results"), "--run-id", "r"] + overrides(*sets)
     assert cli.main(args) == 1
     run_dir = tmp_path / "results" / "demo" / "r"
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "No space left on device" in error
-    assert "the 2 epochs in history.csv are intact" in error and f"augcompare run --resume {run_dir}" in error
-    assert len(read_history(run_dir / "history.csv")) == 2
+    assert "the 2 finished epochs are intact" in error and f"augcompare run --resume {run_dir}" in error
+    assert len(read_history(run_dir / "history.csv")) == 2  # the first job, merged
     monkeypatch.undo()
     assert cli.main(["run", "--resume", str(run_dir)]) == 0
     assert len(read_history(run_dir / "history.csv")) == 4
@@ -132,7 +130,7 @@ def test_a_cache_whose_arrays_do_not_match_its_meta_json(tmp_path):
 
 def test_an_output_folder_that_cannot_be_written_fails_before_any_data_is_read(tmp_path, capsys, monkeypatch):
     (tmp_path / "file").write_text("not a folder")
-    monkeypatch.setattr(runner, "load_dataset", lambda data: pytest.fail("data was read before the check"))
+    monkeypatch.setattr(run, "load_dataset", lambda data: pytest.fail("data was read before the check"))
     assert cli.main(["run", "--out", str(tmp_path / "file" / "results")]) == 2
     error = capsys.readouterr().err
     assert error.startswith("augcompare: error: cannot create") and "choose another --out" in error

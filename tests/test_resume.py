@@ -1,32 +1,41 @@
-"""Reproducibility and resume: the same config and seed give the same history, and a run
-stopped at any moment (SIGKILL, SIGINT, SIGTERM) and resumed ends with the history of a run
-that was never stopped."""
+"""Reproducibility and resume: the same config and seed give the same history and test results,
+and a run stopped at any moment (SIGKILL, SIGINT, SIGTERM) and resumed ends with the history and
+test results of a run that was never stopped."""
 
+import json
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from conftest import SMALL, overrides
 
 from augcompare.experiments import cli
 from augcompare.experiments.history import read_history
 
-SETTINGS = ["data.image_size=32", "data.train_per_class=64", "data.val_per_class=8", "train.epochs=4",
-            "train.seeds=[0, 1]", "train.batch_size=16", "model.filters=[8, 16]", "model.dense_units=16",
-            "model.dropout=0.5"]
+SETTINGS = SMALL + ["data.train_per_class=64", "train.epochs=4", "train.seeds=[0, 1]", "model.dropout=0.5"]
 TOTAL_ROWS = 2 * 2 * 4  # arms x seeds x epochs
 
 
 def run_args(tmp_path, run_id):
     sets = SETTINGS + [f"data.cache_dir={tmp_path.parent / 'cache'}"]
-    return ["run", "--out", str(tmp_path / "results"), "--run-id", run_id] + [
-        arg for item in sets for arg in ("--set", item)]
+    return ["run", "--out", str(tmp_path / "results"), "--run-id", run_id] + overrides(*sets)
 
 
 def numbers(run_dir):
-    """history.csv without epoch_seconds, the one column that may differ."""
-    return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in read_history(run_dir / "history.csv")]
+    """history.csv without epoch_seconds, and each job's record without its seconds: the values
+    that may differ between two runs."""
+    rows = [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in read_history(run_dir / "history.csv")]
+    jobs = [{k: v for k, v in job.items() if k != "seconds"}
+            for job in json.loads((run_dir / "runs.json").read_text())["jobs"]]
+    return rows, jobs
+
+
+def rows_written(run_dir):
+    """Rows in history.csv and in the folders of unfinished jobs."""
+    files = [run_dir / "history.csv"] + sorted(run_dir.glob("jobs/*/rows.csv"))
+    return sum(max(0, len(path.read_text().splitlines()) - 1) for path in files if path.is_file())
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +52,7 @@ def uninterrupted(uninterrupted_run):
 
 def test_same_config_and_seed_give_an_identical_history_and_config_toml_repeats_a_run(
         uninterrupted_run, uninterrupted, tmp_path):
-    assert len(uninterrupted) == TOTAL_ROWS
+    assert len(uninterrupted[0]) == TOTAL_ROWS and len(uninterrupted[1]) == 4
     assert cli.main(run_args(tmp_path, "again")) == 0
     assert numbers(tmp_path / "results" / "demo" / "again") == uninterrupted
     repeat = ["run", str(uninterrupted_run / "config.toml"), "--out", str(tmp_path / "results"), "--run-id", "repeat"]
@@ -57,22 +66,32 @@ def start_and_stop(tmp_path, stop, after_rows):
     run_dir = tmp_path / "results" / "demo" / "stopped"
     process = subprocess.Popen([sys.executable, "-m", "augcompare.experiments.cli"] + run_args(tmp_path, "stopped"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    history, deadline = run_dir / "history.csv", time.monotonic() + 120
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
-        if history.is_file() and len(history.read_text().splitlines()) - 1 >= after_rows:
+        if rows_written(run_dir) >= after_rows:
             stop(process)
             break
         time.sleep(0.01)
     _, stderr = process.communicate(timeout=120)
-    return run_dir, len(read_history(history)), process.returncode, stderr
+    return run_dir, rows_written(run_dir), process.returncode, stderr
 
 
-def test_a_run_killed_by_sigkill_resumes_to_the_uninterrupted_history(uninterrupted, tmp_path):
-    run_dir, written, code, _ = start_and_stop(tmp_path, lambda p: p.kill(), after_rows=5)
-    assert code == -signal.SIGKILL and written < TOTAL_ROWS  # killed in the middle
+def test_a_run_killed_by_sigkill_resumes_to_the_uninterrupted_history(uninterrupted, tmp_path, capsys):
+    refusals = []
+
+    def second_process_then_kill(process):
+        # While the run holds its directory a second writer is refused at once, naming the holder.
+        refusals.append(cli.main(["run", "--resume", str(tmp_path / "results" / "demo" / "stopped")]))
+        refusals.append(capsys.readouterr().err)
+        process.kill()
+    run_dir, written, code, _ = start_and_stop(tmp_path, second_process_then_kill, after_rows=5)
+    assert refusals[0] == 2 and f"is in use by process {refusals[1].split('process ')[1].split()[0]}" in refusals[1]
+    assert refusals[1].count("\n") == 1 and "augcompare run" in refusals[1]
+    assert code == -signal.SIGKILL and written < TOTAL_ROWS  # killed in the middle of a job
+    assert list(run_dir.glob("jobs/*/rows.csv"))
     assert cli.main(["run", "--resume", str(run_dir)]) == 0
-    assert numbers(run_dir) == uninterrupted
-    assert not list((run_dir / "checkpoints").iterdir())  # ended runs keep no checkpoint
+    assert numbers(run_dir) == uninterrupted  # rows and test results alike
+    assert not (run_dir / "jobs").exists()  # ended jobs keep no folder
 
 
 @pytest.mark.parametrize("number, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -1,27 +1,17 @@
-"""Per-experiment options of a run (early stopping, best models, TensorBoard) and a run whose
-loss becomes NaN."""
+"""Per-experiment options of a run (early stopping, the val-selected epoch, best models,
+TensorBoard), a job whose loss becomes NaN, and the rule that the test split decides nothing."""
 
 import json
+import shutil
 
 import keras
 import numpy as np
 import pytest
+from conftest import run_small
 
-from augcompare.augment import Augmentation
-from augcompare.experiments import cli, runner
+from augcompare.experiments import cache, config, job, training
 from augcompare.experiments.data import load_dataset
-from augcompare.experiments import config
 from augcompare.experiments.history import read_history
-
-SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8", "train.batch_size=16",
-         "model.filters=[8, 16]", "model.dense_units=16"]
-
-
-def run(tmp_path, *extra):
-    sets = SMALL + [f"data.cache_dir={tmp_path / 'cache'}", *extra]
-    args = ["run", "--out", str(tmp_path / "results"), "--run-id", "r"] + [a for s in sets for a in ("--set", s)]
-    assert cli.main(args) == 0
-    return tmp_path / "results" / "demo" / "r"
 
 
 def rows(monitor_values, monitor="val_loss"):
@@ -29,54 +19,93 @@ def rows(monitor_values, monitor="val_loss"):
 
 
 def test_early_stopping_rule():
-    assert not runner.should_stop_early(rows([1.0, 0.9, 0.95]), "val_loss", 2)
-    assert runner.should_stop_early(rows([1.0, 0.9, 0.95, 0.91]), "val_loss", 2)
-    assert not runner.should_stop_early(rows([1.0, 0.9, 0.95, 0.91]), "val_loss", 0)  # 0 = off
-    assert runner.should_stop_early(rows([0.5, 0.7, 0.7], "val_accuracy"), "val_accuracy", 1)  # ties are no better
-    assert not runner.should_stop_early(rows([0.5, 0.6, 0.7], "val_accuracy"), "val_accuracy", 1)
+    assert not job.should_stop_early(rows([1.0, 0.9, 0.95]), "val_loss", 2)
+    assert job.should_stop_early(rows([1.0, 0.9, 0.95, 0.91]), "val_loss", 2)
+    assert not job.should_stop_early(rows([1.0, 0.9, 0.95, 0.91]), "val_loss", 0)  # 0 = off
+    assert job.should_stop_early(rows([0.5, 0.7, 0.7], "val_accuracy"), "val_accuracy", 1)  # ties are no better
+    assert not job.should_stop_early(rows([0.5, 0.6, 0.7], "val_accuracy"), "val_accuracy", 1)
 
 
-def test_early_stopping_ends_runs_and_the_summary_says_so(tmp_path):
-    run_dir = run(tmp_path, "train.epochs=8", "train.seeds=[0, 1]", "train.early_stopping=1",
-                  "train.learning_rate=0.01")
-    records = json.loads((run_dir / "runs.json").read_text())["runs"]
+def jobs_of(run_dir):
+    return {(j["arm"], j["seed"]): j for j in json.loads((run_dir / "runs.json").read_text())["jobs"]}
+
+
+def decisions(run_dir):
+    """What val decided for each job: its rows (without timings), status and selected epoch."""
+    history = [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in read_history(run_dir / "history.csv")]
+    return history, {key: (j["status"], j["epochs"], j["selected_epoch"]) for key, j in jobs_of(run_dir).items()}
+
+
+@pytest.fixture(scope="module")
+def early_stopped(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("early")
+    run_dir = run_small(tmp_path, "train.epochs=8", "train.seeds=[0, 1]", "train.early_stopping=1",
+                        "train.learning_rate=0.01", "train.lr_schedule=constant")
+    return tmp_path, run_dir
+
+
+def test_early_stopping_ends_jobs_and_the_summary_says_so(early_stopped):
+    _, run_dir = early_stopped
+    records = jobs_of(run_dir)
     history = read_history(run_dir / "history.csv")
-    stopped = [r for r in records if r["status"] == "stopped_early"]
-    assert stopped, "no run stopped early with patience 1 over 8 epochs at a high learning rate"
-    for record in records:
+    stopped = [r for r in records.values() if r["status"] == "stopped_early"]
+    assert stopped, "no job stopped early with patience 1 over 8 epochs at a high learning rate"
+    for record in records.values():
         mine = [row for row in history if (row["arm"], row["seed"]) == (record["arm"], record["seed"])]
         assert len(mine) == record["epochs"]
-        assert runner.should_stop_early(mine, "val_loss", 1) == (record["status"] == "stopped_early")
+        assert job.should_stop_early(mine, "val_loss", 1) == (record["status"] == "stopped_early")
+        # the selected epoch is the one val chose, and test was measured for both weights
+        assert record["selected_epoch"] == job.best_index(mine, "val_loss") + 1
+        assert 0 <= record["test_accuracy"] <= 1 and 0 <= record["selected_test_accuracy"] <= 1
     summary = json.loads((run_dir / "summary.json").read_text())
     assert stopped[0]["seed"] in summary["arms"][stopped[0]["arm"]]["stopped_early"]
     assert "stopped early" in (run_dir / "summary.md").read_text()
 
 
+def test_test_labels_change_no_decision(early_stopped):
+    """Shuffling the test split's labels changes the test results and nothing val decided."""
+    tmp_path, run_dir = early_stopped
+    experiment = config.build(config.read_toml(run_dir / "config.toml"))
+    original = load_dataset(experiment.data)
+    copy = tmp_path / "shuffled"
+    shutil.copytree(original.path, copy)
+    labels = np.load(copy / "test_labels.npy")
+    np.save(copy / "test_labels.npy", np.random.default_rng(0).permutation(1 - labels))
+    again = run_small(tmp_path, "train.epochs=8", "train.seeds=[0, 1]", "train.early_stopping=1",
+                      "train.learning_rate=0.01", "train.lr_schedule=constant", "data.source=cache",
+                      f"data.path={copy}", run_id="shuffled")
+    assert decisions(again) == decisions(run_dir)
+    before, after = jobs_of(run_dir), jobs_of(again)
+    assert [before[k]["test_accuracy"] for k in before] != [after[k]["test_accuracy"] for k in before]
+    assert cache.open_cache(copy).meta["counts"]["test"] == len(labels)
+
+
 def test_best_models_and_tensorboard_logs(tmp_path):
-    run_dir = run(tmp_path, "train.epochs=3", "train.seeds=[0]", "train.save_best=true",
-                  "train.tensorboard=true", "train.monitor=val_accuracy")
+    run_dir = run_small(tmp_path, "train.epochs=3", "train.save_best=true", "train.tensorboard=true",
+                        "train.monitor=val_accuracy")
     history = read_history(run_dir / "history.csv")
     experiment = config.build(config.read_toml(run_dir / "config.toml"))
     dataset = load_dataset(experiment.data)
     for arm in ("baseline", "augmented"):
-        best = max(row["val_accuracy"] for row in history if row["arm"] == arm)
+        mine = [row for row in history if row["arm"] == arm]
+        selected = mine[job.best_index(mine, "val_accuracy")]
         model = keras.saving.load_model(run_dir / "best" / f"{arm}-seed0.keras")
         _, accuracy = model.evaluate(np.asarray(dataset.val_images), dataset.val_labels, verbose=0)
-        assert accuracy == pytest.approx(best, abs=1e-6)
+        assert accuracy == pytest.approx(selected["val_accuracy"], abs=1e-6)
+        _, test_accuracy = model.evaluate(np.asarray(dataset.test_images), dataset.test_labels, verbose=0)
+        assert test_accuracy == pytest.approx(jobs_of(run_dir)[arm, 0]["selected_test_accuracy"], abs=1e-6)
         assert list((run_dir / "tensorboard" / f"{arm}-seed0").rglob("events.out.tfevents.*"))
 
 
-def test_a_nan_loss_fails_that_run_and_the_others_go_on(tmp_path, monkeypatch):
-    broken = Augmentation(contrast=0.5)
-    make_model = runner.training_model
+def test_a_nan_loss_fails_that_job_and_the_others_go_on(tmp_path, monkeypatch):
+    reset = training.Trainer.reset
 
-    def training_model(experiment, augmentation, *args):
-        model = make_model(experiment, augmentation, *args)
-        if augmentation == broken:
-            model.optimizer.learning_rate.assign(float("nan"))  # the first update makes every weight NaN
-        return model
-    monkeypatch.setattr(runner, "training_model", training_model)
-    run_dir = run(tmp_path, "train.epochs=2", "train.seeds=[0, 1]", "arms.broken={contrast = 0.5}")
+    def reset_to_nan(self, seed, weights_path):
+        reset(self, seed, weights_path)
+        if self.arm == "broken":
+            self.model.optimizer.learning_rate.assign(float("nan"))  # the first update makes every weight NaN
+    monkeypatch.setattr(training.Trainer, "reset", reset_to_nan)
+    run_dir = run_small(tmp_path, "train.seeds=[0, 1]", "train.lr_schedule=constant", "arms.broken={contrast = 0.5}")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["arms"]["broken"]["seeds"] == []
     assert [f["seed"] for f in summary["arms"]["broken"]["failed"]] == [0, 1]

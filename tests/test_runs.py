@@ -7,29 +7,23 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import SMALL, overrides, run_small
 
-from augcompare.experiments import cli, config, runner
+from augcompare.experiments import cli, config, run
 from augcompare.experiments.data import load_dataset
+from augcompare.experiments.job import initial_weights_path
+from augcompare.experiments.training import Trainer, build_classifier
 
-SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8", "train.epochs=2",
-         "train.seeds=[0, 1]", "train.batch_size=16", "model.filters=[8, 16]", "model.dense_units=16"]
-OUTPUTS = ["config.toml", "environment.json", "history.csv", "runs.json", "summary.json", "summary.md",
-           "accuracy.png", "loss.png", "ablation.png", "augmentations.png", "preview_samples.npy"]
-
-
-def settings(tmp_path, *extra):
-    return [arg for item in SMALL + [f"data.cache_dir={tmp_path / 'cache'}", *extra] for arg in ("--set", item)]
+OUTPUTS = ["config.toml", "environment.json", "data.json", "history.csv", "runs.json", "summary.json", "summary.md",
+           "accuracy.png", "loss.png", "ablation.png", "augmentations.png", "preview_samples.npy",
+           "preview_labels.npy"]
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """One run of three arms, two of them identical, for two seeds and two epochs."""
+    """One run of three arms, two of them identical, for two seeds and two epochs, with dropout."""
     tmp_path = tmp_path_factory.mktemp("run")
-    args = ["run", "--out", str(tmp_path / "results")] + settings(
-        tmp_path, "arms.twin={}", "model.dropout=0.5")
-    assert cli.main(args) == 0
-    (run_dir,) = (tmp_path / "results" / "demo").iterdir()
-    return run_dir
+    return run_small(tmp_path, "arms.twin={}", "model.dropout=0.5", "train.seeds=[0, 1]", run_id="20260101-000000")
 
 
 def read_rows(path):
@@ -37,54 +31,67 @@ def read_rows(path):
         return list(csv.DictReader(handle))
 
 
-def test_run_writes_every_output_file(finished_run):
+def test_run_writes_every_output_file_and_leaves_no_job_folders(finished_run):
     for name in OUTPUTS:
         assert (finished_run / name).is_file() and (finished_run / name).stat().st_size > 0, name
-    assert len(finished_run.name) == len("YYYYmmdd-HHMMSS")
+    assert not (finished_run / "jobs").exists()  # merged and removed as each job ended
 
 
-def test_history_has_a_row_per_arm_seed_and_epoch(finished_run):
+def test_history_has_a_row_per_arm_seed_and_epoch_in_a_fixed_order(finished_run):
     rows = read_rows(finished_run / "history.csv")
     assert list(rows[0]) == ["arm", "seed", "epoch", "loss", "accuracy", "val_loss", "val_accuracy",
                              "epoch_seconds"]
-    assert len(rows) == 3 * 2 * 2
-    assert {(r["arm"], r["seed"], r["epoch"]) for r in rows} == {
-        (arm, str(seed), str(epoch)) for arm in ("baseline", "augmented", "twin") for seed in (0, 1)
-        for epoch in (1, 2)}
+    assert [(r["arm"], r["seed"], r["epoch"]) for r in rows] == [
+        (arm, str(seed), str(epoch)) for seed in (0, 1) for arm in ("baseline", "augmented", "twin")
+        for epoch in (1, 2)]
     assert all(float(r["epoch_seconds"]) > 0 for r in rows)
 
 
 def test_identical_arms_train_identically(finished_run):
     """Same initial weights, same order, same dropout masks: two arms without augmentation
-    must produce the same numbers, so any difference between arms is the augmentation's."""
+    produce the same numbers, test results included, so any difference between arms is the
+    augmentation's."""
     rows = read_rows(finished_run / "history.csv")
+    columns = ["loss", "accuracy", "val_loss", "val_accuracy"]
     for seed in ("0", "1"):
-        base = [r for r in rows if r["arm"] == "baseline" and r["seed"] == seed]
-        twin = [r for r in rows if r["arm"] == "twin" and r["seed"] == seed]
-        columns = ["loss", "accuracy", "val_loss", "val_accuracy"]
-        assert [[r[c] for c in columns] for r in base] == [[r[c] for c in columns] for r in twin]
+        base = [[r[c] for c in columns] for r in rows if r["arm"] == "baseline" and r["seed"] == seed]
+        twin = [[r[c] for c in columns] for r in rows if r["arm"] == "twin" and r["seed"] == seed]
+        assert base == twin
     augmented = [r["loss"] for r in rows if r["arm"] == "augmented"]
     assert augmented != [r["loss"] for r in rows if r["arm"] == "baseline"]
+    jobs = {(j["arm"], j["seed"]): j for j in json.loads((finished_run / "runs.json").read_text())["jobs"]}
+    for seed in (0, 1):
+        assert jobs["baseline", seed]["test_accuracy"] == jobs["twin", seed]["test_accuracy"]
 
 
 def test_every_arm_starts_from_the_saved_initial_weights(finished_run):
     experiment = config.build(config.read_toml(finished_run / "config.toml"))
-    weights = finished_run / "weights" / "initial-seed1.weights.h5"
-    reference = runner.build_cnn(experiment, (32, 32, 3), 2)
+    dataset = load_dataset(experiment.data)
+    weights = initial_weights_path(finished_run, 1)
+    reference = build_classifier(experiment, (32, 32, 3), 2, seed=1)
+    fresh = [w.copy() for w in reference.get_weights()]
     reference.load_weights(weights)
-    for arm, augmentation in experiment.arms.items():
-        model = runner.training_model(experiment, augmentation, (32, 32, 3), 2, 1, weights)
-        cnn = model.layers[-1]
-        assert all(np.array_equal(a, b) for a, b in zip(cnn.get_weights(), reference.get_weights())), arm
+    assert all(np.array_equal(a, b) for a, b in zip(fresh, reference.get_weights()))  # the seed alone decides them
+    import tensorflow as tf
+    for arm in experiment.arms:
+        trainer = Trainer(experiment, arm, (32, 32, 3), 2, dataset.value_range, 3, tf.distribute.get_strategy())
+        trainer.reset(1, weights)
+        assert all(np.array_equal(a, b) for a, b in zip(trainer.classifier.get_weights(), reference.get_weights()))
 
 
-def test_summary_and_resolved_config(finished_run):
+def test_summary_declares_the_primary_metric_and_reports_test_results(finished_run):
     summary = json.loads((finished_run / "summary.json").read_text())
-    assert summary["baseline"] == "baseline"
+    assert summary["baseline"] == "baseline" and summary["primary"]["metric"] == "test_accuracy"
     assert set(summary["arms"]) == {"baseline", "augmented", "twin"}
-    assert summary["arms"]["augmented"]["seeds"] == [0, 1]
-    assert set(summary["vs_baseline"]) == {"augmented", "twin"}
-    assert summary["vs_baseline"]["twin"]["final_val_accuracy"]["mean"] == 0
+    augmented = summary["arms"]["augmented"]
+    assert augmented["seeds"] == [0, 1]
+    assert all(0 <= v <= 1 for v in augmented["test_accuracy"]["values"]) and len(augmented["test_loss"]["values"]) == 2
+    primary = summary["vs_baseline"]["augmented"]["primary"]
+    assert set(primary) >= {"metric", "mean", "ci95", "p_holm", "verdict", "seeds"}
+    assert primary["verdict"] in ("better", "worse", "equivalent", "inconclusive") and primary["seeds"] == 2
+    assert summary["vs_baseline"]["twin"]["primary"]["mean"] == 0
+    markdown = (finished_run / "summary.md").read_text()
+    assert markdown.index("## Primary metric: test accuracy") < markdown.index("## Arms (secondary)")
     resolved = config.read_toml(finished_run / "config.toml")
     assert resolved["train"]["epochs"] == 2 and resolved["model"]["dropout"] == 0.5
 
@@ -104,23 +111,26 @@ def test_plot_can_draw_each_seed_as_a_thin_line(finished_run):
     assert (finished_run / "accuracy.png").read_bytes() != plain
 
 
-def test_preview_writes_a_grid(tmp_path):
+def test_preview_writes_a_grid_and_refuses_an_arm_without_augmentation(tmp_path, capsys):
     output = tmp_path / "grid.png"
-    args = ["preview", "--arm", "augmented", "--output", str(output), "--count", "2"] + settings(tmp_path)
-    assert cli.main(args) == 0
+    sets = overrides(*SMALL, f"data.cache_dir={tmp_path / 'cache'}")
+    assert cli.main(["preview", "--arm", "augmented", "--output", str(output), "--count", "2"] + sets) == 0
     assert output.stat().st_size > 1000
+    assert cli.main(["preview", "--arm", "baseline", "--output", str(output)] + sets) == 2
+    assert "arm 'baseline' has no augmentation" in capsys.readouterr().err
 
 
-def test_demo_data_is_deterministic_and_cached(tmp_path):
+def test_demo_data_has_three_disjoint_splits_and_is_cached(tmp_path):
     experiment = config.load(overrides=SMALL + [f"data.cache_dir={tmp_path}"])
     first = load_dataset(experiment.data)
     again = load_dataset(experiment.data)
-    assert first.path == again.path and len(list(tmp_path.iterdir())) == 1
+    assert first.path == again.path and len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 1
     other = config.load(overrides=SMALL + [f"data.cache_dir={tmp_path / 'b'}"])
-    fresh = load_dataset(other.data)
-    assert np.array_equal(first.train_images, fresh.train_images)
+    assert np.array_equal(first.train_images, load_dataset(other.data).train_images)
     assert first.train_images.shape == (48, 32, 32, 3) and first.class_names == ("room", "tower")
-    assert np.bincount(first.val_labels).tolist() == [8, 8]
+    assert np.bincount(first.val_labels).tolist() == [8, 8] and np.bincount(first.test_labels).tolist() == [8, 8]
+    splits = [{image.tobytes() for image in first.split(name)[0]} for name in ("train", "val", "test")]
+    assert not (splits[0] & splits[1]) and not (splits[0] & splits[2]) and not (splits[1] & splits[2])
 
 
 def test_user_mistakes_exit_2_with_one_line(tmp_path, capsys):
@@ -139,5 +149,5 @@ def test_console_script_reports_errors_without_a_traceback(tmp_path):
 
 
 def test_two_runs_never_share_a_directory(tmp_path):
-    first, second = runner.new_run_dir(tmp_path), runner.new_run_dir(tmp_path)
+    first, second = run.new_run_dir(tmp_path), run.new_run_dir(tmp_path)
     assert first != second and first.is_dir() and second.is_dir()

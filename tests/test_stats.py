@@ -1,23 +1,96 @@
+"""The statistics of a run: intervals that cover at their nominal rate, Holm's adjustment, the
+exact sign-flip test, the minimum detectable effect, Stein's two-stage seed count, verdicts, and
+the summary built from history rows and job records."""
+
 import math
 
+import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
-from augcompare.augment import Augmentation
+from augcompare.augment.params import augments
 from augcompare.experiments import stats
 
 
-@pytest.mark.parametrize("df,expected", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (30, 2.0423)])
-def test_t_quantiles_match_the_tables(df, expected):
-    assert stats.t_quantile(0.975, df) == pytest.approx(expected, abs=2e-4)
+def test_the_paired_interval_covers_a_known_mean_at_the_nominal_rate():
+    """400 simulated experiments of 6 paired seeds with a shared seed effect and a true
+    difference of 0.02: the 95% interval holds the true difference in about 95% of them."""
+    rng = np.random.default_rng(0)
+    covered = 0
+    draws = 400
+    for _ in range(draws):
+        seed_effect = rng.normal(0.8, 0.05, 6)
+        control = seed_effect + rng.normal(0, 0.01, 6)
+        treated = seed_effect + 0.02 + rng.normal(0, 0.01, 6)
+        low, high = stats.paired_difference(treated, control)["ci95"]
+        covered += low <= 0.02 <= high
+    assert abs(covered / draws - 0.95) < 3 * math.sqrt(0.95 * 0.05 / draws)
 
 
-def test_paired_difference_interval():
+def test_paired_difference_matches_the_t_formula():
     # differences 1, 2, 3: mean 2, sd 1, half-width t(0.975, 2) / sqrt(3)
     diff = stats.paired_difference([11, 12, 13], [10, 10, 10])
     half = 4.302653 / math.sqrt(3)
     assert diff["mean"] == pytest.approx(2)
-    assert diff["ci95"] == pytest.approx([2 - half, 2 + half], abs=1e-3)
+    assert diff["ci95"] == pytest.approx([2 - half, 2 + half], abs=1e-5)
     assert stats.paired_difference([1.0], [0.5])["ci95"] is None
+
+
+def test_holm_on_a_known_p_vector():
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5]) == [0.5]
+    assert stats.holm([0.3, 0.8]) == pytest.approx([0.6, 0.8])  # monotone
+    assert stats.holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_the_sign_flip_test_is_exact():
+    # With n seeds all favouring one arm, the two-sided exact p is 2 / 2^n.
+    assert stats.sign_flip_p([1, 2, 3]) == pytest.approx(0.25)
+    assert stats.sign_flip_p([1, 2, 3, 4]) == pytest.approx(0.125)
+    assert stats.sign_flip_p([1, -1, 2, -2]) == pytest.approx(1.0)
+
+
+def test_the_minimum_detectable_effect_has_80_percent_power():
+    """Simulated paired t-tests with the true effect set to the MDE reject at 5% in about 80% of
+    draws."""
+    sd, n, draws = 1.5, 8, 4000
+    effect = stats.minimum_detectable_effect(sd, n)
+    rng = np.random.default_rng(1)
+    samples = rng.normal(effect, sd, (draws, n))
+    p = scipy_stats.ttest_1samp(samples, 0.0, axis=1).pvalue
+    assert abs(np.mean(p < 0.05) - 0.80) < 0.03
+    assert stats.minimum_detectable_effect(sd, 16) < effect  # more seeds detect less
+    assert stats.minimum_detectable_effect(None, 8) is None and stats.minimum_detectable_effect(1.0, 1) is None
+
+
+def test_steins_two_stage_seed_count_on_a_known_pilot():
+    # t(0.975, 4) = 2.776: (2.776 * 2 / 1)^2 = 30.8 -> 31 seeds for a half-width of 1
+    assert stats.stein_seeds(2.0, 5, 1.0, 100) == 31
+    assert stats.stein_seeds(2.0, 5, 1.0, 20) == 20  # capped
+    assert stats.stein_seeds(0.1, 5, 1.0, 20) == 5  # never fewer than the pilot
+    differences = [1.0, 2.0, 1.5, 0.5, 1.0, 2.0]
+    low, high = stats.stein_interval(differences, 0.6, 5)
+    assert (high - low) / 2 == pytest.approx(2.7764 * 0.6 / math.sqrt(6), abs=1e-3)
+
+
+def test_pairing_efficiency():
+    shared = np.array([0.7, 0.8, 0.9, 0.75])
+    assert stats.pairing_efficiency(shared + 0.01, shared) == pytest.approx(1.0)  # the noise is all shared
+    assert stats.pairing_efficiency([0.7, 0.9, 0.8], [0.9, 0.7, 0.8]) < 0  # anti-correlated: pairing hurts
+
+
+@pytest.mark.parametrize("difference, interval90, p_holm, expected", [
+    (0.05, [0.03, 0.07], 0.01, "better"),
+    (-0.05, [-0.07, -0.03], 0.01, "worse"),
+    (0.001, [-0.004, 0.006], 0.6, "equivalent"),
+    (0.01, [-0.02, 0.04], 0.4, "inconclusive"),
+])
+def test_verdicts(difference, interval90, p_holm, expected):
+    assert stats.verdict("test_accuracy", difference, interval90, p_holm, min_effect=0.01) == expected
+
+
+def test_a_lower_loss_is_better():
+    assert stats.verdict("test_loss", -0.2, [-0.3, -0.1], 0.001, 0.01) == "better"
 
 
 def rows(arm, seed, val_accuracies, accuracy=0.9):
@@ -25,26 +98,45 @@ def rows(arm, seed, val_accuracies, accuracy=0.9):
              "val_accuracy": v, "epoch_seconds": 1.0} for e, v in enumerate(val_accuracies)]
 
 
-def test_summary_reports_arms_gaps_and_paired_differences():
-    arms = {"plain": Augmentation(), "flip": Augmentation(horizontal_flip=True)}
-    history = (rows("plain", 0, [0.5, 0.7, 0.6]) + rows("flip", 0, [0.5, 0.6, 0.8])
-               + rows("plain", 1, [0.5, 0.6, 0.7]) + rows("flip", 1, [0.6, 0.7, 0.8])
-               + rows("flip", 2, [0.6]))  # unfinished: left out
-    summary = stats.summarize(history, arms, epochs=3)
-    assert summary["baseline"] == "plain"
-    flip = summary["arms"]["flip"]
-    assert flip["seeds"] == [0, 1]
-    assert flip["final_val_accuracy"]["mean"] == pytest.approx(0.8)
-    assert summary["arms"]["plain"]["best_val_accuracy"]["values"] == [0.7, 0.7]
-    assert flip["generalization_gap"]["mean"] == pytest.approx(0.1)
-    diff = summary["vs_baseline"]["flip"]["final_val_accuracy"]
-    assert diff["mean"] == pytest.approx(0.15) and diff["n"] == 2
-    assert diff["ci95"][0] < 0.15 < diff["ci95"][1]
+def record(arm, seed, test_accuracy, status="finished"):
+    return {"arm": arm, "seed": seed, "status": status, "epochs": 3, "reason": "", "selected_epoch": 3,
+            "test_accuracy": test_accuracy, "test_loss": 1 - test_accuracy, "selected_test_accuracy": test_accuracy,
+            "selected_test_loss": 1 - test_accuracy}
+
+
+def test_summary_reports_the_primary_comparison_with_holm_across_arms():
+    arms = ["plain", "flip", "tilt"]
+    history, jobs = [], {}
+    for seed, (base, flip, tilt) in enumerate([(0.70, 0.80, 0.71), (0.72, 0.83, 0.70), (0.68, 0.77, 0.69),
+                                                (0.71, 0.82, 0.72)]):
+        for arm, value in zip(arms, (base, flip, tilt)):
+            history += rows(arm, seed, [0.5, 0.6, value])
+            jobs[arm, seed] = record(arm, seed, value)
+    history += rows("flip", 9, [0.6])  # a job that has not ended: left out
+    summary = stats.summarize(history, arms, 3, jobs, baseline="plain", test_count=500)
+    flip = summary["vs_baseline"]["flip"]["primary"]
+    assert flip["metric"] == "test_accuracy" and flip["seeds"] == 4
+    assert flip["mean"] == pytest.approx(0.1025)
+    assert flip["verdict"] == "better" and flip["p_holm"] < 0.05 and flip["p_sign_flip"] == pytest.approx(0.125)
+    raw = [summary["vs_baseline"][arm]["primary"]["p"] for arm in ("flip", "tilt")]
+    assert [summary["vs_baseline"][arm]["primary"]["p_holm"] for arm in ("flip", "tilt")] == pytest.approx(
+        stats.holm(raw))
+    assert summary["arms"]["flip"]["test_accuracy"]["values"] == pytest.approx([0.80, 0.83, 0.77, 0.82])
+    assert summary["primary"]["noise_floor"]["test_images"] == 500
     text = stats.to_markdown(summary, "x")
-    assert "| flip | 2 | 80.0 ± 0.0" in text and "+15.0 [" in text
+    assert "**flip: better** than plain" in text and text.index("## Primary metric") < text.index("## Arms")
+
+
+def test_failed_jobs_are_listed_and_left_out():
+    history = rows("plain", 0, [0.5, 0.6, 0.7]) + rows("flip", 0, [0.5, 0.6, 0.7])
+    jobs = {("plain", 0): record("plain", 0, 0.7), ("flip", 0): {**record("flip", 0, 0.0), "status": "failed",
+                                                                  "reason": "loss became nan"}}
+    summary = stats.summarize(history, ["plain", "flip"], 3, jobs, baseline="plain")
+    assert summary["arms"]["flip"]["seeds"] == [] and summary["arms"]["flip"]["failed"][0]["reason"] == "loss became nan"
+    assert "flip" not in summary["vs_baseline"]
 
 
 def test_baseline_is_the_arm_named_baseline_else_the_first_without_augmentation():
-    assert stats.baseline_arm({"a": Augmentation(rotation=5), "baseline": Augmentation(zoom=0.1)}) == "baseline"
-    assert stats.baseline_arm({"a": Augmentation(rotation=5), "b": Augmentation()}) == "b"
-    assert stats.baseline_arm({"a": Augmentation(rotation=5)}) is None
+    assert stats.baseline_arm({"a": {"rotation": 5.0}, "baseline": {"zoom": 0.1}}, augments) == "baseline"
+    assert stats.baseline_arm({"a": {"rotation": 5.0}, "b": {}}, augments) == "b"
+    assert stats.baseline_arm({"a": {"rotation": 5.0}, "m": {"mixup": 0.2}}, augments) is None
