@@ -1,15 +1,11 @@
 """Augmentation sets, batched operations and the generators that feed Keras.
 
 The names below are loaded on first use: `augcompare.augment.params` (what an arm may ask for)
-needs no TensorFlow, so the command line can list and check settings without loading it.
+needs no TensorFlow, so the command line can list and check settings without loading it; the
+modules that need TensorFlow take it from `augcompare.augment.backend`, which loads it quietly.
 """
 
 import importlib
-import os
-
-# The operations are TensorFlow ops; Keras must run on the same backend.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ["KERAS_BACKEND"] = "tensorflow"
 
 _EXPORTS = {
     "Augmentation": "augmentation", "AugmentationLayer": "layer", "DataGenerator": "generators",

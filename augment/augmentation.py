@@ -1,8 +1,8 @@
 """An augmentation set: which random operations to apply to a training batch, and how strongly."""
 
 import numpy as np
-import tensorflow as tf
 
+from augcompare.augment.backend import tf
 from augcompare.augment import ops
 from augcompare.augment.params import DEFAULTS, GEOMETRIC, PARAMS, check_operations
 

@@ -12,8 +12,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import tensorflow as tf
 
+from augcompare.augment.backend import tf
 from augcompare.augment.params import parse_function
 
 

@@ -12,10 +12,9 @@ import itertools
 import math
 from pathlib import Path
 
-import keras
 import numpy as np
-import tensorflow as tf
 
+from augcompare.augment.backend import keras, tf
 from augcompare.augment import ops
 
 

@@ -8,14 +8,12 @@ layers' seed-generator states are model variables, saved in every checkpoint.
 """
 
 import inspect
-import os
 
-os.environ["KERAS_BACKEND"] = "tensorflow"
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from keras.src.layers.preprocessing.image_preprocessing.base_image_preprocessing_layer import (  # noqa: E402
-    BaseImagePreprocessingLayer,
+from augcompare.augment.backend import keras
+from keras.src.layers.preprocessing.image_preprocessing.base_image_preprocessing_layer import (  # noqa: I001
+    BaseImagePreprocessingLayer,  # the class every Keras image augmentation layer derives from
 )
 
 # Image preprocessing layers that cannot be an arm's augmentation, and what to use instead.

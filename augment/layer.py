@@ -6,9 +6,8 @@ more (XLA-fused) op of the graph, and runs on the accelerator where there is one
 (training=False) only normalizes.
 """
 
-import keras
-import tensorflow as tf
 
+from augcompare.augment.backend import keras, tf
 from augcompare.augment import ops
 from augcompare.augment.augmentation import Augmentation
 from augcompare.augment.functions import load_function

@@ -7,7 +7,7 @@ int64 stateless seed, and return (images, labels) of the same shapes; each label
 to one.
 """
 
-import tensorflow as tf
+from augcompare.augment.backend import tf
 
 
 def beta(seed, batch, alpha):

@@ -8,8 +8,8 @@ training step alike.
 
 import math
 
-import tensorflow as tf
 
+from augcompare.augment.backend import tf
 from augcompare.augment.params import FILL_MODES, NORMALIZATIONS  # noqa: F401  (re-exported)
 
 # Each operation draws from its own sub-stream of the batch seed, so switching one operation on

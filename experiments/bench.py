@@ -103,8 +103,7 @@ def _albumentations_batches(images, labels, batch_size, seed):
 
 def _keras_layers_batches(images, labels, batch_size, seed):
     """The usual Keras 3 recipe: preprocessing layers mapped over a batched tf.data pipeline."""
-    import keras
-    import tensorflow as tf
+    from augcompare.augment.backend import keras, tf
     layers = keras.Sequential([
         keras.layers.Rescaling(1.0 / 255),
         keras.layers.RandomRotation(20 / 360, fill_mode="reflect", seed=seed),
@@ -162,8 +161,7 @@ def bench_training(epochs=12, experiment_path=None, log=print):
     one epoch to trace and compile, then the arms take turns one epoch at a time, so that the
     machine's slow phases fall on all of them alike; the median of `epochs` epochs per arm. Speed
     is relative to the arm without augmentation (the baseline)."""
-    import keras
-    import tensorflow as tf
+    from augcompare.augment.backend import keras, tf
 
     from augcompare.augment import get_generator_cyclic
     from augcompare.augment.params import augments

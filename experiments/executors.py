@@ -48,7 +48,7 @@ def _ray_job(job):
     """A job in a Ray worker: a fresh process for each (max_calls=1), TensorFlow quiet and
     deterministic as in `augcompare run`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
+    from augcompare.augment.backend import tf
     tf.config.experimental.enable_op_determinism()
     return run_job(job)
 

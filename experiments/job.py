@@ -21,9 +21,8 @@ import socket
 import time
 from pathlib import Path
 
-import keras
-import tensorflow as tf
 
+from augcompare.augment.backend import keras, tf
 from augcompare.augment import DataGenerator, get_generator_cyclic
 from augcompare.experiments import cache as cache_format
 from augcompare.experiments import config as config_mod

@@ -2,8 +2,8 @@
 operations, Keras layers, a function, and mixing (with each mixed image's label weights)."""
 
 import numpy as np
-import tensorflow as tf
 
+from augcompare.augment.backend import tf
 from augcompare.augment import AugmentationLayer, keras_layers, mixing
 from augcompare.augment.layer import MIXING_STREAM
 from augcompare.augment.params import MIXING, PARAMS, augments, operations

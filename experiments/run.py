@@ -29,10 +29,9 @@ import threading
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
-import tensorflow as tf
 
+from augcompare.augment.backend import keras, tf
 from augcompare.augment.params import augments, parse_function
 from augcompare.experiments import config as config_mod
 from augcompare.experiments import plots, preview, stats

@@ -14,11 +14,10 @@ import math
 import re
 from pathlib import Path
 
-import keras
 import numpy as np
-import tensorflow as tf
 from keras.src.losses import loss as loss_module
 
+from augcompare.augment.backend import keras, tf
 from augcompare.augment import Augmentation, AugmentationLayer, keras_layers, mixing, ops
 from augcompare.augment.layer import MIXING_STREAM, Normalization
 from augcompare.augment.params import MIXING, operations

@@ -1,12 +1,10 @@
 """A small convolutional classifier: Conv-Pool blocks and a dense head."""
 
-import os
+import numpy as np
 
-os.environ["KERAS_BACKEND"] = "tensorflow"
+from augcompare.augment.backend import keras
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from keras import layers  # noqa: E402
+layers = keras.layers
 
 
 def layer_seeds(seed, count):

@@ -1,0 +1,49 @@
+"""TensorFlow and Keras, imported quietly: every module of augcompare takes them from here.
+
+TensorFlow's C++ start-up lines (absl's "All log messages before absl::InitializeLog()", oneDNN,
+CUDA, CPU features) are written straight to file descriptor 2 while the libraries load, before
+any log level applies, so the first import runs with that descriptor pointed at /dev/null. What
+the process itself writes to stderr afterwards is untouched. tf.function's retracing warnings,
+which normal use of the API (batches of another size, a new model per job) triggers, are dropped.
+"""
+
+import contextlib
+import logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ["KERAS_BACKEND"] = "tensorflow"
+
+
+@contextlib.contextmanager
+def stderr_silenced():
+    """Points file descriptor 2 at /dev/null for the block (C and C++ code included)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class _NoRetracingWarnings(logging.Filter):
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+if "tensorflow" not in sys.modules:
+    with stderr_silenced():
+        import tensorflow
+        import keras
+        tensorflow.config.list_physical_devices()  # device discovery writes its own lines
+import keras  # noqa: E402,F811
+import tensorflow as tf  # noqa: E402
+
+tf.get_logger().addFilter(_NoRetracingWarnings())
+
+__all__ = ["keras", "tf", "stderr_silenced"]
