@@ -1,14 +1,48 @@
 """Figures, drawn from history rows and saved sample images alone, so they can be redrawn
-without training."""
+without training.
+
+The curves and the sample grid are built on a plain matplotlib Figure (no pyplot registry, so
+nothing outlives a call); draw_curves and draw_augmentation_grid return that Figure so that
+tests and notebooks can inspect it, curves_figure and augmentation_grid save it.
+"""
+
+import math
+import textwrap
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 _LABELS = {"accuracy": "accuracy", "loss": "loss (cross-entropy)"}
+DPI = 110
+PANELS_PER_ROW = 3
+# Inches per curves panel: three columns stay near 1400 px wide at DPI.
+_PANEL_WIDTH, _PANEL_HEIGHT = 4.0, 3.0
 
+
+def _text_width(text, fontsize):
+    """Rough width in inches of one line of text: about 0.55 em per character."""
+    return 0.55 * fontsize / 72 * len(text)
+
+
+def _wrap(text, width_in, fontsize):
+    """text broken into lines that fit width_in inches, at " / " first ("room 0.7 / tower 0.3"
+    reads as two weights, not as "room 0.7 / tower" and "0.3")."""
+    characters = max(4, int(width_in / _text_width("x", fontsize)))
+    text = str(text)
+    parts = text.split(" / ") if len(text) > characters else [text]
+    parts = [part + " /" for part in parts[:-1]] + parts[-1:]
+    lines = [line for part in parts for line in textwrap.wrap(part, characters, break_on_hyphens=False)]
+    return "\n".join(lines) or text
+
+
+# ---- Curves ------------------------------------------------------------------------------------
 
 def _curves(history, arm, metric):
     """epochs [E], and mean and std over seeds [E] of one arm's train and val metric."""
@@ -26,45 +60,103 @@ def _curves(history, arm, metric):
     return np.array(epochs), out
 
 
-def _draw_arm(axis, history, arm, metric, colour, per_seed):
-    epochs, curves = _curves(history, arm, metric)
-    if not len(epochs):
-        return
-    for key, style, split in ((metric, "--", "train"), (f"val_{metric}", "-", "val")):
+def _draw_arm(axis, epochs, curves, metric, colour, per_seed):
+    # With a handful of epochs a line alone hides where the measurements are (one epoch draws
+    # nothing at all), so those get markers.
+    marker = "o" if len(epochs) <= 5 else None
+    for key, style in ((metric, "--"), (f"val_{metric}", "-")):
         mean, std, values = curves[key]
-        axis.plot(epochs, mean, style, color=colour, label=f"{arm} {split} (mean)")
+        axis.plot(epochs, mean, style, color=colour, marker=marker, markersize=3)
+        if len(epochs) == 1:  # a band over one epoch has no width: draw it as an error bar
+            axis.errorbar(epochs, mean, yerr=std, color=colour, alpha=0.5, capsize=3, linestyle="none")
         axis.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.15, linewidth=0)
         if per_seed:
             for row in values:
                 axis.plot(epochs, row, style, color=colour, alpha=0.35, linewidth=0.7)
 
 
-def curves_figure(history, arm_titles, metric, path, per_seed=False):
-    """One panel of all arms overlaid, then one panel per arm: train dashed, val solid, the mean
-    over seeds as a line and a band of +-1 std; per_seed adds each seed's curve as a thin line
-    in the per-arm panels."""
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+def curves_layout(arm_count):
+    """(rows, columns) of the curves panels: the all-arms panel, then one per arm, at most
+    PANELS_PER_ROW to a row."""
+    panels = arm_count + 1
+    columns = min(panels, PANELS_PER_ROW)
+    return math.ceil(panels / columns), columns
+
+
+def _legend_handles(arm_colours, per_seed):
+    handles = [Line2D([], [], color=colour, linewidth=2, label=arm) for arm, colour in arm_colours.items()]
+    handles += [Line2D([], [], color="black", linestyle="--", label="train"),
+                Line2D([], [], color="black", linestyle="-", label="val"),
+                Patch(color="black", alpha=0.15, linewidth=0, label="±1 std over seeds")]
+    if per_seed:
+        handles.append(Line2D([], [], color="black", alpha=0.35, linewidth=0.7, label="single seed"))
+    return handles
+
+
+def draw_curves(history, arm_titles, metric, per_seed=False):
+    """The Figure of curves_figure (see there), unsaved."""
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    arm_colours = {arm: colours[index % len(colours)] for index, arm in enumerate(arm_titles)}
+    rows, columns = curves_layout(len(arm_titles))
     panels = len(arm_titles) + 1
-    figure, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8), sharey=True, squeeze=False)
-    axes = axes[0]
-    for index, (arm, arm_title) in enumerate(arm_titles.items()):
-        colour = colours[index % len(colours)]
-        _draw_arm(axes[0], history, arm, metric, colour, False)
-        _draw_arm(axes[index + 1], history, arm, metric, colour, per_seed)
-        axes[index + 1].set_title(f"{arm}: {arm_title}", fontsize=10)
-    axes[0].set_title("All arms", fontsize=10)
-    seeds = len({row["seed"] for row in history})
-    for axis in axes:
-        axis.set_xlabel("epoch")
+    handles = _legend_handles(arm_colours, per_seed)
+    # As many legend entries to a line as fit the figure's width.
+    width = _PANEL_WIDTH * columns + 0.4
+    entry_width = 0.6 + max(_text_width(handle.get_label(), 8) for handle in handles)
+    legend_columns = max(1, min(len(handles), int(width / entry_width)))
+    legend_lines = math.ceil(len(handles) / legend_columns)
+    figure = Figure(figsize=(width, _PANEL_HEIGHT * rows + 0.5 + 0.22 * legend_lines), layout="constrained")
+    axes = figure.subplots(rows, columns, sharey=True, squeeze=False).ravel()
+    for axis in axes[panels:]:
+        figure.delaxes(axis)
+    axes = axes[:panels]
+
+    curves = {arm: _curves(history, arm, metric) for arm in arm_titles}
+    epochs_drawn = [int(epoch) for epochs, _ in curves.values() for epoch in epochs]
+    for index, (arm, title) in enumerate(arm_titles.items()):
+        epochs, arm_curves = curves[arm]
+        panel = axes[index + 1]
+        name = arm if title == arm else f"{arm}: {title}"
+        panel.set_title(_wrap(name, _PANEL_WIDTH - 0.3, 10), fontsize=10)
+        if not len(epochs):
+            panel.text(0.5, 0.5, "no epoch recorded", ha="center", va="center", transform=panel.transAxes)
+            continue
+        _draw_arm(axes[0], epochs, arm_curves, metric, arm_colours[arm], False)
+        _draw_arm(panel, epochs, arm_curves, metric, arm_colours[arm], per_seed)
+    axes[0].set_title("all arms", fontsize=10)
+
+    first, last = (min(epochs_drawn), max(epochs_drawn)) if epochs_drawn else (1, 1)
+    padding = max(0.3, 0.02 * (last - first))
+    for index, axis in enumerate(axes):
+        axis.set_xlim(first - padding, last + padding)
+        # Epochs are whole numbers: without this, three epochs are ticked 1.00, 1.25, ...;
+        # min_n_ticks=1 keeps the ticks whole where the view holds a single epoch.
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         axis.grid(alpha=0.3)
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend(fontsize=7)
-    axes[0].set_ylabel(_LABELS[metric])
-    figure.suptitle(f"{_LABELS[metric]}: mean over {seeds} seed(s), band = ±1 std; "
-                    "train dashed, val solid" + ("; thin lines = single seeds" if per_seed else ""), fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+        if index + columns >= panels:  # no panel below this one
+            axis.set_xlabel("epoch")
+        if index % columns == 0:
+            axis.set_ylabel(_LABELS[metric])
+    seeds = len({row["seed"] for row in history})
+    figure.suptitle(f"{_LABELS[metric]} per epoch, mean over {seeds} seed(s)", fontsize=11)
+    figure.legend(handles=handles, loc="outside lower center", ncols=legend_columns, fontsize=8,
+                  frameon=False)
+    return figure
+
+
+def curves_figure(history, arm_titles, metric, path, per_seed=False):
+    """Saves accuracy.png or loss.png: a panel of all arms overlaid, then one panel per arm, at
+    most three panels to a row, all on one y scale; train dashed, val solid, the mean over seeds
+    as a line and a band of +-1 std; per_seed adds each seed's curve as a thin line in the
+    per-arm panels. One legend, below the panels.
+
+    history: rows with arm, seed, epoch (1, 2, ...), loss, accuracy, val_loss, val_accuracy.
+    arm_titles: arm -> the short title on its panel, in display order. metric: "accuracy" or
+    "loss". Returns the panel grid's (rows, columns).
+    """
+    figure = draw_curves(history, arm_titles, metric, per_seed)
+    figure.savefig(path, dpi=DPI)
+    return curves_layout(len(arm_titles))
 
 
 def differences_figure(summary, path):
@@ -126,29 +218,158 @@ def differences_figure(summary, path):
     plt.close(figure)
 
 
-def augmentation_grid(samples, sample_titles, variants_by_arm, path, value_range=(0, 255)):
-    """Rows: sample images. Columns: the original, then each augmented arm's variants.
+_CELL = 1.1
+# Smaller images no longer read: past this the figure grows beyond the limits instead.
+_MIN_CELL = 0.35
+_CELL_GAP = 0.04
+_BLOCK_GAP = 0.14
+_BAND_GAP = 0.3
+_MARGIN = 0.1
+_GRID_MAX_WIDTH, _GRID_MAX_HEIGHT = 16.0, 22.0
+# At most this many augmented columns side by side; more arms wrap into another band of blocks.
+_BAND_COLUMNS = 16
+_ARM_FONT, _SAMPLE_FONT, _CAPTION_FONT = 9, 8, 6.5
 
-    samples: [R, H, W, C]; variants_by_arm: arm -> [(images [R, H, W, C], captions or None)].
-    """
+
+def _line_height(fontsize):
+    """Inches per line of text."""
+    return 1.3 * fontsize / 72
+
+
+def _displayable(image, value_range):
+    """imshow arguments for one image [H, W, C]: C = 1 in grayscale over value_range, C = 3 as
+    RGB clipped to value_range."""
     low, high = value_range
-    columns = 1 + sum(len(v) for v in variants_by_arm.values())
-    rows = len(samples)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.3 * rows + 0.4), squeeze=False)
+    if image.shape[-1] == 1:
+        return image[..., 0].astype(np.float32), {"cmap": "gray", "vmin": low, "vmax": high}
+    return (np.clip(image.astype(np.float32), low, high) - low) / (high - low), {}
 
-    def show(axis, image):
-        image = (np.clip(np.asarray(image, np.float32), low, high) - low) / (high - low)
-        axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
-        axis.axis("off")
-    for r in range(rows):
-        images = [samples[r]] + [v[0][r] for variants in variants_by_arm.values() for v in variants]
-        for c, image in enumerate(images):
-            show(axes[r, c], image)
-    axes[0, 0].set_title("original", fontsize=8)
-    column = 1
+
+def _check_grid(samples, sample_titles, variants_by_arm, value_range):
+    if samples.ndim != 4 or samples.shape[-1] not in (1, 3):
+        raise ValueError(f"samples must be [R, H, W, C] with C = 1 or 3, not shape {samples.shape}")
+    if len(sample_titles) != len(samples):
+        raise ValueError(f"{len(sample_titles)} sample titles for {len(samples)} samples")
+    if not value_range[0] < value_range[1]:
+        raise ValueError(f"value_range {value_range} is empty")
     for arm, variants in variants_by_arm.items():
-        axes[0, column].set_title(arm, fontsize=8, loc="left")
-        column += len(variants)
-    figure.tight_layout(pad=0.3)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+        if not variants:
+            raise ValueError(f"arm {arm!r} has no variants to draw")
+        for images, captions in variants:
+            if np.shape(images) != samples.shape:
+                raise ValueError(f"arm {arm!r}: variant of shape {np.shape(images)}, samples are {samples.shape}")
+            if captions is not None and len(captions) != len(samples):
+                raise ValueError(f"arm {arm!r}: {len(captions)} captions for {len(samples)} samples")
+
+
+def _bands(variants_by_arm):
+    """The arms in bands (rows of blocks) of about _BAND_COLUMNS augmented columns, as even as
+    whole arms allow."""
+    arms = list(variants_by_arm)
+    if not arms:
+        return [[]]
+    columns = sum(len(variants) for variants in variants_by_arm.values())
+    per_band = math.ceil(len(arms) / math.ceil(columns / _BAND_COLUMNS))
+    return [arms[start:start + per_band] for start in range(0, len(arms), per_band)]
+
+
+def _grid_text(blocks_by_band, cell):
+    """For cells cell inches wide: each block's name wrapped to its width, the height of the
+    names' header, and each band's caption height under the images, in inches."""
+    block_names = {name: _wrap(name, len(variants) * (cell + _CELL_GAP), _ARM_FONT)
+                   for blocks in blocks_by_band for name, variants in blocks}
+    header = 0.1 + _line_height(_ARM_FONT) * max(name.count("\n") + 1 for name in block_names.values())
+    caption_heights = []
+    for blocks in blocks_by_band:
+        lines = max((_wrap(caption, cell, _CAPTION_FONT).count("\n") + 1
+                     for _, variants in blocks for _, captions in variants for caption in captions or []),
+                    default=0)
+        caption_heights.append(lines * _line_height(_CAPTION_FONT))
+    return block_names, header, caption_heights
+
+
+def draw_augmentation_grid(samples, sample_titles, variants_by_arm, value_range=(0, 255)):
+    """The Figure of augmentation_grid (see there), unsaved."""
+    samples = np.asarray(samples)
+    _check_grid(samples, sample_titles, variants_by_arm, value_range)
+    rows, height, width = samples.shape[:3]
+    bands = _bands(variants_by_arm)
+    # Blocks per band: ("original", [(samples, None)]) first, then the band's arms.
+    blocks_by_band = [[("original", [(samples, None)])] + [(arm, variants_by_arm[arm]) for arm in band]
+                      for band in bands]
+    widest_columns = max(sum(len(variants) for _, variants in blocks) for blocks in blocks_by_band)
+    widest_blocks = max(len(blocks) for blocks in blocks_by_band)
+
+    wrapped_titles = [_wrap(title, 1.2, _SAMPLE_FONT) for title in sample_titles]
+    label_width = 0.15 + max(_text_width(line, _SAMPLE_FONT)
+                             for title in wrapped_titles for line in title.split("\n"))
+    fixed_width = 2 * _MARGIN + label_width + widest_columns * _CELL_GAP + widest_blocks * _BLOCK_GAP
+    aspect = height / width
+    # The widest band sets the cell width; then the cells shrink to the height limit. Narrower
+    # cells can wrap the text into more lines, which takes more height, so this repeats until
+    # the cells fit (line counts only grow, and are bounded, so it ends).
+    cell = max(_MIN_CELL, min(_CELL, (_GRID_MAX_WIDTH - fixed_width) / widest_columns))
+    while True:
+        block_names, header, caption_heights = _grid_text(blocks_by_band, cell)
+        fixed_height = (2 * _MARGIN + (len(bands) - 1) * _BAND_GAP
+                        + sum(header + rows * (caption + _CELL_GAP) for caption in caption_heights))
+        fitted = max(_MIN_CELL, min(cell, (_GRID_MAX_HEIGHT - fixed_height) / (len(bands) * rows * aspect)))
+        if fitted >= cell:
+            break
+        cell = fitted
+    cell_height = cell * aspect
+
+    figure_width = fixed_width + widest_columns * cell
+    figure_height = fixed_height + len(bands) * rows * cell_height
+    figure = Figure(figsize=(figure_width, figure_height))
+    # One canvas in inches from the top left: each image is an artist placed by its extent (an
+    # Axes per image took three times as long with 8 arms x 4 variants x 8 samples).
+    canvas = figure.add_axes((0, 0, 1, 1))
+    canvas.set_axis_off()
+    top = _MARGIN
+    for blocks, caption_height in zip(blocks_by_band, caption_heights):
+        row_height = cell_height + caption_height + _CELL_GAP
+        for r, title in enumerate(wrapped_titles):
+            canvas.text(_MARGIN + label_width - 0.1, top + header + r * row_height + cell_height / 2, title,
+                        ha="right", va="center", fontsize=_SAMPLE_FONT)
+        left = _MARGIN + label_width
+        for name, variants in blocks:
+            block_width = len(variants) * (cell + _CELL_GAP)
+            # A tinted background behind the whole block groups its columns under its name.
+            canvas.add_patch(Rectangle((left - _CELL_GAP, top), block_width + _CELL_GAP, header + rows * row_height,
+                                       facecolor="#e9e9ef", edgecolor="none", zorder=0))
+            canvas.text(left + block_width / 2 - _CELL_GAP / 2, top + header / 2, block_names[name],
+                        ha="center", va="center", fontsize=_ARM_FONT, fontweight="bold")
+            for images, captions in variants:
+                for r in range(rows):
+                    image_top = top + header + r * row_height
+                    pixels, options = _displayable(np.asarray(images[r]), value_range)
+                    # Labelled with its block's name, so a reader of the Figure can tell blocks apart.
+                    canvas.imshow(pixels, extent=(left, left + cell, image_top + cell_height, image_top),
+                                  interpolation="nearest", aspect="auto", label=name, zorder=1, **options)
+                    if captions is not None:
+                        canvas.text(left + cell / 2, image_top + cell_height + 0.02,
+                                    _wrap(captions[r], cell, _CAPTION_FONT), ha="center", va="top",
+                                    fontsize=_CAPTION_FONT, linespacing=1.0)
+                left += cell + _CELL_GAP
+            left += _BLOCK_GAP
+        top += header + rows * row_height + _BAND_GAP
+    # Set last: imshow rescales the view to each image it adds.
+    canvas.set_xlim(0, figure_width)
+    canvas.set_ylim(figure_height, 0)
+    return figure
+
+
+def augmentation_grid(samples, sample_titles, variants_by_arm, path, value_range=(0, 255)):
+    """Saves augmentations.png: one row per sample, named by sample_titles (its class) at the
+    left; a block of columns per arm, named above it, the first block the original samples.
+    Many arms wrap into several bands of blocks, each band with its own original column; cells
+    shrink so the figure stays within about 16 x 22 inches.
+
+    samples: [R, H, W, C], C = 1 (drawn in grayscale over value_range) or 3 (RGB, clipped to
+    value_range); uint8 pixels with the default value_range (0, 255), or float values.
+    variants_by_arm: arm -> list of (images [R, H, W, C] like samples, captions), captions None
+    or R short strings drawn under the images (e.g. the label weights of a mixing arm).
+    """
+    figure = draw_augmentation_grid(samples, sample_titles, variants_by_arm, value_range)
+    figure.savefig(path, dpi=DPI)
