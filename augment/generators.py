@@ -28,24 +28,43 @@ def pass_order(n, seed, pass_index, shuffle):
 @functools.lru_cache(maxsize=32)
 def _pipeline(augment, normalize):
     def run(images, seed):
-        images = tf.cast(images, tf.float32)
-        if augment is not None:
-            return augment.apply(images, seed, normalize)
-        return ops.normalize(images, normalize) if normalize else images
+        return augment.apply(tf.cast(images, tf.float32), seed, normalize)
     return tf.function(run, reduce_retracing=True)
 
 
-def prepare_batch(images, augment, normalize, seed, step):
-    """[B, H, W, C] pixels in [0, 255] -> float32 numpy batch, augmented with seed (seed, step).
+def normalize_numpy(images, mode):
+    """ops.normalize in NumPy (float32, the same formulas), for batches made without TensorFlow:
+    worker processes forked from a process that runs TensorFlow must not run it themselves."""
+    images = np.asarray(images, dtype=np.float32)
+    if mode is None:
+        return images
+    if mode == "rescale":
+        return images * np.float32(1.0 / 255.0)
+    if mode not in ops.NORMALIZATIONS:
+        raise ValueError(f"unknown normalize {mode!r}; valid: {', '.join(ops.NORMALIZATIONS)}")
+    axes = tuple(range(1, images.ndim))
+    centred = images - images.mean(axis=axes, keepdims=True)
+    if mode == "standardize":
+        std = np.sqrt(np.mean(np.square(centred), axis=axes, keepdims=True))
+        return centred / np.maximum(std, np.float32(1.0 / math.sqrt(np.prod(images.shape[1:]))))
+    peak = np.max(np.abs(centred), axis=axes, keepdims=True)
+    return centred / np.maximum(peak, np.float32(1e-6))
 
-    normalize: "rescale" | "standardize" | "divmax", or None for float32 pixels in [0, 255].
+
+def prepare_batch(images, augment, normalize, seed, step):
+    """[B, H, W, C] values (pixels in [0, 255]) -> float32 numpy batch, augmented with seed
+    (seed, step). Without augmentation no TensorFlow runs (NumPy normalization).
+
+    normalize: "rescale" | "standardize" | "divmax", or None for float32 values as they are.
     """
     if augment is not None and augment.is_identity:
         augment = None
-    if augment is None and normalize is None:
-        return np.asarray(images, dtype=np.float32)
+    if augment is None:
+        return normalize_numpy(images, normalize)
     if normalize is not None and normalize not in ops.NORMALIZATIONS:
         raise ValueError(f"unknown normalize {normalize!r}; valid: {', '.join(ops.NORMALIZATIONS)}")
+    images = np.asarray(images, dtype=np.float32)
+    augment.check_range(images)
     seed_pair = tf.constant([seed, step], tf.int64)
     return _pipeline(augment, normalize)(images, seed_pair).numpy()
 
@@ -119,12 +138,21 @@ class DataGenerator(keras.utils.PyDataset):
     dim: the expected shape of one sample; a file of another shape is an error naming it.
     train=False yields x alone. Each epoch reshuffles (when shuffle) with a seeded order.
     Remaining keyword arguments (workers, use_multiprocessing, max_queue_size) go to PyDataset.
+
+    Worker processes (use_multiprocessing=True) are forked from a process that runs TensorFlow,
+    and TensorFlow hangs in such children: their batches are made with NumPy alone, so that
+    combination takes no augmentation (put AugmentationLayer(augment) first in the model instead,
+    where it runs inside the training step) and is refused with augment at construction.
     """
 
     def __init__(self, list_IDs, labels, directory=None, batch_size=32, dim=(64, 64, 3), shuffle=True,
                  train=True, norm="rescale", augment=None, seed=0, source=None, drop_remainder=False,
                  **kwargs):
         super().__init__(**kwargs)
+        if self.use_multiprocessing and augment is not None and not augment.is_identity:
+            raise ValueError("augment runs TensorFlow ops, which hang in worker processes (use_multiprocessing=True); "
+                             "give DataGenerator augment=None and make AugmentationLayer(augment) the first layer of "
+                             "the model, or keep augment and use threads (use_multiprocessing=False)")
         if (directory is None) == (source is None):
             raise ValueError("give exactly one of directory= (a folder of .npy files) or source= (an array)")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -153,3 +153,65 @@ def test_data_generator_is_seeded_per_epoch_and_batch(images):
     a.on_epoch_end()
     b.on_epoch_end()
     assert np.array_equal(a[1][0], b[1][0])
+
+
+WORKER_SCRIPT = """
+import os, threading, time
+import numpy as np
+from augcompare.augment import DataGenerator
+from augcompare.augment.backend import keras
+
+seen, done = set(), threading.Event()
+
+def watch_children():  # the pool is made and closed within each epoch: poll for its workers
+    while not done.is_set():
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and f"PPid:\\t{os.getpid()}\\n" in open(f"/proc/{entry}/status").read():
+                    seen.add(int(entry))
+            except OSError:
+                pass
+        time.sleep(0.005)
+
+threading.Thread(target=watch_children, daemon=True).start()
+rng = np.random.default_rng(0)
+images = rng.uniform(-1, 1, (256, 8, 8, 1)).astype(np.float32)
+labels = rng.integers(0, 2, 256)
+data = DataGenerator(range(256), labels, source=images, batch_size=16, dim=(8, 8, 1), norm="standardize",
+                     workers=2, use_multiprocessing=True)
+model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
+model.compile("adam", "sparse_categorical_crossentropy")
+model.fit(data, epochs=2, verbose=0)
+done.set()
+print("pids", *sorted(seen))
+"""
+
+
+def test_worker_processes_make_batches_without_tensorflow_and_never_hang_or_outlive_the_parent(tmp_path):
+    """The original Sequence with worker processes: model.fit finishes (a hang fails the
+    timeout), the workers ran (they were seen as children) and none is left afterwards."""
+    import os
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-c", WORKER_SCRIPT], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    pids = [int(p) for p in result.stdout.split("pids")[-1].split()]
+    assert len(pids) >= 2  # the batches came from worker processes
+    assert not [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+
+
+def test_augmentation_in_worker_processes_is_refused_with_the_fix(images):
+    x, y = images
+    with pytest.raises(ValueError, match="hang in worker processes .* AugmentationLayer\\(augment\\)"):
+        DataGenerator(range(16), y, source=x, batch_size=4, dim=(24, 24, 3), augment=STANDARD, workers=2,
+                      use_multiprocessing=True)
+    DataGenerator(range(16), y, source=x, batch_size=4, dim=(24, 24, 3), augment=STANDARD, workers=2)  # threads
+
+
+def test_float_values_are_refused_outside_the_augmentations_range(images):
+    x, y = images
+    values = (x.astype(np.float32) / 127.5) - 1.0  # in [-1, 1]
+    with pytest.raises(ValueError, match=r"values in \[-1, .*outside value_range \(0.0, 255.0\)"):
+        next(get_generator(values, y, 4, augment=Augmentation(brightness=0.3)))
+    kept = next(get_generator(values, y, 4, augment=Augmentation(brightness=0.3, value_range=(-1, 1)), normalize=None))
+    assert kept[0].min() < -0.5 and kept[0].max() <= 1.0  # negative values survive, clipped to the data's range
