@@ -1,0 +1,106 @@
+"""run.executor = "ray": every job a Ray task in a fresh worker process, on a local Ray cluster
+that the tests start once (2 CPUs, loopback, no dashboard, no usage statistics). The run's files
+end exactly as the local executor's, even when a worker is killed in the middle of a job."""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+from conftest import run_small
+
+from augcompare.experiments import cli
+from augcompare.experiments.history import read_history
+
+# Set before Ray is imported: loopback only, no token file (a cluster of this machine alone).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+ray = pytest.importorskip("ray")
+
+SETTINGS = ["train.seeds=[0, 1]", "train.epochs=3", "model.dropout=0.25"]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def numbers(run_dir):
+    rows = [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in read_history(run_dir / "history.csv")]
+    jobs = [{k: v for k, v in job.items() if k != "seconds"}
+            for job in json.loads((run_dir / "runs.json").read_text())["jobs"]]
+    return rows, jobs
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("local")
+    return tmp_path, run_small(tmp_path, *SETTINGS)
+
+
+def test_a_run_on_ray_gives_the_local_executors_files(ray_cluster, local_run):
+    tmp_path, local = local_run
+    on_ray = run_small(tmp_path, *SETTINGS, "run.executor=ray", run_id="ray")
+    assert numbers(on_ray) == numbers(local)
+    assert json.loads((on_ray / "environment.json").read_text())["executor"] == "ray"
+    assert not (on_ray / "jobs").exists()
+
+
+def ray_job_pids():
+    """The processes running a job as a Ray task (Ray titles them ray::_ray_job)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and open(f"/proc/{entry}/cmdline", "rb").read().startswith(b"ray::_ray_job"):
+                pids.append(int(entry))
+        except OSError:
+            pass
+    return pids
+
+
+def test_a_job_whose_worker_is_killed_is_retried_from_its_checkpoint(ray_cluster, local_run):
+    tmp_path, local = local_run
+    run_dir = tmp_path / "results" / "demo" / "killed"
+    finished = []
+    runner = threading.Thread(target=lambda: finished.append(run_small(
+        tmp_path, *SETTINGS, "run.executor=ray", run_id="killed")))
+    runner.start()
+    killed, deadline = None, time.monotonic() + 240
+    while killed is None and runner.is_alive() and time.monotonic() < deadline:
+        started = [p for p in run_dir.glob("jobs/*/rows.csv") if len(p.read_text().splitlines()) >= 2]
+        pids = ray_job_pids()
+        if started and pids:
+            killed = pids[0]
+            os.kill(killed, signal.SIGKILL)  # a worker lost in the middle of its job
+        time.sleep(0.05)
+    runner.join(timeout=300)
+    assert killed is not None, "no job was seen training"
+    assert finished, "the run did not finish"
+    assert numbers(run_dir) == numbers(local)
+
+
+def test_a_cluster_without_gpus_refuses_gpus_per_job(ray_cluster, tmp_path, capsys):
+    assert cli.main(["run", "--out", str(tmp_path), "--set", "run.executor=ray", "--set", "run.gpus_per_job=0.5",
+                     "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "train.epochs=1",
+                     "--set", "data.train_per_class=8", "--set", "data.val_per_class=4",
+                     "--set", "data.test_per_class=4", "--set", "data.image_size=16"]) == 2
+    assert "the Ray cluster has no GPU" in capsys.readouterr().err
+
+
+def test_a_worker_that_cannot_see_the_run_directory_fails_its_job_once_with_the_reason(ray_cluster, tmp_path):
+    from augcompare.experiments import config
+    from augcompare.experiments.errors import UserError
+    from augcompare.experiments.executors import RayExecutor
+    from augcompare.experiments.job import Job
+    experiment = config.load(overrides=["run.executor=ray"])
+    missing = Job("baseline", 0, str(tmp_path / "not-mounted" / "run"), str(tmp_path), config.to_dict(experiment))
+    executor = RayExecutor(experiment.run, 1)
+    done = []
+    with pytest.raises(UserError, match="cannot see the run directory .*not-mounted.* a file system every node mounts"):
+        executor.run([missing], lambda *args: None, lambda job, record: done.append(record), None)
+    assert not done
