@@ -1,0 +1,101 @@
+"""Every file a run reads back can be damaged (a disk that filled, an editor, a copy cut short):
+`augcompare run --resume` then ends in one line naming the file, what is wrong and how to
+recover (exit 2, no traceback), and nothing is deleted or rewritten."""
+
+import re
+import shutil
+
+import pytest
+from conftest import SMALL, overrides
+
+from augcompare.experiments import cli
+from augcompare.experiments.progress import RunProgress
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory):
+    """A run stopped after the first epoch of its first job: its folder holds rows and a
+    checkpoint."""
+    tmp_path = tmp_path_factory.mktemp("interrupted")
+    epoch = RunProgress.epoch
+
+    def stop_after_one(self, row, epochs, stopped_early=False):
+        epoch(self, row, epochs, stopped_early)
+        raise KeyboardInterrupt
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RunProgress, "epoch", stop_after_one)
+        args = ["run", "--out", str(tmp_path / "results"), "--run-id", "r"] + overrides(
+            *SMALL, "train.epochs=3", f"data.cache_dir={tmp_path / 'cache'}")
+        assert cli.main(args) == 130
+    run_dir = tmp_path / "results" / "demo" / "r"
+    assert (run_dir / "jobs" / "baseline-seed0" / "checkpoint.npz").is_file()
+    return run_dir
+
+
+def truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+def damage_history(run_dir):
+    rows = run_dir / "jobs" / "baseline-seed0" / "rows.csv"
+    lines = rows.read_text().splitlines()
+    rows.write_text("\n".join([lines[0], lines[1].replace(",0,1,", ",0,one,", 1)]) + "\n")
+    return rows
+
+
+DAMAGE = {
+    "rows.csv, a field that does not parse": (damage_history, "rows.csv line 2 is damaged \\(epoch = 'one'\\)"),
+    "checkpoint cut short": (lambda d: truncate(d / "jobs" / "baseline-seed0" / "checkpoint.npz") or
+                             d / "jobs" / "baseline-seed0" / "checkpoint.npz",
+                             "checkpoint.npz is damaged \\(BadZipFile.*; delete .*baseline-seed0 to train baseline seed 0 "
+                             "again"),
+    "initial weights cut short": (lambda d: truncate(d / "weights" / "initial-seed0.weights.h5") or
+                                  d / "weights" / "initial-seed0.weights.h5",
+                                  "initial-seed0.weights.h5 is damaged .*delete it and resume: it is made again"),
+    "runs.json garbage": (lambda d: (d / "runs.json").write_text('{"jobs": [') and d / "runs.json",
+                          "runs.json is not valid JSON"),
+    "config.toml garbage": (lambda d: (d / "config.toml").write_text("[train\nepochs = ") and d / "config.toml",
+                            "config.toml is not valid TOML"),
+    "environment.json garbage": (lambda d: (d / "environment.json").write_bytes(b"\x00\xff") and d / "environment.json",
+                                 "environment.json is not (text|valid JSON)"),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGE)
+def test_a_damaged_run_file_is_a_one_line_error_naming_it(interrupted_run, tmp_path, capsys, case):
+    damage, message = DAMAGE[case]
+    run_dir = tmp_path / "r"
+    shutil.copytree(interrupted_run, run_dir)
+    if case == "runs.json garbage":  # only an ended job writes runs.json
+        (run_dir / "runs.json").write_text("")
+    damaged = damage(run_dir)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert cli.main(["run", "--resume", str(run_dir)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error, error
+    assert str(damaged.name) in error
+    assert re.search(message, error), error
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before  # nothing deleted or "repaired"
+
+
+def test_the_interrupted_run_resumes_when_nothing_is_damaged(interrupted_run, tmp_path):
+    run_dir = tmp_path / "r"
+    shutil.copytree(interrupted_run, run_dir)
+    assert cli.main(["run", "--resume", str(run_dir)]) == 0
+    assert not (run_dir / "jobs").exists()
+
+
+def test_a_damaged_history_csv_of_ended_jobs_is_a_one_line_error(interrupted_run, tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    shutil.copytree(interrupted_run, run_dir)
+    assert cli.main(["run", "--resume", str(run_dir)]) == 0  # every job ends: history.csv holds their rows
+    history = run_dir / "history.csv"
+    lines = history.read_text().splitlines()
+    history.write_text("\n".join(lines[:2] + ["baseline,x,2,0.5,0.5,0.5,0.5,0.1"] + lines[3:]) + "\n")
+    before = history.read_bytes()
+    assert cli.main(["run", "--resume", str(run_dir)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "history.csv line 3 is damaged (seed = 'x')" in error
+    assert history.read_bytes() == before
