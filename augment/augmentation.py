@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from augcompare.augment.backend import tf
 from augcompare.augment import ops
+from augcompare.augment.backend import tf
 from augcompare.augment.params import DEFAULTS, GEOMETRIC, PARAMS, check_operations
 
 

@@ -12,7 +12,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-
 from augcompare.augment.backend import tf
 from augcompare.augment.params import parse_function
 

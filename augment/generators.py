@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from augcompare.augment.backend import keras, tf
 from augcompare.augment import ops
+from augcompare.augment.backend import keras, tf
 
 
 def pass_order(n, seed, pass_index, shuffle):

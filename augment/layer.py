@@ -7,9 +7,9 @@ more (XLA-fused) op of the graph, and runs on the accelerator where there is one
 """
 
 
-from augcompare.augment.backend import keras, tf
 from augcompare.augment import ops
 from augcompare.augment.augmentation import Augmentation
+from augcompare.augment.backend import keras, tf
 from augcompare.augment.functions import load_function
 from augcompare.augment.keras_layers import build_layer
 

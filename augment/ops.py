@@ -8,7 +8,6 @@ training step alike.
 
 import math
 
-
 from augcompare.augment.backend import tf
 from augcompare.augment.params import FILL_MODES, NORMALIZATIONS  # noqa: F401  (re-exported)
 

@@ -12,7 +12,6 @@ memory: peak anonymous memory of a DataGenerator pass over memory-mapped caches 
 
 import io
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -161,9 +160,8 @@ def bench_training(epochs=12, experiment_path=None, log=print):
     one epoch to trace and compile, then the arms take turns one epoch at a time, so that the
     machine's slow phases fall on all of them alike; the median of `epochs` epochs per arm. Speed
     is relative to the arm without augmentation (the baseline)."""
-    from augcompare.augment.backend import keras, tf
-
     from augcompare.augment import get_generator_cyclic
+    from augcompare.augment.backend import keras, tf
     from augcompare.augment.params import augments
     from augcompare.experiments import config, stats
     from augcompare.experiments.data import load_dataset

@@ -158,7 +158,7 @@ def _bench(args):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    from augcompare.experiments.errors import UserError, RunStopped
+    from augcompare.experiments.errors import RunStopped, UserError
     handlers = {"run": _run, "plot": _plot, "preview": _preview, "augmentations": _augmentations,
                 "experiments": _experiments, "prepare": _prepare, "bench": _bench}
     try:

@@ -348,7 +348,8 @@ def load(path=None, overrides=()):
     with overrides applied."""
     path = find(path) if path else DEFAULT_EXPERIMENT
     if path.is_dir():
-        hint = " (to continue an interrupted run: augcompare run --resume DIR)" if (path / "config.toml").is_file() else ""
+        hint = (" (to continue an interrupted run: augcompare run --resume DIR)"
+                if (path / "config.toml").is_file() else "")
         raise UserError(f"{path} is a directory; give an experiment .toml file{hint}")
     raw = read_toml(path)
     return build(apply_overrides(raw, overrides), base_dir=path.parent)

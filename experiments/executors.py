@@ -12,7 +12,7 @@ import os
 
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.history import read_history
-from augcompare.experiments.job import ROWS, JobSetupError, run_job
+from augcompare.experiments.job import ROWS, run_job
 
 
 class LocalExecutor:

@@ -21,16 +21,20 @@ import socket
 import time
 from pathlib import Path
 
-
-from augcompare.augment.backend import keras, tf
 from augcompare.augment import DataGenerator, get_generator_cyclic
+from augcompare.augment.backend import keras, tf
 from augcompare.experiments import cache as cache_format
 from augcompare.experiments import config as config_mod
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.files import read_json, write_atomically, write_json
 from augcompare.experiments.history import HistoryWriter, read_history
-from augcompare.experiments.training import (Trainer, checkpoint_epochs, read_checkpoint, save_checkpoint,
-                                             steps_per_epoch)
+from augcompare.experiments.training import (
+    Trainer,
+    checkpoint_epochs,
+    read_checkpoint,
+    save_checkpoint,
+    steps_per_epoch,
+)
 
 ROWS, CHECKPOINT, RECORD = "rows.csv", "checkpoint.npz", "record.json"
 

@@ -3,8 +3,8 @@ operations, Keras layers, a function, and mixing (with each mixed image's label 
 
 import numpy as np
 
-from augcompare.augment.backend import tf
 from augcompare.augment import AugmentationLayer, keras_layers, mixing
+from augcompare.augment.backend import tf
 from augcompare.augment.layer import MIXING_STREAM
 from augcompare.augment.params import MIXING, PARAMS, augments, operations
 from augcompare.experiments import plots

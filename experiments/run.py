@@ -99,7 +99,8 @@ def environment(experiment):
     return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "platform": platform.platform(), "git_commit": commit,
             "devices": [device.name for device in tf.config.list_logical_devices()],
-            "strategy": train.strategy, "replicas": distribution(train.strategy, train.cpu_devices).num_replicas_in_sync,
+            "strategy": train.strategy,
+            "replicas": distribution(train.strategy, train.cpu_devices).num_replicas_in_sync,
             "executor": experiment.run.executor, "function_files": function_files(experiment)}
 
 
@@ -481,8 +482,8 @@ def resume(run_dir, log=print, per_seed=False):
         if recorded_path.is_file():
             recorded = read_json(recorded_path, "delete it: it is only compared with the environment now, to warn")
             now = environment(experiment)
-            changed = [key for key in ("python", "tensorflow", "keras", "numpy", "git_commit", "devices",
-                                       "function_files") if not isinstance(recorded, dict) or recorded.get(key) != now[key]]
+            keys = ("python", "tensorflow", "keras", "numpy", "git_commit", "devices", "function_files")
+            changed = [key for key in keys if not isinstance(recorded, dict) or recorded.get(key) != now[key]]
             if changed:
                 log(f"warning: {', '.join(changed)} differ from when the run started; the epochs trained now may "
                     "not match an uninterrupted run's to the last digit")

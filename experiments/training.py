@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from keras.src.losses import loss as loss_module
 
-from augcompare.augment.backend import keras, tf
 from augcompare.augment import Augmentation, AugmentationLayer, keras_layers, mixing, ops
+from augcompare.augment.backend import keras, tf
 from augcompare.augment.layer import MIXING_STREAM, Normalization
 from augcompare.augment.params import MIXING, operations
 from augcompare.experiments.errors import UserError

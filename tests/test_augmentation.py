@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from augcompare.augment import Augmentation, normalize
-from augcompare.augment import ops
+from augcompare.augment import Augmentation, normalize, ops
 from augcompare.augment.augmentation import PARAMS
 
 STANDARD = dict(rotation=20, brightness=0.2, horizontal_flip=True)

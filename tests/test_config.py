@@ -11,7 +11,8 @@ def test_demo_experiment_loads_with_the_documented_schema():
     assert experiment.name == "demo"
     assert experiment.data.source == "demo" and experiment.data.image_size == 64
     assert experiment.train.seeds == (0, 1, 2) and experiment.train.normalize == "rescale"
-    assert experiment.arms == {"baseline": {}, "augmented": {"rotation": 20.0, "brightness": 0.2, "horizontal_flip": True}}
+    assert experiment.arms == {"baseline": {},
+                               "augmented": {"rotation": 20.0, "brightness": 0.2, "horizontal_flip": True}}
     assert experiment.analysis.primary == "test_accuracy" and experiment.train.lr_schedule == "cosine"
 
 
@@ -35,7 +36,7 @@ def test_overrides_use_dotted_keys_and_toml_values():
     ("train.epochs", "bad --set 'train.epochs'; write KEY=VALUE"),
     ("train.epochs=[1", "bad value in --set"),
     ("data.source=cache", "needs data.path"),
-    ("analysis.primary=best_val_accuracy", "analysis.primary = 'best_val_accuracy' is not valid; choose one of test_accuracy"),
+    ("analysis.primary=best_val_accuracy", "'best_val_accuracy' is not valid; choose one of test_accuracy"),
     ("run.executor=slurm", "run.executor = 'slurm' is not valid; choose one of local, ray"),
     ("arms.m={mixup = -1}", "arms.m: mixup is the Beta"),
     ("arms.m={mixup = 0.2, cutmix = 1.0}", "mixup and cutmix are exclusive"),

@@ -48,8 +48,8 @@ DAMAGE = {
     "rows.csv, a field that does not parse": (damage_history, "rows.csv line 2 is damaged \\(epoch = 'one'\\)"),
     "checkpoint cut short": (lambda d: truncate(d / "jobs" / "baseline-seed0" / "checkpoint.npz") or
                              d / "jobs" / "baseline-seed0" / "checkpoint.npz",
-                             "checkpoint.npz is damaged \\(BadZipFile.*; delete .*baseline-seed0 to train baseline seed 0 "
-                             "again"),
+                             "checkpoint.npz is damaged \\(BadZipFile.*; delete .*baseline-seed0 to train "
+                             "baseline seed 0 again"),
     "initial weights cut short": (lambda d: truncate(d / "weights" / "initial-seed0.weights.h5") or
                                   d / "weights" / "initial-seed0.weights.h5",
                                   "initial-seed0.weights.h5 is damaged .*delete it and resume: it is made again"),

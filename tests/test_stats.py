@@ -132,7 +132,8 @@ def test_failed_jobs_are_listed_and_left_out():
     jobs = {("plain", 0): record("plain", 0, 0.7), ("flip", 0): {**record("flip", 0, 0.0), "status": "failed",
                                                                   "reason": "loss became nan"}}
     summary = stats.summarize(history, ["plain", "flip"], 3, jobs, baseline="plain")
-    assert summary["arms"]["flip"]["seeds"] == [] and summary["arms"]["flip"]["failed"][0]["reason"] == "loss became nan"
+    flip = summary["arms"]["flip"]
+    assert flip["seeds"] == [] and flip["failed"][0]["reason"] == "loss became nan"
     assert "flip" not in summary["vs_baseline"]
 
 
