@@ -165,7 +165,7 @@ def bench_training(epochs=12, experiment_path=None, log=print):
     from augcompare.augment.params import augments
     from augcompare.experiments import config, stats
     from augcompare.experiments.data import load_dataset
-    from augcompare.experiments.training import Trainer, steps_per_epoch, write_initial_weights
+    from augcompare.experiments.training import Trainer, one_hot_batches, steps_per_epoch, write_initial_weights
     experiment = config.load(experiment_path)
     dataset = load_dataset(experiment.data)
     images, labels = dataset.train_images, dataset.train_labels
@@ -196,12 +196,14 @@ def bench_training(epochs=12, experiment_path=None, log=print):
         made.reset(0, weights)
         return made
 
-    runs = {arm: (trainer(arm), get_generator_cyclic(images, labels, batch_size, normalize=None, seed=0))
+    runs = {arm: (trainer(arm), one_hot_batches(get_generator_cyclic(images, labels, batch_size, normalize=None,
+                                                                     seed=0), classes))
             for arm in experiment.arms}
     if baseline is not None and dataset.kind == "pixels" and dataset.image_shape[-1] == 3:
         batches = _keras_layers_batches(np.asarray(images), labels, batch_size, 0)
         # The layers already rescale: the model only has to take pixels, so undo the rescale.
-        runs["Keras 3 layers in tf.data (anchor)"] = (trainer(baseline), ((x * 255.0, y) for x, y in batches))
+        runs["Keras 3 layers in tf.data (anchor)"] = (trainer(baseline), one_hot_batches(
+            ((x * 255.0, y) for x, y in batches), classes))
     log(f"bench training: {experiment.name} network and data ({len(labels)} images {shape[0]} x {shape[1]} x "
         f"{shape[2]}, batch {batch_size}), {os.cpu_count()} cores; median s/epoch of {epochs} epochs per arm, arms "
         "in turn, after one to compile")

@@ -31,6 +31,8 @@ from augcompare.experiments.history import HistoryWriter, read_history
 from augcompare.experiments.training import (
     Trainer,
     checkpoint_epochs,
+    one_hot,
+    one_hot_batches,
     read_checkpoint,
     save_checkpoint,
     steps_per_epoch,
@@ -195,9 +197,14 @@ def _check_visible(job):
                                 "every node mounts at the same path")
 
 
+def _evaluation_batches(images, labels, num_classes, batch_size):
+    """Val or test batches: the images as stored, one-hot labels, in order."""
+    return DataGenerator(range(len(labels)), one_hot(labels, num_classes), source=images,
+                         batch_size=max(batch_size, 128), dim=tuple(images.shape[1:]), shuffle=False, norm=None)
+
+
 def _evaluate(trainer, images, labels, batch_size):
-    data = DataGenerator(range(len(labels)), labels, source=images, batch_size=max(batch_size, 128),
-                         dim=tuple(images.shape[1:]), shuffle=False, norm=None)
+    data = _evaluation_batches(images, labels, trainer.num_classes, batch_size)
     result = trainer.model.evaluate(data, verbose=0, return_dict=True)
     return {"loss": float(result["loss"]), "accuracy": float(result["accuracy"])}
 
@@ -244,11 +251,10 @@ def run_job(job, trainers=None, on_epoch=None, protect=contextlib.nullcontext):
     if done < train.epochs and not should_stop_early(rows, train.monitor, train.early_stopping):
         # The order depends on the seed alone and augmentation happens inside the model from its
         # own stream, so every arm of a seed sees the same batches in the same order.
-        batches = get_generator_cyclic(dataset.train_images, dataset.train_labels, train.batch_size,
-                                       normalize=None, shuffle=True, seed=job.seed, start_pass=done)
-        validation = DataGenerator(range(len(dataset.val_labels)), dataset.val_labels, source=dataset.val_images,
-                                   batch_size=max(train.batch_size, 128), dim=dataset.image_shape, shuffle=False,
-                                   norm=None)
+        batches = one_hot_batches(get_generator_cyclic(
+            dataset.train_images, dataset.train_labels, train.batch_size, normalize=None, shuffle=True, seed=job.seed,
+            start_pass=done), trainer.num_classes)
+        validation = _evaluation_batches(dataset.val_images, dataset.val_labels, trainer.num_classes, train.batch_size)
         callbacks = [recorder]
         if train.tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(job.run_dir) / "tensorboard" / job.name)))

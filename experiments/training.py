@@ -28,7 +28,8 @@ from augcompare.models import small_cnn
 
 class TrainingModel(keras.Model):
     """classifier(normalize(mix(augment(images)))) in training; classifier(normalize(images))
-    otherwise. Labels come as class indices and are made one-hot here."""
+    otherwise. Labels come one-hot (one_hot_batches), so that Keras' own evaluation, its
+    symbolic build under a distribution strategy and the mixing all see the same targets."""
 
     def __init__(self, classifier, augmentation, mixing_settings, num_classes, **kwargs):
         super().__init__(**kwargs)
@@ -40,13 +41,10 @@ class TrainingModel(keras.Model):
     def call(self, images, training=False):
         return self.classifier(self.augmentation(images, training=False), training=training)
 
-    def _targets(self, labels):
-        return tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.num_classes)
-
     def train_step(self, data):
-        images, labels = data
+        images, targets = data
         images = tf.cast(images, tf.float32)
-        targets = mixed_targets = self._targets(labels)
+        targets = mixed_targets = tf.cast(targets, tf.float32)
         layer = self.augmentation
         if layer.augments or self.mixing_settings:
             seed = layer.next_seed()
@@ -68,9 +66,15 @@ class TrainingModel(keras.Model):
         self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
         return self.compute_metrics(inputs, targets, predictions, sample_weight=None)
 
-    def test_step(self, data):
-        images, labels = data
-        return super().test_step((images, self._targets(labels)))
+
+def one_hot(labels, num_classes):
+    """float32 [N, K] rows of class indices labels [N]."""
+    return np.eye(num_classes, dtype=np.float32)[np.asarray(labels)]
+
+
+def one_hot_batches(batches, num_classes):
+    """(images, one-hot labels) of a stream of (images, class indices) batches."""
+    return ((images, one_hot(labels, num_classes)) for images, labels in batches)
 
 
 def build_classifier(experiment, image_shape, num_classes, seed):

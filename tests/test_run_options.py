@@ -63,14 +63,14 @@ def test_early_stopping_ends_jobs_and_the_summary_says_so(early_stopped):
 
 
 def test_test_labels_change_no_decision(early_stopped):
-    """Shuffling the test split's labels changes the test results and nothing val decided."""
+    """Other test labels change the test results and nothing val decided."""
     tmp_path, run_dir = early_stopped
     experiment = config.build(config.read_toml(run_dir / "config.toml"))
     original = load_dataset(experiment.data)
     copy = tmp_path / "shuffled"
     shutil.copytree(original.path, copy)
     labels = np.load(copy / "test_labels.npy")
-    np.save(copy / "test_labels.npy", np.random.default_rng(0).permutation(1 - labels))
+    np.save(copy / "test_labels.npy", np.zeros_like(labels))  # every test image now says "room"
     again = run_small(tmp_path, "train.epochs=8", "train.seeds=[0, 1]", "train.early_stopping=1",
                       "train.learning_rate=0.01", "train.lr_schedule=constant", "data.source=cache",
                       f"data.path={copy}", run_id="shuffled")

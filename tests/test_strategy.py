@@ -7,11 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import SMALL
 
 from augcompare.experiments.history import read_history
-
-SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8", "train.batch_size=16",
-         "model.filters=[8, 16]", "model.dense_units=16", "train.epochs=2", "train.seeds=[0]"]
 
 
 @pytest.mark.parametrize("strategy, replicas", [("mirrored", 2), ("multi_worker", 1)])
