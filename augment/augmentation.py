@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from augcompare.augment import ops
-from augcompare.augment.params import DEFAULTS, GEOMETRIC, PARAMS, check_operations
+from augcompare.augment.params import COLOUR, DEFAULTS, GEOMETRIC, PARAMS, check_operations
 
 
 class Augmentation:
@@ -12,10 +12,11 @@ class Augmentation:
 
     Build it from keywords or a dict (a TOML table): `Augmentation(rotation=20, brightness=0.2,
     horizontal_flip=True)` or `Augmentation.from_dict(table)`. `Augmentation()` is the identity.
-    value_range: the (low, high) the data lives in, (0, 255) for pixels; brightness, contrast and
-    the fill value are clipped to it, so value data (for example in [-1, 1]) keeps its range.
-    The order is fixed: one bilinear warp for all geometric operations (mirror, zoom, rotation,
-    shift, composed into one affine matrix per image), then brightness, contrast and cutout.
+    value_range: the (low, high) the data lives in, (0, 255) for pixels; every operation and the
+    fill value are clipped to it, so value data (for example in [-1, 1]) keeps its range.
+    The order is fixed: one bilinear warp for all geometric operations (crop, mirror, zoom,
+    rotation, shift and translate, composed into one affine matrix per image), then brightness,
+    contrast, one 3 x 3 colour matrix per image (hue, saturation, grayscale) and cutout.
 
     Brightness multiplies, as the legacy Keras ImageDataGenerator did (Keras 3's RandomBrightness
     adds a delta instead): a factor keeps black black and scales the contrast with the light,
@@ -87,9 +88,18 @@ class Augmentation:
         with ops.normalize(normalize) unless it is None."""
         if self.is_identity:
             return images if normalize is None else ops.normalize(images, normalize)
+        self.check_channels(images.shape[-1])
         shape = tf.shape(images)
         draws = self.draw(seed, shape[0], shape[1], shape[2])
         return self._pixels_compiled(images, draws, normalize)
+
+    def check_channels(self, channels):
+        """ValueError where a colour operation is on and the images are not RGB (channels is
+        the static channel count, None where unknown)."""
+        for key in COLOUR:
+            if self._settings.get(key) and channels is not None and channels != 3:
+                raise ValueError(f"augmentation {key} needs RGB images (3 channels), got {channels} channels; "
+                                 f"switch {key} off for this data")
 
     def transforms(self, seed, batch, height, width):
         """The [B, 8] warp of each image (see ops.affine_transforms) for a seed, or None when no
@@ -106,12 +116,20 @@ class Augmentation:
         shift_y = uniform_or(shift_seeds[1], batch, s.get("height_shift", 0.0), zeros) * tf.cast(height, tf.float32)
         mirror_x = ops.coin(seeds["horizontal_flip"], batch) if s.get("horizontal_flip") else ones
         mirror_y = ops.coin(seeds["vertical_flip"], batch) if s.get("vertical_flip") else ones
-        return ops.affine_transforms(height, width, angle, scale, shift_x, shift_y, mirror_x, mirror_y)
+        # Each addition below happens only where its operation is on, so that the warps of the
+        # other operations stay exactly what they were before it existed.
+        if s.get("translate"):
+            translate_x, translate_y = ops.translations(seeds["translate"], batch, s["translate"])
+            shift_x, shift_y = shift_x + translate_x, shift_y + translate_y
+        crop = None
+        if s.get("crop_scale"):
+            crop = ops.crop_boxes(seeds["crop"], batch, height, width, s["crop_scale"], s.get("crop_ratio") or 1.0)
+        return ops.affine_transforms(height, width, angle, scale, shift_x, shift_y, mirror_x, mirror_y, crop)
 
     def draw(self, seed, batch, height, width):
         """Every random number one batch needs, by operation: the warps [B, 8], brightness and
-        contrast factors [B] and cutout centres [B] (rows, columns); only the operations that
-        are on."""
+        contrast factors [B], colour matrices [B, 3, 3] and cutout centres [B] (rows, columns); only
+        the operations that are on."""
         s = self._settings
         seeds = ops.split_seed(seed)
         draws = {}
@@ -122,9 +140,26 @@ class Augmentation:
             draws["brightness"] = ops.uniform(seeds["brightness"], batch, 1 - s["brightness"], 1 + s["brightness"])
         if s.get("contrast"):
             draws["contrast"] = ops.uniform(seeds["contrast"], batch, 1 - s["contrast"], 1 + s["contrast"])
+        if any(s.get(key) for key in COLOUR):
+            draws["colour"] = self.colour_matrices(seeds, batch)
         if s.get("cutout"):
             draws["cutout_rows"], draws["cutout_cols"] = ops.cutout_centres(seeds["cutout"], batch, height, width)
         return draws
+
+    def colour_matrices(self, seeds, batch):
+        """[B, 3, 3]: hue rotation, then saturation, then grayscale (last, so that a grey image
+        stays grey), each the identity where its operation is off."""
+        s = self._settings
+        matrices = tf.eye(3, batch_shape=[batch])
+        if s.get("hue"):
+            matrices = ops.hue_matrices(ops.uniform(seeds["hue"], batch, -s["hue"], s["hue"]))
+        if s.get("saturation"):
+            factors = ops.uniform(seeds["saturation"], batch, 1 - s["saturation"], 1 + s["saturation"])
+            matrices = ops.saturation_matrices(factors) @ matrices
+        if s.get("grayscale"):
+            grey = ops.uniform(seeds["grayscale"], batch, 0.0, 1.0) < s["grayscale"]
+            matrices = ops.grayscale_matrices(grey) @ matrices
+        return matrices
 
     def _pixels(self, images, draws, normalize):
         s = self._settings
@@ -136,11 +171,12 @@ class Augmentation:
             images = ops.scale_pixels(images, draws["brightness"], low, high)
         if "contrast" in draws:
             images = ops.adjust_contrast(images, draws["contrast"], low, high)
+        if "colour" in draws:
+            images = ops.apply_colour_matrices(images, draws["colour"], low, high)
         if "cutout_rows" in draws:
             size = max(1, round(s["cutout"] * min(images.shape[1:3])))
             images = ops.cut_out(images, draws["cutout_rows"], draws["cutout_cols"], size)
         return images if normalize is None else ops.normalize(images, normalize)
-
 
 def uniform_or(seed, batch, half_width, zeros):
     """Uniform in [-half_width, half_width] per image, or zeros when the operation is off."""

@@ -44,9 +44,24 @@ PARAMS = {
     "cutout": Param(float, 0, 1, "fill one square of side c x min(H, W) with the image's mean colour"),
     "fill_mode": Param(str, 0, 0, "how warps fill pixels from outside the image", FILL_MODES),
     "fill_value": Param(float, -math.inf, math.inf, "value for fill_mode = constant (clipped to the data's range)"),
+    "crop_scale": Param(float, 0, 1, "random resized crop: area fraction uniform in [s, 1], a random place, "
+                                     "resized back to the full image (bilinear)"),
+    "crop_ratio": Param(float, 0, 1, "with crop_scale: the crop's aspect ratio (relative to the image's) "
+                                     "log-uniform in [r, 1/r]; a side longer than the image is cut to it"),
+    "translate": Param(int, 0, 64, "shift uniform in {-t, ..., t} whole pixels per axis, exact copies, the "
+                                   "uncovered border per fill_mode (pad-and-crop)"),
+    "hue": Param(float, 0, 0.5, "rotate colours about the grey axis by [-h, h] x 360 degrees (3 channels)"),
+    "saturation": Param(float, 0, 1, "scale each pixel's distance from its grey (luma) by [1-s, 1+s] (3 channels)"),
+    "grayscale": Param(float, 0, 1, "probability of replacing an image by its luma in all 3 channels"),
 }
 DEFAULTS = {"fill_mode": "reflect", "fill_value": 0.0}
-GEOMETRIC = ("rotation", "width_shift", "height_shift", "zoom", "horizontal_flip", "vertical_flip")
+# Keys that only shape another operation: on their own they would change nothing.
+REQUIRES = {"crop_ratio": "crop_scale"}
+# Composed into one affine matrix per image (one warp).
+GEOMETRIC = ("rotation", "width_shift", "height_shift", "zoom", "horizontal_flip", "vertical_flip", "crop_scale",
+             "translate")
+# Composed into one 3 x 3 colour matrix per image; they need RGB (3-channel) images.
+COLOUR = ("hue", "saturation", "grayscale")
 
 # The arm keys besides the built-in operations, applied after them in this order.
 ARM_KEYS = {
@@ -87,13 +102,24 @@ def check_operation(key, value):
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"augmentation {key} must be a number, got {value!r}")
+    if param.kind is int and not float(value).is_integer():
+        raise ValueError(f"augmentation {key} must be a whole number, got {value!r}")
     if not math.isfinite(value) or not param.low <= value <= param.high:
         raise ValueError(f"augmentation {key} = {value} is out of range; valid: {param.describe()}")
-    return float(value)
+    return param.kind(value)
 
 
 def check_operations(table):
-    return {key: check_operation(key, value) for key, value in table.items()}
+    operations_ = {key: check_operation(key, value) for key, value in table.items()}
+    _check_combination(operations_)
+    return operations_
+
+
+def _check_combination(settings):
+    for key, needed in REQUIRES.items():
+        if settings.get(key) and not settings.get(needed):
+            raise ValueError(f"augmentation {key} needs {needed} ({PARAMS[needed].describe()}); set {needed} or "
+                             f"remove {key}")
 
 
 def parse_function(text):
@@ -126,6 +152,7 @@ def check_arm(table):
             arm[key] = float(value)
         else:
             arm[key] = check_operation(key, value)
+    _check_combination(arm)
     if arm.get("mixup") and arm.get("cutmix"):
         raise ValueError("mixup and cutmix are exclusive in one arm; make two arms to compare them")
     return arm
