@@ -16,7 +16,8 @@ from augcompare.augment.params import FILL_MODES, NORMALIZATIONS  # noqa: F401  
 # or off never changes what another one draws. New streams go at the end: the first ones of a
 # longer split are the same seeds, so the operations already here keep their draws.
 _STREAMS = ("rotation", "zoom", "shift", "horizontal_flip", "vertical_flip", "brightness",
-            "contrast", "cutout", "crop", "translate", "hue", "saturation", "grayscale")
+            "contrast", "cutout", "crop", "translate", "hue", "saturation", "grayscale",
+            "trivial_augment")
 
 # ITU-R BT.601 luma weights, the grey of PIL's and torchvision's grayscale conversions.
 LUMA = (0.299, 0.587, 0.114)
@@ -37,20 +38,36 @@ def coin(seed, batch):
     return tf.where(uniform(seed, batch, 0.0, 1.0) < 0.5, -1.0, 1.0)
 
 
-def affine_transforms(height, width, angle, scale, shift_x, shift_y, mirror_x, mirror_y, crop=None):
+def affine_transforms(height, width, angle, scale, shift_x, shift_y, mirror_x, mirror_y, shear_x=None,
+                      shear_y=None, crop=None, extra_angle=None):
     """Projective-transform rows mapping each output pixel to the input pixel it samples.
 
     The content is cropped (crop: the random resized crop of crop_boxes), mirrored
-    (mirror_* = -1), scaled by `scale` (> 1 enlarges it), rotated by `angle` radians about the
+    (mirror_* = -1), sheared (x += shear_x * y, then y += shear_y * x, about the image centre),
+    scaled by `scale` (> 1 enlarges it), rotated by `angle` + `extra_angle` radians about the
     image centre and shifted by (shift_x, shift_y) pixels, in that order. All arguments are [B]
-    float32 tensors (crop None: no crop); the result is [B, 8] as ImageProjectiveTransformV3
-    expects. The inverse map is p_in = c + o + A (p_out - c - t) with A = D M S^-1 R^-1, where D
-    and o are the crop's size (as a fraction of the image) and centre offset.
+    float32 tensors (None: that operation is off); the result is [B, 8] as
+    ImageProjectiveTransformV3 expects. The inverse map is p_in = c + o + A (p_out - c - t) with
+    A = D M H^-1 S^-1 R^-1, where D and o are the crop's size (as a fraction of the image) and
+    centre offset.
+
+    extra_angle is a second rotation kept apart from the first so that where it is 0 the warp
+    stays exact: in a traced graph TensorFlow rewrites x / scale with a constant scale of ones
+    as x * reciprocal(1), and its reciprocal of 1 is 1 - 2^-24 on some CPUs.
     """
     cx = (tf.cast(width, tf.float32) - 1.0) / 2.0
     cy = (tf.cast(height, tf.float32) - 1.0) / 2.0
     cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
     k00, k01, k10, k11 = cos, sin, -sin, cos  # S^-1 R^-1
+    if extra_angle is not None:  # times the second R^-1
+        cos, sin = tf.cos(extra_angle), tf.sin(extra_angle)
+        k00, k01, k10, k11 = k00 * cos - k01 * sin, k00 * sin + k01 * cos, k10 * cos - k11 * sin, k10 * sin + k11 * cos
+    if shear_x is not None or shear_y is not None:
+        sx = tf.zeros_like(angle) if shear_x is None else shear_x
+        sy = tf.zeros_like(angle) if shear_y is None else shear_y
+        # H = Hy Hx, so H^-1 = Hx^-1 Hy^-1 = [[1 + sx sy, -sx], [-sy, 1]].
+        k00, k01, k10, k11 = ((1.0 + sx * sy) * k00 - sx * k10, (1.0 + sx * sy) * k01 - sx * k11,
+                              k10 - sy * k00, k11 - sy * k01)
     a00, a01 = mirror_x * k00, mirror_x * k01
     a10, a11 = mirror_y * k10, mirror_y * k11
     px, py = cx + shift_x, cy + shift_y
@@ -224,6 +241,45 @@ def apply_colour_matrices(images, matrices, low=0.0, high=255.0):
     """
     mixed = tf.reduce_sum(images[:, :, :, None, :] * matrices[:, None, None, :, :], axis=-1)
     return tf.clip_by_value(mixed, low, high)
+
+
+def sharpen(images, factors, low=0.0, high=255.0):
+    """Blends each image with its smoothed copy (3 x 3 kernel, 5 in the centre, 1 around, over
+    13) by factors [B]: 1 is the identity, > 1 sharpens, < 1 blurs; the one-pixel border keeps
+    its values, as PIL's sharpness does. Clipped to [low, high]."""
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    around = tf.add_n([padded[:, i:i + height, j:j + width] for i in range(3) for j in range(3)])
+    smoothed = (around + 4.0 * images) / 13.0
+    rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
+    inside = ((rows > 0) & (rows < height - 1) & (cols > 0) & (cols < width - 1))[None, :, :, None]
+    smoothed = tf.where(inside, smoothed, images)
+    return tf.clip_by_value(smoothed + factors[:, None, None, None] * (images - smoothed), low, high)
+
+
+def solarize(images, thresholds, low=0.0, high=255.0):
+    """Values above each image's threshold [B] inverted within [low, high] (x -> low + high - x);
+    a threshold of high is the identity."""
+    return tf.where(images > thresholds[:, None, None, None], low + high - images, images)
+
+
+def posterize(images, dropped_bits, low=0.0, high=255.0):
+    """Keeps 8 - dropped_bits [B] bits of each value read as an 8-bit level of [low, high], as
+    PIL's posterize does to pixels (values between levels are floored to one first)."""
+    step = tf.pow(2.0, dropped_bits)[:, None, None, None]
+    levels = (images - low) * (255.0 / (high - low))
+    return tf.floor(levels / step) * step * ((high - low) / 255.0) + low
+
+
+def autocontrast(images, low=0.0, high=255.0):
+    """Each channel of each image stretched so that its darkest value is low and its brightest
+    high; a constant channel is kept."""
+    darkest = tf.reduce_min(images, axis=[1, 2], keepdims=True)
+    brightest = tf.reduce_max(images, axis=[1, 2], keepdims=True)
+    spread = brightest - darkest
+    stretched = (images - darkest) * ((high - low) / tf.maximum(spread, 1e-6)) + low
+    return tf.clip_by_value(tf.where(spread > 0, stretched, images), low, high)
 
 
 def normalize(images, mode):

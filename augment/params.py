@@ -30,6 +30,25 @@ class Param:
         return f"{self.low:g} to {self.high:g}"
 
 
+# TrivialAugment's operations (Mueller & Hutter 2021, the "wide" space) in the order the draws
+# number them: name -> (largest strength, unit, signed). Equalize is left out: it needs a
+# 256-bin histogram per image and channel, which the fused per-pixel loop cannot make cheaply.
+TRIVIAL_AUGMENT = {
+    "identity": (0.0, "", False),
+    "rotate": (135.0, "degrees", True),
+    "shear_x": (0.99, "x += s * y about the centre", True),
+    "shear_y": (0.99, "y += s * x about the centre", True),
+    "translate_x": (1.0, "x width, whole pixels (32 px on 32 px CIFAR, as TA wide)", True),
+    "translate_y": (1.0, "x height, whole pixels", True),
+    "brightness": (0.99, "factor 1 +- s", True),
+    "contrast": (0.99, "factor 1 +- s about the per-channel mean", True),
+    "colour": (0.99, "saturation factor 1 +- s (identity without 3 channels)", True),
+    "sharpness": (0.99, "factor 1 +- s from a 3 x 3 smoothed copy", True),
+    "solarize": (1.0, "invert values above high - s x (high - low)", False),
+    "posterize": (6.0, "bits dropped of 8, rounded (8 to 2 bits kept)", False),
+    "autocontrast": (0.0, "stretch each channel to the data's range", False),
+}
+
 # The built-in operations, their units and valid ranges. A value of 0 (or false) switches an
 # operation off.
 PARAMS = {
@@ -53,11 +72,13 @@ PARAMS = {
     "hue": Param(float, 0, 0.5, "rotate colours about the grey axis by [-h, h] x 360 degrees (3 channels)"),
     "saturation": Param(float, 0, 1, "scale each pixel's distance from its grey (luma) by [1-s, 1+s] (3 channels)"),
     "grayscale": Param(float, 0, 1, "probability of replacing an image by its luma in all 3 channels"),
+    "trivial_augment": Param(bool, 0, 1, f"TrivialAugment: per image one of {', '.join(TRIVIAL_AUGMENT)}, "
+                                         "chosen uniformly, strength uniform in [0, max], a random sign where signed"),
 }
 DEFAULTS = {"fill_mode": "reflect", "fill_value": 0.0}
 # Keys that only shape another operation: on their own they would change nothing.
 REQUIRES = {"crop_ratio": "crop_scale"}
-# Composed into one affine matrix per image (one warp).
+# Composed into one affine matrix per image (one warp); trivial_augment adds to it as well.
 GEOMETRIC = ("rotation", "width_shift", "height_shift", "zoom", "horizontal_flip", "vertical_flip", "crop_scale",
              "translate")
 # Composed into one 3 x 3 colour matrix per image; they need RGB (3-channel) images.
@@ -82,6 +103,7 @@ PRESETS = {
     "photometric": {"brightness": 0.2, "contrast": 0.2},
     "strong": {"rotation": 30.0, "width_shift": 0.15, "height_shift": 0.15, "zoom": 0.2,
                "horizontal_flip": True, "brightness": 0.3, "contrast": 0.3, "cutout": 0.25},
+    "trivialaugment": {"trivial_augment": True},
 }
 
 _FUNCTION = re.compile(r"^(?P<module>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_]*)$")

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from augcompare.augment import Augmentation, normalize
 from augcompare.augment import ops
-from augcompare.augment.params import DEFAULTS, GEOMETRIC, PARAMS, PRESETS, REQUIRES
+from augcompare.augment.params import DEFAULTS, GEOMETRIC, PARAMS, PRESETS, REQUIRES, TRIVIAL_AUGMENT
 
 STANDARD = dict(rotation=20, brightness=0.2, horizontal_flip=True)
 
@@ -176,7 +176,7 @@ def test_enabling_one_operation_does_not_change_another_ones_draws(params):
     both = Augmentation(**{**STANDARD, **params}).draw(seed, 64, 32, 32)
     if "brightness" not in params:
         assert np.array_equal(alone["brightness"].numpy(), both["brightness"].numpy())
-    if not any(key in GEOMETRIC for key in params):  # else composed into the warp
+    if not any(key in GEOMETRIC or key == "trivial_augment" for key in params):  # else composed into the warp
         assert np.array_equal(alone["transforms"].numpy(), both["transforms"].numpy())
 
 
@@ -186,7 +186,7 @@ def test_the_standard_sets_draws_are_those_of_the_streams_it_always_had(images):
     x = images[0].astype(np.float32)
     batch, height, width = x.shape[:3]
     seed = tf.constant([0, 11], tf.int64)
-    # The code path before crop, translate, hue, saturation and grayscale.
+    # The code path before crop, translate, hue, saturation, grayscale and trivial_augment.
     rotation, _, _, flip, _, brightness, _, _ = tf.unstack(tf.random.experimental.stateless_split(seed, num=8))
     ones, zeros = tf.ones([batch]), tf.zeros([batch])
     angle = ops.degrees_to_radians(ops.uniform(rotation, batch, -20.0, 20.0))
@@ -293,3 +293,100 @@ def test_hue_rotates_about_grey_and_saturation_keeps_luma():
 def test_a_colour_operation_on_images_without_three_channels_is_an_error(key):
     with pytest.raises(ValueError, match=f"augmentation {key} needs RGB images \\(3 channels\\), got 1 channels"):
         Augmentation(**{key: 0.2})(np.zeros((2, 8, 8, 1), np.uint8), seed=0)
+
+
+def trivial_expected(name, images, strength, low=0.0, high=255.0):
+    """What TrivialAugment's photometric operation `name` at signed strength s does, written
+    from its definition rather than from augmentation.py."""
+    s = np.float32(strength)
+    if name == "brightness":
+        return np.clip(images * (1 + s), low, high)
+    if name == "contrast":
+        mean = images.mean(axis=(0, 1))
+        return np.clip((images - mean) * (1 + s) + mean, low, high)
+    if name == "colour":
+        grey = images @ np.array(ops.LUMA, np.float32)
+        return np.clip(grey[..., None] + (1 + s) * (images - grey[..., None]), low, high)
+    if name == "solarize":
+        return np.where(images > high - s * (high - low), low + high - images, images)
+    if name == "posterize":  # on the 256 levels of the range
+        step = 2.0 ** np.round(s)
+        return np.floor((images - low) * (255 / (high - low)) / step) * step * ((high - low) / 255) + low
+    if name == "autocontrast":
+        darkest, brightest = images.min(axis=(0, 1)), images.max(axis=(0, 1))
+        return (images - darkest) * (high - low) / (brightest - darkest) + low
+    if name == "sharpness":
+        padded = np.pad(images, [(1, 1), (1, 1), (0, 0)])
+        smoothed = sum(padded[i:i + images.shape[0], j:j + images.shape[1]] for i in range(3) for j in range(3))
+        smoothed = (smoothed + 4 * images) / 13
+        out = images.copy()
+        out[1:-1, 1:-1] = np.clip(smoothed + (1 + s) * (images - smoothed), low, high)[1:-1, 1:-1]
+        return out
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("value_range", [PIXELS, VALUES], ids=["pixels", "values"])
+def test_trivial_augment_applies_exactly_the_one_operation_it_drew_per_image(value_range):
+    low, high = value_range
+    x = np.random.default_rng(5).integers(0, 256, (256, 10, 12, 3)).astype(np.float32)
+    x = x * np.float32((high - low) / 255) + np.float32(low)
+    augmentation = Augmentation(trivial_augment=True, value_range=value_range)
+    seed = tf.constant([0, 8], tf.int64)
+    out = augmentation(x, seed=seed).numpy()
+    choice, strength = Augmentation.trivial_draws(ops.split_seed(seed)["trivial_augment"], 256)
+    choice = choice.numpy()
+    names = list(TRIVIAL_AUGMENT)
+    assert set(choice) == set(range(len(names)))  # every operation drawn in 256 images
+    t = augmentation.transforms(seed, 256, 10, 12).numpy()
+    identity = np.array([1, 0, 0, 0, 1, 0, 0, 0], np.float32)
+    centre = np.array([5.5, 4.5])  # (x, y) of a 12 x 10 image
+    warped = ops.warp(tf.constant(x), tf.constant(t)).numpy()
+    for i, name in enumerate(names[k] for k in choice):
+        strengths = {key: float(strength(key)[i]) for key in TRIVIAL_AUGMENT}
+        linear, offset = t[i, [0, 1, 3, 4]].reshape(2, 2), t[i, [2, 5]]
+        if name == "identity":
+            assert np.array_equal(out[i], x[i]) and np.array_equal(t[i], identity)
+        elif name in ("translate_x", "translate_y"):
+            # The warp is a whole-pixel shift along one axis only, so the copy is exact.
+            axis = 0 if name == "translate_x" else 1
+            assert np.array_equal(linear, np.eye(2)) and offset[1 - axis] == 0
+            assert offset[axis] == np.round(offset[axis]) == -np.round(strengths[name] * (12, 10)[axis])
+            assert np.array_equal(out[i], warped[i])
+        elif name in ("rotate", "shear_x", "shear_y"):
+            # The inverse of a rotation by the drawn angle, or of x += s * y (y += s * x), about the centre.
+            s_ = strengths[name]
+            radians = math.radians(s_)
+            expected = {"rotate": [[math.cos(radians), math.sin(radians)], [-math.sin(radians), math.cos(radians)]],
+                        "shear_x": [[1, -s_], [0, 1]], "shear_y": [[1, 0], [-s_, 1]]}[name]
+            np.testing.assert_allclose(linear, expected, atol=1e-5, err_msg=name)
+            np.testing.assert_allclose(linear @ centre + offset, centre, atol=1e-4)
+            np.testing.assert_allclose(out[i], warped[i], atol=0.02)
+        else:
+            assert np.array_equal(t[i], identity)
+            expected = trivial_expected(name, x[i], strengths[name], low, high)
+            np.testing.assert_allclose(out[i], expected, atol=2e-4 * (high - low), err_msg=name)
+
+
+def test_trivial_augment_choices_are_seeded_and_uniform():
+    count = len(TRIVIAL_AUGMENT)
+    x = np.random.default_rng(6).integers(0, 256, (8, 10, 10, 3)).astype(np.float32)
+    augmentation = Augmentation(trivial_augment=True)
+    assert np.array_equal(augmentation(x, seed=1).numpy(), augmentation(x, seed=1).numpy())
+    assert not np.array_equal(augmentation(x, seed=1).numpy(), augmentation(x, seed=2).numpy())
+    choice, strength = Augmentation.trivial_draws(tf.constant([0, 1], tf.int64), 13000)
+    counts = np.bincount(choice.numpy(), minlength=count)
+    assert len(counts) == count and counts.min() > 850 and counts.max() < 1150  # 1000 each expected
+    rotate = strength("rotate").numpy()
+    assert rotate.min() >= -135 and rotate.max() <= 135 and rotate.min() < -130 and rotate.max() > 130
+    assert strength("solarize").numpy().min() >= 0  # unsigned
+
+
+def test_trivial_augment_takes_grey_images_its_colour_operation_leaves_alone():
+    x = np.random.default_rng(7).integers(0, 256, (64, 8, 8, 1)).astype(np.float32)
+    augmentation = Augmentation(trivial_augment=True)
+    seed = tf.constant([0, 4], tf.int64)
+    out = augmentation(x, seed=seed).numpy()
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 255
+    choice, _ = Augmentation.trivial_draws(ops.split_seed(seed)["trivial_augment"], 64)
+    colour = choice.numpy() == list(TRIVIAL_AUGMENT).index("colour")
+    assert colour.any() and np.array_equal(out[colour], x[colour])
