@@ -235,12 +235,11 @@ def apply_colour_matrices(images, matrices, low=0.0, high=255.0):
     """Each RGB pixel of image b multiplied by matrices[b] [3, 3], clipped to [low, high].
 
     Every matrix here has rows that sum to 1, so it maps grey to the same grey: the result does
-    not depend on where the data's range starts (pixels or values in [-1, 1] alike). Written as
-    a broadcast product and a sum over 3 rather than a matmul, so that XLA fuses it into the
-    per-pixel loop.
+    not depend on where the data's range starts (pixels or values in [-1, 1] alike). A batched
+    dot (einsum): under XLA on a 2-core CPU it measured about twice as fast as a broadcast
+    product summed over the 3 channels, which XLA fuses but computes slowly.
     """
-    mixed = tf.reduce_sum(images[:, :, :, None, :] * matrices[:, None, None, :, :], axis=-1)
-    return tf.clip_by_value(mixed, low, high)
+    return tf.clip_by_value(tf.einsum("bhwj,bij->bhwi", images, matrices), low, high)
 
 
 def sharpen(images, factors, low=0.0, high=255.0):
