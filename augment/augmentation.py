@@ -4,7 +4,10 @@ import numpy as np
 
 from augcompare.augment import ops
 from augcompare.augment.backend import tf
-from augcompare.augment.params import DEFAULTS, GEOMETRIC, PARAMS, check_operations
+from augcompare.augment.params import COLOUR, DEFAULTS, GEOMETRIC, PARAMS, TRIVIAL_AUGMENT, check_operations
+
+# TrivialAugment's operation numbers, as its draws pick them.
+_TRIVIAL = {name: index for index, name in enumerate(TRIVIAL_AUGMENT)}
 
 
 class Augmentation:
@@ -12,10 +15,12 @@ class Augmentation:
 
     Build it from keywords or a dict (a TOML table): `Augmentation(rotation=20, brightness=0.2,
     horizontal_flip=True)` or `Augmentation.from_dict(table)`. `Augmentation()` is the identity.
-    value_range: the (low, high) the data lives in, (0, 255) for pixels; brightness, contrast and
-    the fill value are clipped to it, so value data (for example in [-1, 1]) keeps its range.
-    The order is fixed: one bilinear warp for all geometric operations (mirror, zoom, rotation,
-    shift, composed into one affine matrix per image), then brightness, contrast and cutout.
+    value_range: the (low, high) the data lives in, (0, 255) for pixels; every operation and the
+    fill value are clipped to it, so value data (for example in [-1, 1]) keeps its range.
+    The order is fixed: one bilinear warp for all geometric operations (crop, mirror, zoom,
+    rotation, shift, translate and TrivialAugment's geometric choices, composed into one affine
+    matrix per image), then brightness, contrast, one 3 x 3 colour matrix per image (hue,
+    saturation, grayscale), TrivialAugment's photometric choice and cutout.
 
     Brightness multiplies, as the legacy Keras ImageDataGenerator did (Keras 3's RandomBrightness
     adds a delta instead): a factor keeps black black and scales the contrast with the light,
@@ -87,15 +92,25 @@ class Augmentation:
         with ops.normalize(normalize) unless it is None."""
         if self.is_identity:
             return images if normalize is None else ops.normalize(images, normalize)
+        self.check_channels(images.shape[-1])
         shape = tf.shape(images)
         draws = self.draw(seed, shape[0], shape[1], shape[2])
         return self._pixels_compiled(images, draws, normalize)
+
+    def check_channels(self, channels):
+        """ValueError where a colour operation is on and the images are not RGB (channels is
+        the static channel count, None where unknown)."""
+        for key in COLOUR:
+            if self._settings.get(key) and channels is not None and channels != 3:
+                raise ValueError(f"augmentation {key} needs RGB images (3 channels), got {channels} channels; "
+                                 f"switch {key} off for this data")
 
     def transforms(self, seed, batch, height, width):
         """The [B, 8] warp of each image (see ops.affine_transforms) for a seed, or None when no
         geometric operation is on."""
         s = self._settings
-        if not any(s.get(key) for key in GEOMETRIC):
+        trivial = s.get("trivial_augment")
+        if not any(s.get(key) for key in GEOMETRIC) and not trivial:
             return None
         seeds = ops.split_seed(seed)
         ones, zeros = tf.ones([batch]), tf.zeros([batch])
@@ -106,12 +121,48 @@ class Augmentation:
         shift_y = uniform_or(shift_seeds[1], batch, s.get("height_shift", 0.0), zeros) * tf.cast(height, tf.float32)
         mirror_x = ops.coin(seeds["horizontal_flip"], batch) if s.get("horizontal_flip") else ones
         mirror_y = ops.coin(seeds["vertical_flip"], batch) if s.get("vertical_flip") else ones
-        return ops.affine_transforms(height, width, angle, scale, shift_x, shift_y, mirror_x, mirror_y)
+        # Each addition below happens only where its operation is on, so that the warps of the
+        # other operations stay exactly what they were before it existed.
+        if s.get("translate"):
+            translate_x, translate_y = ops.translations(seeds["translate"], batch, s["translate"])
+            shift_x, shift_y = shift_x + translate_x, shift_y + translate_y
+        crop = None
+        if s.get("crop_scale"):
+            crop = ops.crop_boxes(seeds["crop"], batch, height, width, s["crop_scale"], s.get("crop_ratio") or 1.0)
+        shear_x = shear_y = trivial_angle = None
+        if trivial:
+            choice, strength = self.trivial_draws(seeds["trivial_augment"], batch)
+
+            def chosen(name, value):
+                return tf.where(tf.equal(choice, _TRIVIAL[name]), value, zeros)
+            trivial_angle = ops.degrees_to_radians(chosen("rotate", strength("rotate")))
+            shear_x, shear_y = chosen("shear_x", strength("shear_x")), chosen("shear_y", strength("shear_y"))
+            # Whole pixels, as TrivialAugment translates: exact copies where nothing else warps.
+            size_x, size_y = tf.cast(width, tf.float32), tf.cast(height, tf.float32)
+            shift_x = shift_x + chosen("translate_x", tf.round(strength("translate_x") * size_x))
+            shift_y = shift_y + chosen("translate_y", tf.round(strength("translate_y") * size_y))
+        return ops.affine_transforms(height, width, angle, scale, shift_x, shift_y, mirror_x, mirror_y,
+                                     shear_x, shear_y, crop, trivial_angle)
+
+    @staticmethod
+    def trivial_draws(seed, batch):
+        """TrivialAugment's draws: the operation number [B] (int32, index into TRIVIAL_AUGMENT)
+        and strength(name) -> [B], that operation's signed strength for every image (uniform in
+        [0, max] x a random sign where the operation is signed)."""
+        choice_seed, strength_seed, sign_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=3))
+        choice = tf.random.stateless_uniform([batch], seed=choice_seed, maxval=len(TRIVIAL_AUGMENT), dtype=tf.int32)
+        unit = ops.uniform(strength_seed, batch, 0.0, 1.0)
+        sign = ops.coin(sign_seed, batch)
+
+        def strength(name):
+            largest, _, signed = TRIVIAL_AUGMENT[name]
+            return largest * unit * sign if signed else largest * unit
+        return choice, strength
 
     def draw(self, seed, batch, height, width):
         """Every random number one batch needs, by operation: the warps [B, 8], brightness and
-        contrast factors [B] and cutout centres [B] (rows, columns); only the operations that
-        are on."""
+        contrast factors [B], colour matrices [B, 3, 3], cutout centres [B] (rows, columns) and
+        TrivialAugment's photometric choice and strengths [B]; only the operations that are on."""
         s = self._settings
         seeds = ops.split_seed(seed)
         draws = {}
@@ -122,9 +173,31 @@ class Augmentation:
             draws["brightness"] = ops.uniform(seeds["brightness"], batch, 1 - s["brightness"], 1 + s["brightness"])
         if s.get("contrast"):
             draws["contrast"] = ops.uniform(seeds["contrast"], batch, 1 - s["contrast"], 1 + s["contrast"])
+        if any(s.get(key) for key in COLOUR):
+            draws["colour"] = self.colour_matrices(seeds, batch)
         if s.get("cutout"):
             draws["cutout_rows"], draws["cutout_cols"] = ops.cutout_centres(seeds["cutout"], batch, height, width)
+        if s.get("trivial_augment"):
+            choice, strength = self.trivial_draws(seeds["trivial_augment"], batch)
+            draws["trivial_choice"] = choice
+            for name in ("brightness", "contrast", "colour", "sharpness", "solarize", "posterize"):
+                draws[f"trivial_{name}"] = strength(name)
         return draws
+
+    def colour_matrices(self, seeds, batch):
+        """[B, 3, 3]: hue rotation, then saturation, then grayscale (last, so that a grey image
+        stays grey), each the identity where its operation is off."""
+        s = self._settings
+        matrices = tf.eye(3, batch_shape=[batch])
+        if s.get("hue"):
+            matrices = ops.hue_matrices(ops.uniform(seeds["hue"], batch, -s["hue"], s["hue"]))
+        if s.get("saturation"):
+            factors = ops.uniform(seeds["saturation"], batch, 1 - s["saturation"], 1 + s["saturation"])
+            matrices = ops.saturation_matrices(factors) @ matrices
+        if s.get("grayscale"):
+            grey = ops.uniform(seeds["grayscale"], batch, 0.0, 1.0) < s["grayscale"]
+            matrices = ops.grayscale_matrices(grey) @ matrices
+        return matrices
 
     def _pixels(self, images, draws, normalize):
         s = self._settings
@@ -136,10 +209,36 @@ class Augmentation:
             images = ops.scale_pixels(images, draws["brightness"], low, high)
         if "contrast" in draws:
             images = ops.adjust_contrast(images, draws["contrast"], low, high)
+        if "colour" in draws:
+            images = ops.apply_colour_matrices(images, draws["colour"], low, high)
+        if "trivial_choice" in draws:
+            images = self._trivial_photometric(images, draws, low, high)
         if "cutout_rows" in draws:
             size = max(1, round(s["cutout"] * min(images.shape[1:3])))
             images = ops.cut_out(images, draws["cutout_rows"], draws["cutout_cols"], size)
         return images if normalize is None else ops.normalize(images, normalize)
+
+    @staticmethod
+    def _trivial_photometric(images, draws, low, high):
+        """Every photometric operation of TrivialAugment computed for the whole batch, each image
+        keeping the one it chose (inside the fused loop each is a few operations per pixel, cheaper
+        than splitting the batch); images that chose a geometric operation or the identity pass."""
+        candidates = {
+            "brightness": lambda: ops.scale_pixels(images, 1.0 + draws["trivial_brightness"], low, high),
+            "contrast": lambda: ops.adjust_contrast(images, 1.0 + draws["trivial_contrast"], low, high),
+            "sharpness": lambda: ops.sharpen(images, 1.0 + draws["trivial_sharpness"], low, high),
+            "solarize": lambda: ops.solarize(images, high - draws["trivial_solarize"] * (high - low), low, high),
+            "posterize": lambda: ops.posterize(images, tf.round(draws["trivial_posterize"]), low, high),
+            "autocontrast": lambda: ops.autocontrast(images, low, high),
+        }
+        # Colour has no meaning for a grey (or other non-RGB) image: there it is the identity.
+        if images.shape[-1] == 3:
+            candidates["colour"] = lambda: ops.apply_colour_matrices(
+                images, ops.saturation_matrices(1.0 + draws["trivial_colour"]), low, high)
+        out = images
+        for name, make in candidates.items():
+            out = tf.where(tf.equal(draws["trivial_choice"], _TRIVIAL[name])[:, None, None, None], make(), out)
+        return out
 
 
 def uniform_or(seed, batch, half_width, zeros):

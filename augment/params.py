@@ -30,6 +30,25 @@ class Param:
         return f"{self.low:g} to {self.high:g}"
 
 
+# TrivialAugment's operations (Mueller & Hutter 2021, the "wide" space) in the order the draws
+# number them: name -> (largest strength, unit, signed). Equalize is left out: it needs a
+# 256-bin histogram per image and channel, which the fused per-pixel loop cannot make cheaply.
+TRIVIAL_AUGMENT = {
+    "identity": (0.0, "", False),
+    "rotate": (135.0, "degrees", True),
+    "shear_x": (0.99, "x += s * y about the centre", True),
+    "shear_y": (0.99, "y += s * x about the centre", True),
+    "translate_x": (1.0, "x width, whole pixels (32 px on 32 px CIFAR, as TA wide)", True),
+    "translate_y": (1.0, "x height, whole pixels", True),
+    "brightness": (0.99, "factor 1 +- s", True),
+    "contrast": (0.99, "factor 1 +- s about the per-channel mean", True),
+    "colour": (0.99, "saturation factor 1 +- s (identity without 3 channels)", True),
+    "sharpness": (0.99, "factor 1 +- s from a 3 x 3 smoothed copy", True),
+    "solarize": (1.0, "invert values above high - s x (high - low)", False),
+    "posterize": (6.0, "bits dropped of 8, rounded (8 to 2 bits kept)", False),
+    "autocontrast": (0.0, "stretch each channel to the data's range", False),
+}
+
 # The built-in operations, their units and valid ranges. A value of 0 (or false) switches an
 # operation off.
 PARAMS = {
@@ -44,9 +63,26 @@ PARAMS = {
     "cutout": Param(float, 0, 1, "fill one square of side c x min(H, W) with the image's mean colour"),
     "fill_mode": Param(str, 0, 0, "how warps fill pixels from outside the image", FILL_MODES),
     "fill_value": Param(float, -math.inf, math.inf, "value for fill_mode = constant (clipped to the data's range)"),
+    "crop_scale": Param(float, 0, 1, "random resized crop: area fraction uniform in [s, 1], a random place, "
+                                     "resized back to the full image (bilinear)"),
+    "crop_ratio": Param(float, 0, 1, "with crop_scale: the crop's aspect ratio (relative to the image's) "
+                                     "log-uniform in [r, 1/r]; a side longer than the image is cut to it"),
+    "translate": Param(int, 0, 64, "shift uniform in {-t, ..., t} whole pixels per axis, exact copies, the "
+                                   "uncovered border per fill_mode (pad-and-crop)"),
+    "hue": Param(float, 0, 0.5, "rotate colours about the grey axis by [-h, h] x 360 degrees (3 channels)"),
+    "saturation": Param(float, 0, 1, "scale each pixel's distance from its grey (luma) by [1-s, 1+s] (3 channels)"),
+    "grayscale": Param(float, 0, 1, "probability of replacing an image by its luma in all 3 channels"),
+    "trivial_augment": Param(bool, 0, 1, f"TrivialAugment: per image one of {', '.join(TRIVIAL_AUGMENT)}, "
+                                         "chosen uniformly, strength uniform in [0, max], a random sign where signed"),
 }
 DEFAULTS = {"fill_mode": "reflect", "fill_value": 0.0}
-GEOMETRIC = ("rotation", "width_shift", "height_shift", "zoom", "horizontal_flip", "vertical_flip")
+# Keys that only shape another operation: on their own they would change nothing.
+REQUIRES = {"crop_ratio": "crop_scale"}
+# Composed into one affine matrix per image (one warp); trivial_augment adds to it as well.
+GEOMETRIC = ("rotation", "width_shift", "height_shift", "zoom", "horizontal_flip", "vertical_flip", "crop_scale",
+             "translate")
+# Composed into one 3 x 3 colour matrix per image; they need RGB (3-channel) images.
+COLOUR = ("hue", "saturation", "grayscale")
 
 # The arm keys besides the built-in operations, applied after them in this order.
 ARM_KEYS = {
@@ -67,6 +103,7 @@ PRESETS = {
     "photometric": {"brightness": 0.2, "contrast": 0.2},
     "strong": {"rotation": 30.0, "width_shift": 0.15, "height_shift": 0.15, "zoom": 0.2,
                "horizontal_flip": True, "brightness": 0.3, "contrast": 0.3, "cutout": 0.25},
+    "trivialaugment": {"trivial_augment": True},
     # Common policies. Keras' RandAugment chooses its operations once per batch (each image gets
     # its own strengths); num_ops = 2 and a middle strength, as its paper's small-data settings.
     "randaugment": {"keras": [{"layer": "RandAugment", "num_ops": 2, "factor": 0.5}]},
@@ -94,13 +131,24 @@ def check_operation(key, value):
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"augmentation {key} must be a number, got {value!r}")
+    if param.kind is int and not float(value).is_integer():
+        raise ValueError(f"augmentation {key} must be a whole number, got {value!r}")
     if not math.isfinite(value) or not param.low <= value <= param.high:
         raise ValueError(f"augmentation {key} = {value} is out of range; valid: {param.describe()}")
-    return float(value)
+    return param.kind(value)
 
 
 def check_operations(table):
-    return {key: check_operation(key, value) for key, value in table.items()}
+    operations_ = {key: check_operation(key, value) for key, value in table.items()}
+    _check_combination(operations_)
+    return operations_
+
+
+def _check_combination(settings):
+    for key, needed in REQUIRES.items():
+        if settings.get(key) and not settings.get(needed):
+            raise ValueError(f"augmentation {key} needs {needed} ({PARAMS[needed].describe()}); set {needed} or "
+                             f"remove {key}")
 
 
 def parse_function(text):
@@ -133,6 +181,7 @@ def check_arm(table):
             arm[key] = float(value)
         else:
             arm[key] = check_operation(key, value)
+    _check_combination(arm)
     if arm.get("mixup") and arm.get("cutmix"):
         raise ValueError("mixup and cutmix are exclusive in one arm; make two arms to compare them")
     return arm

@@ -1,16 +1,20 @@
-"""Property tests: for arbitrary batch shapes, pixel values and augmentation settings every
-operation keeps shape and dtype and gives finite values in range; every generator covers each
-sample exactly once per pass, for any number of samples and batch size."""
+"""Property tests: for arbitrary batch shapes, values, value ranges and augmentation settings
+every operation keeps shape and dtype and gives finite values within the value range (or, for a
+colour operation on images that are not RGB, refuses them); every generator covers each sample
+exactly once per pass, for any number of samples and batch size."""
 
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from augcompare.augment import PARAMS, Augmentation, DataGenerator, get_generator, get_generator_cyclic, normalize
+from augcompare.augment.params import COLOUR, DEFAULTS, REQUIRES
 
-OPERATIONS = [key for key, param in PARAMS.items() if param.kind is not str and key != "fill_value"]
+OPERATIONS = [key for key in PARAMS if key not in DEFAULTS]
+VALUE_RANGES = [(0.0, 255.0), (-1.0, 1.0), (0.0, 1.0)]
 
 
 @st.composite
@@ -24,24 +28,44 @@ def batches(draw):
     return np.full(shape, extreme, np.float32) if extreme is not None else rng.uniform(0, 255, shape).astype(np.float32)
 
 
+def setting(draw, key):
+    param = PARAMS[key]
+    if param.kind is bool:
+        return True
+    if param.kind is int:
+        return draw(st.integers(int(param.low), int(param.high)))
+    return draw(st.floats(param.low, param.high))
+
+
 @st.composite
 def augmentations(draw):
     settings_ = {}
     for key in draw(st.lists(st.sampled_from(OPERATIONS), min_size=1, max_size=4, unique=True)):
-        param = PARAMS[key]
-        settings_[key] = True if param.kind is bool else draw(st.floats(param.low, param.high))
+        settings_[key] = setting(draw, key)
+        if key in REQUIRES and not settings_.get(REQUIRES[key]):
+            settings_[REQUIRES[key]] = setting(draw, REQUIRES[key]) or PARAMS[REQUIRES[key]].high
     settings_["fill_mode"] = draw(st.sampled_from(PARAMS["fill_mode"].choices))
-    settings_["fill_value"] = draw(st.floats(0, 255))
-    return Augmentation(**settings_)
+    low, high = draw(st.sampled_from(VALUE_RANGES))
+    settings_["fill_value"] = draw(st.floats(low, high))
+    return Augmentation(value_range=(low, high), **settings_)
 
 
 @settings(max_examples=30, deadline=None)
 @given(batches(), augmentations(), st.integers(0, 2**31 - 1))
 def test_every_operation_keeps_shape_and_dtype_and_stays_in_range(images, augmentation, seed):
-    out = augmentation(images, seed=seed).numpy()
+    low, high = augmentation.value_range
+    values = images.astype(np.float32) * np.float32((high - low) / 255.0) + np.float32(low)
+    values = np.clip(values, low, high)  # float rounding of the rescale must not leave the range
+    colour = [key for key in COLOUR if augmentation.params.get(key)]
+    if colour and images.shape[-1] != 3:
+        with pytest.raises(ValueError, match=f"{colour[0]} needs RGB images"):
+            augmentation(values, seed=seed)
+        return
+    out = augmentation(values, seed=seed).numpy()
     assert out.shape == images.shape and out.dtype == np.float32
     assert np.isfinite(out).all()
-    assert out.min() >= -1e-3 and out.max() <= 255 + 1e-3
+    tolerance = 1e-4 * (high - low)  # bilinear sums may round past the edge, as Augmentation.check_range allows
+    assert out.min() >= low - tolerance and out.max() <= high + tolerance
 
 
 @settings(max_examples=30, deadline=None)
