@@ -38,8 +38,8 @@ class _NoRetracingWarnings(logging.Filter):
 
 if "tensorflow" not in sys.modules:
     with stderr_silenced():
-        import tensorflow
         import keras
+        import tensorflow
         tensorflow.config.list_physical_devices()  # device discovery writes its own lines
 import keras  # noqa: E402,F811
 import tensorflow as tf  # noqa: E402

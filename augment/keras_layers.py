@@ -10,11 +10,11 @@ layers' seed-generator states are model variables, saved in every checkpoint.
 import inspect
 
 import numpy as np
-
-from augcompare.augment.backend import keras
 from keras.src.layers.preprocessing.image_preprocessing.base_image_preprocessing_layer import (  # noqa: I001
     BaseImagePreprocessingLayer,  # the class every Keras image augmentation layer derives from
 )
+
+from augcompare.augment.backend import keras
 
 # Image preprocessing layers that cannot be an arm's augmentation, and what to use instead.
 EXCLUDED = {

@@ -18,3 +18,15 @@ def test_pipeline_bench_reports_every_pipeline_and_the_ratio():
 def test_memory_bench_measures_both_sizes():
     result = bench.bench_memory(small=200, large=400, size=8, batch_size=32, log=lambda line: None)
     assert set(result["peak_rss_anon_kib"]) == {200, 400} and result["ratio"] > 0
+
+
+def test_training_bench_times_every_arm_of_an_experiment(tmp_path):
+    experiment = tmp_path / "two.toml"
+    experiment.write_text('name = "two"\n[data]\nimage_size = 16\ntrain_per_class = 16\nval_per_class = 4\n'
+                          f'test_per_class = 4\ncache_dir = "{tmp_path / "cache"}"\n'
+                          '[model]\nfilters = [4]\ndense_units = 8\n'
+                          '[arms.baseline]\n[arms.flip]\nhorizontal_flip = true\n[arms.mixup]\nmixup = 0.2\n')
+    result = bench.bench_training(epochs=1, experiment_path=experiment, log=lambda line: None)
+    assert result["baseline"] == "baseline"
+    assert set(result["seconds_per_epoch"]) == {"baseline", "flip", "mixup", "Keras 3 layers in tf.data (anchor)"}
+    assert all(value > 0 for value in result["seconds_per_epoch"].values())
