@@ -18,3 +18,10 @@ def test_pipeline_bench_reports_every_pipeline_and_the_ratio():
 def test_memory_bench_measures_both_sizes():
     result = bench.bench_memory(small=200, large=400, size=8, batch_size=32, log=lambda line: None)
     assert set(result["peak_rss_anon_kib"]) == {200, 400} and result["ratio"] > 0
+
+
+def test_prepare_bench_measures_speed_and_the_memory_of_two_sizes():
+    result = bench.bench_prepare(count=40, size=16, memory_counts=(20, 40), log=lambda line: None)
+    assert result["ratio"] > 0 and result["single_process_images_per_s"] > 0
+    assert set(result["peak_rss_anon_kib"]) == {20, 40} and all(v > 0 for v in result["peak_rss_anon_kib"].values())
+    assert result["memory_ratio"] > 0
