@@ -545,7 +545,8 @@ def write_npy_samples(root, arrays):
 
 VALUE_SAMPLES = {  # name: (draw one sample from rng, what the cache holds of it)
     "float32 -1/+1 lattice": (lambda rng: rng.choice(np.array([-1, 1], np.float32), (32, 32, 1)), None),
-    "float32 continuous, 3 channels": (lambda rng: (rng.normal(0, 300, (32, 32, 3))).astype(np.float32), None),
+    "float32 continuous, 1 channel": (lambda rng: rng.normal(0, 1e-3, (32, 32, 1)).astype(np.float32), None),
+    "float32 continuous, 3 channels": (lambda rng: rng.normal(0, 300, (32, 32, 3)).astype(np.float32), None),
     "float64, converted": (lambda rng: rng.normal(0, 1, (32, 32)), "float64"),
     "int16, converted": (lambda rng: rng.integers(-2000, 2000, (32, 32, 2)).astype(np.int16), "int16"),
 }
