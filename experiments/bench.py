@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -100,6 +101,12 @@ def _peak_memory(command):
     return peak_anon, peak_rss
 
 
+def _cpu_seconds():
+    """CPU seconds of this process and of its children that ended (the preparation's workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def bench_prepare(count=3000, size=64, memory_counts=(3000, 30_000), log=print):
     """Speed: augcompare prepare on all cores against the single-process Pillow loop over the same
     WebP images, both through images.decode. Memory: the peak of the augcompare prepare command
@@ -111,7 +118,7 @@ def bench_prepare(count=3000, size=64, memory_counts=(3000, 30_000), log=print):
         log(f"bench prepare: {count} WebP images (256 px shorter side) -> {size} x {size}, "
             f"{os.cpu_count()} cores")
 
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _cpu_seconds()
         decoded = 0
         for category in CATEGORIES:
             path = root / f"{category}_train_lmdb"
@@ -120,13 +127,16 @@ def bench_prepare(count=3000, size=64, memory_counts=(3000, 30_000), log=print):
                     decode(txn.get(key), size)
                     decoded += 1
         single = decoded / (time.perf_counter() - started)
+        single_cpu = (_cpu_seconds() - cpu_started) / decoded
 
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _cpu_seconds()
         prepare_source(_lsun_settings(root, count, size), Path(folder) / "cache", progress=False)
         pooled = count / (time.perf_counter() - started)
-        log(f"  single-process Pillow loop  {single:8,.0f} images/s")
-        log(f"  augcompare prepare          {pooled:8,.0f} images/s  ({pooled / single:.2f}x, start-up and writing "
-            "included)")
+        pooled_cpu = (_cpu_seconds() - cpu_started) / count
+        # CPU time per image says what the machine's other load does not: the work each image costs.
+        log(f"  single-process Pillow loop  {single:8,.0f} images/s  {single_cpu * 1000:5.2f} ms CPU per image")
+        log(f"  augcompare prepare          {pooled:8,.0f} images/s  {pooled_cpu * 1000:5.2f} ms CPU per image, "
+            f"workers included  ({pooled / single:.2f}x, start-up and writing included)")
 
         largest = max(memory_counts)
         many = Path(folder) / "many"
@@ -150,6 +160,7 @@ def bench_prepare(count=3000, size=64, memory_counts=(3000, 30_000), log=print):
         f"{peaks[large][1] / peaks[small][1]:.3f}x (main process RSS)")
     return {"cores": os.cpu_count(), "images": count, "single_process_images_per_s": round(single, 1),
             "prepare_images_per_s": round(pooled, 1), "ratio": round(pooled / single, 2),
+            "cpu_ms_per_image": {"single_process": round(single_cpu * 1000, 3), "prepare": round(pooled_cpu * 1000, 3)},
             "peak_rss_anon_kib": {n: p[0] for n, p in peaks.items()},
             "main_process_peak_rss_kib": {n: p[1] for n, p in peaks.items()},
             "memory_ratio": round(memory_ratio, 3)}
