@@ -389,8 +389,11 @@ def decode_groups(plan, state, files, workers, max_skip_fraction, save, progress
                 return
             indices = range(handed[g], min(handed[g] + min(missing(g), chunk), len(groups[g].candidates)))
             items = [groups[g].item(i) for i in indices]
-            work = (executor.submit(decode_chunk, items, plan.kind, plan.image_shape) if executor
-                    else decode_chunk(items, plan.kind, plan.image_shape))
+            try:
+                work = (executor.submit(decode_chunk, items, plan.kind, plan.image_shape) if executor
+                        else decode_chunk(items, plan.kind, plan.image_shape))
+            except concurrent.futures.process.BrokenProcessPool:
+                raise _worker_died(groups[window[0][0]] if window else groups[g]) from None
             window.append((g, indices, work))
             handed[g], in_flight[g] = indices.stop, in_flight[g] + len(indices)
 
@@ -406,9 +409,7 @@ def decode_groups(plan, state, files, workers, max_skip_fraction, save, progress
             try:
                 results = work.result() if executor else work
             except concurrent.futures.process.BrokenProcessPool:
-                raise UserError(f"a decoding process died while decoding {group.where}: the data there may be damaged "
-                                "(check it, or unzip it again), or the machine ran out of memory (lower data.workers); "
-                                "the same command continues") from None
+                raise _worker_died(group) from None
             in_flight[g] -= len(indices)
             for index, (image, reason, upsampled) in zip(indices, results):
                 if state.filled[g] == group.needed:
@@ -458,6 +459,14 @@ def decode_groups(plan, state, files, workers, max_skip_fraction, save, progress
             console.end()
     state.seconds += time.perf_counter() - started
     save(dataclasses.asdict(state))
+
+
+def _worker_died(group):
+    """The error for a worker process that died (it may have been decoding any chunk in flight:
+    the oldest one's group is named)."""
+    return UserError(f"a decoding process died while decoding {group.where}: the data there may be damaged (check "
+                     "it, or unzip it again), or the machine ran out of memory (lower data.workers); the same command "
+                     "continues")
 
 
 def _check_skips(group, skipped, max_skip_fraction):

@@ -298,7 +298,7 @@ def test_a_worker_that_dies_is_an_error_naming_the_database(tmp_path):
         time.sleep(0.002)
     os.kill(workers[0], signal.SIGKILL)
     _, stderr = command.communicate(timeout=60)
-    assert command.returncode == 2
+    assert command.returncode == 2, stderr
     error = one_error_line(stderr)
     assert "a decoding process died while decoding" in error and "_train_lmdb" in error
     assert not (tmp_path / "c").exists()
