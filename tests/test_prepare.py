@@ -414,18 +414,19 @@ sys.exit(cli.main({arguments!r}))
 """
     first = subprocess.Popen([sys.executable, "-c", first_script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
-    lock = tmp_path / ".c.lock"
+    lock, second_log = tmp_path / ".c.lock", tmp_path / "second.log"
     deadline = time.monotonic() + 30
-    while f'"pid": {first.pid}' not in (lock.read_text() if lock.exists() else "") and time.monotonic() < deadline:
-        time.sleep(0.01)
-    second_log = tmp_path / "second.log"
-    with open(second_log, "w") as log:
-        second = subprocess.Popen(cli_command(*arguments), stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        while f'"pid": {first.pid}' not in (lock.read_text() if lock.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with open(second_log, "w") as log:
+            second = subprocess.Popen(cli_command(*arguments), stdout=subprocess.PIPE, stderr=log, text=True)
         while "waiting" not in second_log.read_text() and time.monotonic() < deadline:
             time.sleep(0.01)
-        go.touch()
-        first_out, first_err = first.communicate(timeout=60)
-        second_out, _ = second.communicate(timeout=60)
+    finally:
+        go.touch()  # the first one goes on whatever happened, so that no process is left waiting
+    first_out, first_err = first.communicate(timeout=60)
+    second_out, _ = second.communicate(timeout=60)
     assert first.returncode == 0 and second.returncode == 0, first_err + second_log.read_text()
     waiting = second_log.read_text()
     assert waiting == f"augcompare: waiting for process {first.pid} on {socket.gethostname()} " \
