@@ -1,7 +1,8 @@
 """Benchmarks, each measured side by side in one run and reported as a ratio (never a timed test).
 
 prepare: LSUN-style preparation on all cores against the single-process Pillow loop
-(decode, resize the shorter side, centre crop) over the same WebP images.
+(decode, resize the shorter side, centre crop) over the same WebP images; and the peak memory of
+the augcompare prepare command for 3,000 and 30,000 images.
 pipeline: float32 batches of the standard set (rotation +-20 degrees, brightness +-0.2,
 horizontal flip, rescale) from get_generator_cyclic, against albumentations per image and
 Keras 3 preprocessing layers in tf.data, with the no-augmentation floor beside them.
@@ -13,6 +14,7 @@ memory: peak anonymous memory of a DataGenerator pass over memory-mapped caches 
 import io
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,52 +26,143 @@ import numpy as np
 from PIL import Image
 
 from augcompare.experiments import demo_scenes, lsun
+from augcompare.experiments.config import DataConfig
 from augcompare.experiments.images import decode, open_database
 from augcompare.experiments.prepare import prepare_source
 
 
-def lsun_like_database(path, count, seed=0):
-    """count WebP scenes with a 256 px shorter side and varied aspect ratios, like LSUN's."""
+def lsun_like_database(path, count, seed=0, distinct=None):
+    """count WebP scenes with a 256 px shorter side and varied aspect ratios, like LSUN's; with
+    distinct, only that many are drawn and their values repeated under other keys (decoding costs
+    the same, drawing much less)."""
     rng = np.random.default_rng(seed)
-    items = {}
-    for i in range(count):
+    values = []
+    for i in range(min(count, distinct or count)):
         drawn = Image.fromarray(demo_scenes.draw_scene(i % 2, rng, 256))
         width = int(rng.choice([256, 320, 341, 384]))
         buffer = io.BytesIO()
         drawn.resize((width, 256), Image.Resampling.BILINEAR).save(buffer, format="WEBP", quality=85)
-        items[f"{rng.integers(0, 2**63):016x}".ljust(40, "0")[:40]] = buffer.getvalue()
+        values.append(buffer.getvalue())
+    items = {f"{rng.integers(0, 2**63):016x}".ljust(40, "0")[:40]: values[i % len(values)] for i in range(count)}
     lsun.write_database(path, items)
     return list(items)
 
 
-def bench_prepare(count=3000, size=64, log=print):
+CATEGORIES = ("bedroom", "tower")
+
+
+def _lsun_settings(root, count, size):
+    """The DataConfig that prepares count images of the two categories, nearly all of them train."""
+    return DataConfig(source="lsun", root=str(root), categories=CATEGORIES, train_per_class=count // 2 - 2,
+                      val_per_class=1, test_per_class=1, image_size=size, workers=0)
+
+
+def _process_tree(pid):
+    """pid and its descendants, from /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    tree = {pid}
+    while grown := {child for child, parent in parents.items() if parent in tree} - tree:
+        tree |= grown
+    return tree
+
+
+def _status_kib(pid, field):
+    """A field of /proc/<pid>/status in KiB; 0 for a process that is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _peak_memory(command):
+    """Runs command; returns (peak RssAnon summed over it and its worker processes, its own peak
+    RSS VmHWM), in KiB, sampled every 10 ms. Anonymous memory is what a list of images would
+    grow; the LMDB values the workers read are file pages the kernel can drop (left out)."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak_anon = peak_rss = 0
+    while process.poll() is None:
+        peak_anon = max(peak_anon, sum(_status_kib(pid, "RssAnon") for pid in _process_tree(process.pid)))
+        peak_rss = max(peak_rss, _status_kib(process.pid, "VmHWM"))
+        time.sleep(0.01)
+    if process.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed: {process.stderr.read()}")
+    return peak_anon, peak_rss
+
+
+def _cpu_seconds():
+    """CPU seconds of this process and of its children that ended (the preparation's workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def bench_prepare(count=3000, size=64, memory_counts=(3000, 30_000), log=print):
+    """Speed: augcompare prepare on all cores against the single-process Pillow loop over the same
+    WebP images, both through images.decode. Memory: the peak of the augcompare prepare command
+    for each of memory_counts images, side by side."""
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "lsun"
-        half = count // 2
-        for category in ("bedroom", "tower"):
+        for category in CATEGORIES:
             lsun_like_database(root / f"{category}_train_lmdb", count // 2 + 4, seed=len(category))
         log(f"bench prepare: {count} WebP images (256 px shorter side) -> {size} x {size}, "
             f"{os.cpu_count()} cores")
 
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _cpu_seconds()
         decoded = 0
-        for category in ("bedroom", "tower"):
+        for category in CATEGORIES:
             path = root / f"{category}_train_lmdb"
             with open_database(path).begin() as txn:
-                for key in lsun.keys_from(path, 0, half):
+                for key in lsun.keys_from(path, 0, count // 2):
                     decode(txn.get(key), size)
                     decoded += 1
         single = decoded / (time.perf_counter() - started)
+        single_cpu = (_cpu_seconds() - cpu_started) / decoded
 
-        started = time.perf_counter()
-        prepare_source("lsun", root, Path(folder) / "cache", ("bedroom", "tower"), half - 1, 1, size,
-                       workers=0, progress=False)
+        started, cpu_started = time.perf_counter(), _cpu_seconds()
+        prepare_source(_lsun_settings(root, count, size), Path(folder) / "cache", progress=False)
         pooled = count / (time.perf_counter() - started)
-    result = {"cores": os.cpu_count(), "images": count, "single_process_images_per_s": round(single, 1),
-              "prepare_images_per_s": round(pooled, 1), "ratio": round(pooled / single, 2)}
-    log(f"  single-process Pillow loop  {single:8,.0f} images/s")
-    log(f"  augcompare prepare          {pooled:8,.0f} images/s  ({result['ratio']:.2f}x, start-up and writing included)")
-    return result
+        pooled_cpu = (_cpu_seconds() - cpu_started) / count
+        # CPU time per image says what the machine's other load does not: the work each image costs.
+        log(f"  single-process Pillow loop  {single:8,.0f} images/s  {single_cpu * 1000:5.2f} ms CPU per image")
+        log(f"  augcompare prepare          {pooled:8,.0f} images/s  {pooled_cpu * 1000:5.2f} ms CPU per image, "
+            f"workers included  ({pooled / single:.2f}x, start-up and writing included)")
+
+        largest = max(memory_counts)
+        many = Path(folder) / "many"
+        for category in CATEGORIES:
+            lsun_like_database(many / f"{category}_train_lmdb", largest // 2 + 4, seed=len(category), distinct=256)
+        log("bench prepare memory: the augcompare prepare command, peak RssAnon of it and its workers "
+            "(sampled every 10 ms) and its own peak RSS")
+        peaks = {}
+        for images in memory_counts:
+            settings = _lsun_settings(many, images, size)
+            command = [sys.executable, "-m", "augcompare.experiments.cli", "prepare", "lsun", "--root", str(many),
+                       "--categories", ",".join(CATEGORIES), "--image-size", str(size),
+                       "--train-per-class", str(settings.train_per_class), "--val-per-class", "1",
+                       "--test-per-class", "1", "--out", str(Path(folder) / f"memory-{images}")]
+            peaks[images] = _peak_memory(command)
+            log(f"  {images:>8,} images  peak RssAnon {peaks[images][0] / 1024:7.1f} MiB  "
+                f"main process peak RSS {peaks[images][1] / 1024:7.1f} MiB")
+    small, large = min(memory_counts), largest
+    memory_ratio = peaks[large][0] / peaks[small][0]
+    log(f"  {large:,} vs {small:,} images: {memory_ratio:.3f}x (RssAnon), "
+        f"{peaks[large][1] / peaks[small][1]:.3f}x (main process RSS)")
+    return {"cores": os.cpu_count(), "images": count, "single_process_images_per_s": round(single, 1),
+            "prepare_images_per_s": round(pooled, 1), "ratio": round(pooled / single, 2),
+            "cpu_ms_per_image": {"single_process": round(single_cpu * 1000, 3), "prepare": round(pooled_cpu * 1000, 3)},
+            "peak_rss_anon_kib": {n: p[0] for n, p in peaks.items()},
+            "main_process_peak_rss_kib": {n: p[1] for n, p in peaks.items()},
+            "memory_ratio": round(memory_ratio, 3)}
 
 
 def _images_per_second(batches, batch_size, seconds):

@@ -9,11 +9,16 @@ says what the arrays hold:
   the observed range in meta.json's "value_range".
 meta.json also holds the class names in label order, the image shape, the count per split, the
 settings it was made with ("params") and what was skipped while making it, with examples.
+
+Preparation writes the image arrays in place (ImageFile), one image at a time at its final
+position, so that its memory does not grow with the data set.
 """
 
 import dataclasses
 import hashlib
+import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +59,14 @@ def key(params):
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def describe_meta(arrays, class_names, kind, **extra):
-    """meta.json's content for arrays (a dict over <split>_images / <split>_labels)."""
+def describe_meta(arrays, class_names, kind, value_range=None, **extra):
+    """meta.json's content for arrays (a dict over <split>_images / <split>_labels). value_range:
+    the (low, high) of values where the writer tracked it (else it is read from the arrays)."""
     images = arrays["train_images"]
     if kind == "pixels":
         value_range = [0.0, 255.0]
+    elif value_range is not None:
+        value_range = [float(value_range[0]), float(value_range[1])]
     else:
         lows = [float(np.min(arrays[f"{s}_images"])) for s in SPLITS if len(arrays[f"{s}_images"])]
         highs = [float(np.max(arrays[f"{s}_images"])) for s in SPLITS if len(arrays[f"{s}_images"])]
@@ -77,6 +85,59 @@ def write(directory, arrays, meta):
             np.save(staging / f"{name}.npy", array, allow_pickle=False)
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return Path(directory)
+
+
+class ImageFile:
+    """An .npy file of count images of image_shape written in place: its header first, then each
+    image at its final position with os.pwrite. Neither a list of images nor the dirty pages of a
+    memory map grow with count, and an interrupted writer's file can be reopened and continued."""
+
+    def __init__(self, path, count, image_shape, dtype):
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.image_shape = tuple(image_shape)
+        self.image_bytes = int(np.prod(self.image_shape)) * self.dtype.itemsize
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {
+            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+            "shape": (count, *self.image_shape)})
+        self.header = header.getvalue()
+        self.size = len(self.header) + count * self.image_bytes
+        self.descriptor = None
+
+    def open(self, keep):
+        """Opens the file; keep=True keeps the content of an existing file with this header and
+        size (returns True where it did), else the file is created empty (sparse) at its full size."""
+        self.descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if keep and os.fstat(self.descriptor).st_size == self.size and \
+                os.pread(self.descriptor, len(self.header), 0) == self.header:
+            return True
+        os.ftruncate(self.descriptor, 0)
+        self._write_at(self.header, 0)
+        os.ftruncate(self.descriptor, self.size)
+        return False
+
+    def write(self, index, image):
+        """Writes image (of image_shape) at position index."""
+        image = np.ascontiguousarray(image, dtype=self.dtype)
+        if image.shape != self.image_shape:
+            raise ValueError(f"image of shape {image.shape} written to {self.path} of {self.image_shape}")
+        self._write_at(image.tobytes(), len(self.header) + index * self.image_bytes)
+
+    def _write_at(self, data, offset):
+        view = memoryview(data)
+        while view:  # pwrite may write less than asked; the rest follows
+            written = os.pwrite(self.descriptor, view, offset)
+            view, offset = view[written:], offset + written
+
+    def sync(self):
+        """Flushes what was written to the disk (before a progress record that counts on it)."""
+        os.fdatasync(self.descriptor)
+
+    def close(self):
+        if self.descriptor is not None:
+            os.close(self.descriptor)
+            self.descriptor = None
 
 
 def is_complete(directory):
@@ -105,10 +166,7 @@ def open_cache(directory):
     for split in SPLITS:
         for part in ("images", "labels"):
             path = directory / f"{split}_{part}.npy"
-            try:
-                arrays[f"{split}_{part}"] = np.load(path, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as error:
-                raise UserError(f"{path} cannot be read ({error}); {recover}") from None
+            arrays[f"{split}_{part}"] = _map_array(path, recover)
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         where = directory / f"{split}_images.npy"
         if images.dtype != dtype or images.shape != (counts.get(split), *shape):
@@ -121,3 +179,30 @@ def open_cache(directory):
             raise UserError(f"{directory}: {split} labels outside 0..{len(class_names) - 1}; {recover}")
     return Dataset(**arrays, class_names=class_names, kind=kind, value_range=value_range, path=directory,
                    meta=meta)
+
+
+def _map_array(path, recover):
+    """The array in an .npy file, memory-mapped, after checking that the file is exactly as long as
+    its header says (a truncated copy or data appended to it is a UserError naming the file)."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"format {version} is not one this version writes")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran_order, dtype = read_header(handle)
+            data_offset = handle.tell()
+        if dtype.hasobject or fortran_order:
+            raise ValueError("not an array this version writes")
+        expected = data_offset + int(np.prod(shape)) * dtype.itemsize
+        found = os.path.getsize(path)
+        if found < expected:
+            raise UserError(f"{path} is cut short ({found:,} of {expected:,} bytes); {recover}")
+        if found > expected:
+            raise UserError(f"{path} has {found - expected:,} bytes after its data (it holds {expected:,}); {recover}")
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError, SyntaxError) as error:
+        if isinstance(error, UserError):
+            raise
+        raise UserError(f"{path} cannot be read as an array ({error}); {recover}") from None

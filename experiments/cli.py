@@ -8,6 +8,19 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter off the terminal
 
 
+# augcompare prepare's options: [data] settings, given as TOML values (--categories bedroom,tower too).
+PREPARE_OPTIONS = {
+    "categories": "lsun: comma-separated, in label order",
+    "train_per_class": "training images per class",
+    "val_per_class": "validation images per class (they decide: early stopping, selection)",
+    "test_per_class": "test images per class (they only report)",
+    "image_size": "images are resized and cropped to this size (values: their own size)",
+    "seed": "which images are taken",
+    "workers": "decoding processes (0 = all cores)",
+    "max_skip_fraction": "undecodable images tolerated before preparation fails",
+}
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="augcompare",
@@ -47,15 +60,13 @@ def _parser():
     prepare = commands.add_parser("prepare", help="decode a data set once into a cache that training memory-maps")
     prepare.add_argument("source", choices=["lsun", "folder", "npy"])
     prepare.add_argument("--root", required=True, help="the LSUN folder, image folder or .npy folder")
-    prepare.add_argument("--categories", default="", help="lsun: comma-separated, in label order")
-    prepare.add_argument("--train-per-class", type=int, default=300)
-    prepare.add_argument("--val-per-class", type=int, default=200)
-    prepare.add_argument("--image-size", type=int, default=64)
-    prepare.add_argument("--seed", type=int, default=0, help="which images are taken")
-    prepare.add_argument("--workers", type=int, default=0, help="decoding processes (0 = all cores)")
-    prepare.add_argument("--max-skip-fraction", type=float, default=0.05,
-                         help="undecodable images tolerated before preparation fails")
     prepare.add_argument("--out", required=True, help="the cache directory to write")
+    # Each option is a [data] setting: its default and valid range live in experiments.config.
+    from augcompare.experiments.config import DataConfig
+    for option, help_text in PREPARE_OPTIONS.items():
+        default = getattr(DataConfig(), option)
+        shown = f" (default: {default})" if default != () else ""
+        prepare.add_argument(f"--{option.replace('_', '-')}", help=help_text + shown)
 
     bench = commands.add_parser("bench", help="measure speed ratios side by side in one run")
     bench.add_argument("names", nargs="*", metavar="NAME",
@@ -132,16 +143,25 @@ def _experiments(args):
 
 
 def _prepare(args):
+    import re
+
+    from augcompare.experiments import config
     from augcompare.experiments.errors import UserError
     from augcompare.experiments.prepare import prepare_source
-    for name in ("train_per_class", "val_per_class", "image_size"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if not 0 <= args.max_skip_fraction <= 1 or args.workers < 0:
-        raise UserError("--max-skip-fraction must be in [0, 1] and --workers at least 0")
-    categories = [c for c in args.categories.split(",") if c]
-    out = prepare_source(args.source, args.root, args.out, categories, args.train_per_class, args.val_per_class,
-                         args.image_size, args.seed, args.workers, args.max_skip_fraction)
+    table = {"source": args.source, "root": args.root}
+    for option in PREPARE_OPTIONS:
+        text = getattr(args, option)
+        if text is None:
+            continue
+        if option == "categories":
+            table[option] = [c for c in text.split(",") if c]
+        else:
+            table[option] = config.parse_override(f"data.{option}={text}")[1]
+    try:
+        data = config.data_config(table)
+    except UserError as error:  # name the options as they were given
+        raise UserError(re.sub(r"data\.(\w+)", lambda m: "--" + m[1].replace("_", "-"), str(error))) from None
+    out = prepare_source(data, args.out)
     print(f"prepared data set in {out}")
 
 

@@ -233,18 +233,8 @@ def _arm(arm, table, presets, base_dir):
     return settings
 
 
-def build(raw, base_dir=None):
-    """An Experiment from a parsed TOML document (a dict), checked in full. base_dir: where
-    relative preset_files and function files are found."""
-    known = ("name", "preset_files", *SECTIONS, "arms")
-    for key in raw:
-        if key not in known:
-            raise UserError(f"unknown top-level key {key!r}; valid: {', '.join(known)}")
-    name = raw.get("name", "experiment")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise UserError(f"name must be letters, digits, '.', '_' or '-', got {name!r}")
-    sections = {section: _build_table(cls, section, raw.get(section, {})) for section, cls in SECTIONS.items()}
-    data, train, analysis = sections["data"], sections["train"], sections["analysis"]
+def _check_data(data):
+    """The checks of [data] that involve more than one key or the file system."""
     if data.source == "cache" and not data.path:
         raise UserError("data.source = \"cache\" needs data.path, the directory written by prepare")
     if data.source in ("lsun", "folder", "npy"):
@@ -258,6 +248,29 @@ def build(raw, base_dir=None):
         unknown = [c for c in data.categories if c not in LSUN_CATEGORIES]
         if unknown:
             raise UserError(f"unknown LSUN category {unknown[0]!r}; valid: {', '.join(LSUN_CATEGORIES)}")
+
+
+def data_config(table):
+    """A DataConfig from a table of [data] settings (as `augcompare prepare` gets them), defaults
+    filled in and checked exactly as an experiment file's [data]."""
+    data = _build_table(DataConfig, "data", table)
+    _check_data(data)
+    return data
+
+
+def build(raw, base_dir=None):
+    """An Experiment from a parsed TOML document (a dict), checked in full. base_dir: where
+    relative preset_files and function files are found."""
+    known = ("name", "preset_files", *SECTIONS, "arms")
+    for key in raw:
+        if key not in known:
+            raise UserError(f"unknown top-level key {key!r}; valid: {', '.join(known)}")
+    name = raw.get("name", "experiment")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise UserError(f"name must be letters, digits, '.', '_' or '-', got {name!r}")
+    sections = {section: _build_table(cls, section, raw.get(section, {})) for section, cls in SECTIONS.items()}
+    train, analysis = sections["train"], sections["analysis"]
+    _check_data(sections["data"])
     if len(set(train.seeds)) != len(train.seeds):
         raise UserError(f"train.seeds has duplicates: {list(train.seeds)}; list each seed once")
     if analysis.target_half_width and analysis.max_seeds < analysis.pilot_seeds:

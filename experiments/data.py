@@ -46,9 +46,6 @@ def load_dataset(data):
         return cache.open_cache(Path(data.path).expanduser())
     if data.source in ("lsun", "folder", "npy"):
         from augcompare.experiments.prepare import prepare_source, source_params
-        settings = {"categories": list(data.categories), "train_per_class": data.train_per_class,
-                    "val_per_class": data.val_per_class, "image_size": data.image_size, "seed": data.seed,
-                    "max_skip_fraction": data.max_skip_fraction}
-        out = cache_dir / f"{data.source}-{cache.key(source_params(data.source, data.root, **settings))}"
-        return cache.open_cache(prepare_source(data.source, data.root, out, workers=data.workers, **settings))
+        out = cache_dir / f"{data.source}-{cache.key(source_params(data))}"
+        return cache.open_cache(prepare_source(data, out))
     raise UserError(f"unknown data.source {data.source!r}")

@@ -1,6 +1,16 @@
-"""Decoding one stored image into a uint8 [S, S, 3] array: format from the magic bytes, Pillow's
-draft mode for JPEG, shorter side resized to S, centre crop. Used by the preparation workers, so
-it imports no TensorFlow."""
+"""Decoding one stored sample into the array the cache holds. Used by the preparation workers, so
+it imports no TensorFlow.
+
+- Encoded images (LSUN values, image files) become uint8 RGB "pixels" [S, S, 3]: the format is
+  read from the magic bytes, the shorter side resized to S (antialiased bilinear) and the centre
+  square kept. JPEG is decoded in Pillow's draft mode only down to a scale whose shorter side is
+  still at least DRAFT_GAP x S (Pillow's reducing_gap idea): the DCT's own reduction straight to
+  S changes textured photographs by ~20 levels against a full decode, while from twice the size
+  the antialiased resize makes JPEG and WebP copies of a photograph agree within a few levels.
+- .npy samples keep what they are. uint8 arrays are pixels, resized like images but with their
+  channels kept ([H, W] -> [H, W, 1], 1 stays 1, 3 stays 3). Other real numbers are "values":
+  float32 [S, S, C], kept exactly (no resize, crop or clipping; other dtypes converted to float32).
+"""
 
 import io
 import os
@@ -11,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"))
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+DRAFT_GAP = 2  # JPEG draft decoding stops at a shorter side of at least DRAFT_GAP x the target size
 
 
 def image_format(data):
@@ -21,41 +32,28 @@ def image_format(data):
 
 
 def resize_and_crop(image, size):
-    """Resizes the shorter side to size (antialiased bilinear) and crops the centre size x size."""
+    """uint8 [size, size, C] from a Pillow image: its centre square resized to size x size
+    (antialiased bilinear), C = 3 for RGB, 1 for L."""
     width, height = image.size
-    scale = size / min(width, height)
-    new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
-    image = image.resize(new_size, Image.Resampling.BILINEAR)
-    left, top = (new_size[0] - size) // 2, (new_size[1] - size) // 2
-    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    image = image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+    array = np.asarray(image, dtype=np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array
 
 
 def open_picture(data, size):
-    """A decoded RGB Pillow image from encoded bytes (JPEG decoded at a reduced scale whose
-    shorter side is still >= size); raises ValueError naming what is wrong."""
+    """A decoded RGB Pillow image from encoded bytes; raises ValueError naming what is wrong."""
     kind = image_format(data)
     if kind is None:
         raise ValueError("unknown image format")
     try:
         image = Image.open(io.BytesIO(data), formats=[kind])
         if kind == "JPEG":
-            image.draft("RGB", (size, size))  # decode at a reduced scale still >= size
+            image.draft("RGB", (DRAFT_GAP * size, DRAFT_GAP * size))  # both sides stay >= DRAFT_GAP x size
         return image.convert("RGB")  # grayscale, CMYK and palettes become RGB
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"undecodable {kind}: {error}") from None
-
-
-def array_picture(array):
-    """An RGB Pillow image from a sample array [H, W, 3], [H, W, 1] or [H, W] of pixels in [0, 255]."""
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3):
-        raise ValueError(f"shape {array.shape} is not an image [H, W, 3]")
-    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-        raise ValueError(f"dtype {array.dtype} is not real pixel values")
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
 
 
 def decode(data, size):
@@ -63,9 +61,58 @@ def decode(data, size):
     return resize_and_crop(open_picture(data, size), size)
 
 
-def from_array(array, size):
-    """uint8 [size, size, 3] from a sample array [H, W, 3] or [H, W] of pixels in [0, 255]."""
-    return resize_and_crop(array_picture(array), size)
+def npy_header(path):
+    """(shape, dtype) from the header of an .npy file, without reading its data (so nothing is
+    ever unpickled); raises ValueError naming what is wrong."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read:
+                raise ValueError(f".npy format {version[0]}.{version[1]} is not supported")
+            shape, _, dtype = read[version](handle)
+    except (OSError, EOFError, SyntaxError) as error:
+        raise ValueError(f"unreadable .npy header: {error}") from None
+    return shape, dtype
+
+
+def npy_sample_kind(shape, dtype):
+    """("pixels" or "values", [H, W, C]) of an .npy sample of this shape and dtype; raises
+    ValueError naming what is wrong."""
+    if dtype.hasobject:
+        raise ValueError("object array (pickled): never loaded")
+    if len(shape) == 2:
+        shape = (*shape, 1)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape {tuple(shape)} is not an image [H, W, C] or [H, W]")
+    if dtype == np.uint8:
+        if shape[2] not in (1, 3):
+            raise ValueError(f"uint8 pixels with {shape[2]} channels, not 1 or 3")
+        return "pixels", tuple(shape)
+    if dtype.kind in "fiu":
+        return "values", tuple(shape)
+    raise ValueError(f"dtype {dtype} is not real numbers")
+
+
+def from_npy(array, kind, image_shape):
+    """The cache image of an .npy sample: kind "pixels" (uint8, resized to image_shape's size,
+    channels kept) or "values" (float32, exactly as given); raises ValueError where the sample
+    is not of that kind and shape."""
+    found, shape = npy_sample_kind(array.shape, array.dtype)
+    array = array.reshape(shape)
+    if found != kind:
+        raise ValueError(f"{array.dtype} sample in a data set of {kind}")
+    if shape[2] != image_shape[2]:
+        raise ValueError(f"{shape[2]} channels in a data set of {image_shape[2]}")
+    if kind == "pixels":
+        picture = Image.fromarray(array[:, :, 0] if shape[2] == 1 else array)
+        return resize_and_crop(picture, image_shape[0]), min(picture.size) < image_shape[0]
+    if shape != tuple(image_shape):
+        raise ValueError(f"values of shape {shape} in a data set of {tuple(image_shape)}")
+    values = array.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise ValueError("values not finite (NaN or infinity)")
+    return values, False
 
 
 # LMDB handles are not fork-safe: each process opens its own, on first use.
@@ -104,13 +151,32 @@ def read_item(item):
     return np.load(item[1], allow_pickle=False)
 
 
-def load_item(task):
-    """Worker entry point: (item, size) -> (uint8 array or None, reason it was skipped, whether
-    it was smaller than size and so upsampled)."""
-    item, size = task
-    try:
-        content = read_item(item)
-        picture = array_picture(content) if item[0] == "npy" else open_picture(content, size)
-        return resize_and_crop(picture, size), None, min(picture.size) < size
-    except (ValueError, OSError, lmdb.Error) as error:
-        return None, str(error).split(":")[0][:60] or type(error).__name__, False
+def skip_reason(error):
+    """A short reason for a skipped sample, the same for every sample that fails the same way."""
+    if isinstance(error, EOFError) or str(error).startswith("EOF"):  # numpy's ValueError for a short .npy
+        return "file cut short"
+    return str(error).split(":")[0][:60] or type(error).__name__
+
+
+def decode_item(item, kind, image_shape):
+    """(image, upsampled) of an item: image of the cache's kind and image_shape, upsampled True
+    where the source's shorter side was below the image size; raises ValueError, OSError or
+    lmdb.Error where it cannot be decoded."""
+    content = read_item(item)
+    if item[0] == "npy":
+        return from_npy(content, kind, image_shape)
+    picture = open_picture(content, image_shape[0])
+    return resize_and_crop(picture, image_shape[0]), min(picture.size) < image_shape[0]
+
+
+def decode_chunk(items, kind, image_shape):
+    """Worker entry point: for each item, (image, None, upsampled) or (None, the reason it was
+    skipped, False)."""
+    results = []
+    for item in items:
+        try:
+            image, upsampled = decode_item(item, kind, image_shape)
+            results.append((image, None, upsampled))
+        except (ValueError, OSError, EOFError, lmdb.Error) as error:
+            results.append((None, skip_reason(error), False))
+    return results

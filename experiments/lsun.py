@@ -37,9 +37,28 @@ def check_root(root, categories):
             raise UserError(f"category {category!r} not found: no {train}; categories found in {root}: {listing}")
         if not (train / "data.mdb").is_file():
             raise UserError(f"{train}/data.mdb is missing; unzip {category}_train_lmdb.zip again")
+        check_size(train)
         val = database_path(root, category, "val")
         has_val[category] = (val / "data.mdb").is_file()
+        if has_val[category]:
+            check_size(val)
     return has_val
+
+
+def check_size(path):
+    """Checks that data.mdb is as long as its meta page says, before any value is read: reading
+    a page past the end of a truncated file (an interrupted unzip) kills the process with
+    SIGBUS. Environment.info() and stat() read only the two meta pages (tried on a file cut to
+    two pages: both answer, and only reading a value then faults)."""
+    try:
+        env = open_database(path)
+        needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    except lmdb.Error as error:
+        raise UserError(f"{path}/data.mdb cannot be read as LMDB ({error}); unzip {path.name}.zip again") from None
+    found = (path / "data.mdb").stat().st_size
+    if found < needed:
+        raise UserError(f"{path}/data.mdb is cut short ({found:,} of {needed:,} bytes, an interrupted unzip?); "
+                        f"unzip {path.name}.zip again")
 
 
 def count(path):

@@ -30,3 +30,10 @@ def test_training_bench_times_every_arm_of_an_experiment(tmp_path):
     assert result["baseline"] == "baseline"
     assert set(result["seconds_per_epoch"]) == {"baseline", "flip", "mixup", "Keras 3 layers in tf.data (anchor)"}
     assert all(value > 0 for value in result["seconds_per_epoch"].values())
+
+
+def test_prepare_bench_measures_speed_and_the_memory_of_two_sizes():
+    result = bench.bench_prepare(count=40, size=16, memory_counts=(20, 40), log=lambda line: None)
+    assert result["ratio"] > 0 and result["single_process_images_per_s"] > 0
+    assert set(result["peak_rss_anon_kib"]) == {20, 40} and all(v > 0 for v in result["peak_rss_anon_kib"].values())
+    assert result["memory_ratio"] > 0

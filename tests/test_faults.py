@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 from conftest import SMALL, overrides
-from test_prepare import scene, write_folder
+from test_prepare import prepared, scene, write_folder
 
-from augcompare.experiments import cli, config, prepare, run
+from augcompare.experiments import cli, config, run
 from augcompare.experiments.cache import open_cache
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.history import HistoryWriter, read_history
@@ -74,14 +74,14 @@ def test_a_class_with_one_image_cannot_be_split(tmp_path):
     write_folder(tmp_path / "images", {"cat": (60, 0, 0)}, 1)
     write_folder(tmp_path / "more", {"dog": (0, 60, 0)}, 4)
     (tmp_path / "more" / "dog").rename(tmp_path / "images" / "dog")
-    with pytest.raises(UserError, match=r"cat has 1 images; asked for 1 train \+ 1 val"):
-        prepare.prepare_source("folder", tmp_path / "images", tmp_path / "c", (), 1, 1, 16, workers=1, progress=False)
+    with pytest.raises(UserError, match=r"cat has 1 images; asked for 1 train \+ 1 val \+ 1 test"):
+        prepared(tmp_path / "c", "folder", tmp_path / "images", train_per_class=1, val_per_class=1, test_per_class=1)
 
 
 def write_npy_folder(root, extra):
     rng = np.random.default_rng(0)
     labels = {}
-    for i in range(12):
+    for i in range(16):
         np.save(root / f"id-{i}.npy", scene(rng, (60, 0, 0) if i % 2 else (0, 0, 60), 20, 20))
         labels[f"id-{i}.npy"] = "red" if i % 2 else "blue"
     for name, array in extra.items():
@@ -93,38 +93,44 @@ def write_npy_folder(root, extra):
 def test_npy_files_of_the_wrong_shape_or_dtype_are_skipped_and_never_unpickled(tmp_path):
     write_npy_folder(tmp_path, {"flat.npy": np.zeros(5), "words.npy": np.array([["a"]]),
                                 "pickled.npy": np.array([{"x": 1}], dtype=object)})
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "id-0.npy").read_bytes()[:100])  # a copy cut short
+    labels = json.loads((tmp_path / "labels.json").read_text())
+    (tmp_path / "labels.json").write_text(json.dumps({**labels, "cut.npy": "red"}))
     with pytest.raises(UserError, match="could not be decoded.*max_skip_fraction"):
-        prepare.prepare_source("npy", tmp_path, tmp_path / "out" / "c", (), 4, 2, 16, workers=1,
-                               max_skip_fraction=0.0, progress=False)
-    out = prepare.prepare_source("npy", tmp_path, tmp_path / "out" / "d", (), 2, 1, 16, workers=1,
-                                 max_skip_fraction=0.9, progress=False)
-    skipped = json.loads((out / "meta.json").read_text())["skipped"]
-    assert skipped == {"shape (5,) is not an image [H, W, 3]": 1, "dtype <U1 is not real pixel values": 1,
-                       "Object arrays cannot be loaded when allow_pickle=False": 1}
+        prepared(tmp_path / "out" / "c", "npy", tmp_path, train_per_class=4, val_per_class=2, test_per_class=1,
+                 max_skip_fraction=0.0)
+    out = prepared(tmp_path / "out" / "d", "npy", tmp_path, train_per_class=5, val_per_class=2, test_per_class=1,
+                   max_skip_fraction=0.9, seed=2)  # a seed whose order tries every bad file
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["skipped"] == {"shape (5,) is not an image [H, W, C] or [H, W]": 1, "dtype <U1 is not real numbers": 1,
+                               "Object arrays cannot be loaded when allow_pickle=False": 1, "file cut short": 1}
+    assert meta["skipped_examples"]["file cut short"] == ["cut.npy"]
 
 
 def test_labels_that_do_not_match_the_files(tmp_path):
     write_npy_folder(tmp_path, {})
     np.save(tmp_path / "stray.npy", np.zeros((20, 20, 3)))
     with pytest.raises(UserError, match="1 .npy file\\(s\\) have no label, e.g. stray.npy"):
-        prepare.prepare_source("npy", tmp_path, tmp_path / "out" / "c", (), 4, 2, 16, workers=1, progress=False)
+        prepared(tmp_path / "out" / "c", "npy", tmp_path)
 
 
 def test_images_smaller_than_image_size_are_upsampled_with_a_warning(tmp_path, capsys):
-    write_folder(tmp_path / "images", {"cat": (60, 0, 0), "dog": (0, 60, 0)}, 4)  # 24 x 30 pixels
-    out = prepare.prepare_source("folder", tmp_path / "images", tmp_path / "c", (), 3, 1, 32, workers=1,
-                                 progress=False)
+    write_folder(tmp_path / "images", {"cat": (60, 0, 0), "dog": (0, 60, 0)}, 5)  # 24 x 30 pixels
+    out = prepared(tmp_path / "c", "folder", tmp_path / "images", image_size=32, train_per_class=3, val_per_class=1,
+                   test_per_class=1)
     assert open_cache(out).train_images.shape == (6, 32, 32, 3)
-    assert json.loads((out / "meta.json").read_text())["upsampled"] == 8
-    assert "warning: 8 image(s) had a shorter side below 32 px and were upsampled" in capsys.readouterr().err
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["upsampled"] == 10 and len(meta["upsampled_examples"]) == 5
+    assert all(name.startswith(("cat/", "dog/")) for name in meta["upsampled_examples"])
+    assert (f"warning: 10 image(s) had a shorter side below 32 px and were upsampled (e.g. "
+            f"{', '.join(meta['upsampled_examples'])})") in capsys.readouterr().err
 
 
 def test_a_cache_whose_arrays_do_not_match_its_meta_json(tmp_path):
-    write_folder(tmp_path / "images", {"cat": (60, 0, 0), "dog": (0, 60, 0)}, 4)
-    out = prepare.prepare_source("folder", tmp_path / "images", tmp_path / "c", (), 3, 1, 16, workers=1,
-                                 progress=False)
+    write_folder(tmp_path / "images", {"cat": (60, 0, 0), "dog": (0, 60, 0)}, 5)
+    out = prepared(tmp_path / "c", "folder", tmp_path / "images", train_per_class=3, val_per_class=1, test_per_class=1)
     np.save(out / "train_images.npy", np.zeros((5, 16, 16, 3), np.uint8))
-    with pytest.raises(UserError, match=r"train_images.npy holds \(5, 16, 16, 3\) but meta.json says 6 images"):
+    with pytest.raises(UserError, match=r"train_images.npy holds uint8 \(5, 16, 16, 3\) but meta.json says 6"):
         open_cache(out)
 
 
