@@ -178,19 +178,20 @@ def _bench(args):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    from augcompare.experiments import console
     from augcompare.experiments.errors import RunStopped, UserError
     handlers = {"run": _run, "plot": _plot, "preview": _preview, "augmentations": _augmentations,
                 "experiments": _experiments, "prepare": _prepare, "bench": _bench}
     try:
         handlers[args.command](args)
     except UserError as error:
-        print(f"augcompare: error: {error}", file=sys.stderr)
+        console.line(f"augcompare: error: {error}")  # below an open progress line, never glued to it
         return 2
     except RunStopped as error:
-        print(f"augcompare: {error}", file=sys.stderr)
+        console.line(f"augcompare: {error}")
         return error.exit_code
     except KeyboardInterrupt:
-        print("augcompare: interrupted", file=sys.stderr)
+        console.line("augcompare: interrupted")
         return 130
     return 0
 

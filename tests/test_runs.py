@@ -151,3 +151,12 @@ def test_console_script_reports_errors_without_a_traceback(tmp_path):
 def test_two_runs_never_share_a_directory(tmp_path):
     first, second = run.new_run_dir(tmp_path), run.new_run_dir(tmp_path)
     assert first != second and first.is_dir() and second.is_dir()
+
+
+def test_an_error_after_a_progress_line_starts_on_its_own_line(capsys):
+    from augcompare.experiments import console
+    console.status("  prepared 64/300 images  1,000 images/s")
+    assert cli.main(["run", "--set", "train.epoch=3"]) == 2
+    error = capsys.readouterr().err
+    assert "\raugcompare" not in error and "images/s \naugcompare: error: unknown key train.epoch" in error.replace(
+        "images/s\n", "images/s \n")
