@@ -10,7 +10,7 @@ def test_demo_experiment_loads_with_the_documented_schema():
     experiment = config.load()
     assert experiment.name == "demo"
     assert experiment.data.source == "demo" and experiment.data.image_size == 32
-    assert experiment.train.seeds == tuple(range(8)) and experiment.train.normalize == "rescale"
+    assert experiment.train.seeds == tuple(range(6)) and experiment.train.normalize == "rescale"
     assert experiment.arms == {"baseline": {},
                                "augmented": {"rotation": 20.0, "brightness": 0.2, "horizontal_flip": True}}
     assert experiment.analysis.primary == "test_accuracy" and experiment.train.lr_schedule == "cosine"
