@@ -126,3 +126,15 @@ def test_augmentations_command_lists_operations_ranges_and_presets(tmp_path, cap
     assert "rotation         0 to 180" in out and "fill_mode        reflect | nearest | constant | wrap" in out
     assert "standard       rotation = 20.0, brightness = 0.2, horizontal_flip = true" in out
     assert "tilt           rotation = 45" in out
+
+
+def test_bundled_experiments_run_by_name_and_are_listed(capsys):
+    from augcompare.experiments import cli
+    assert config.find("ablation") == config.EXPERIMENTS_DIR / "ablation.toml"
+    assert config.load("policies").arms["trivialaugment"] == {"trivial_augment": True}
+    assert cli.main(["experiments"]) == 0
+    listing = capsys.readouterr().out
+    assert all(f"  {name} " in listing for name in ("ablation", "demo", "policies", "lsun10"))
+    with pytest.raises(UserError, match="no experiment file ablatoin and no bundled experiment of that name; "
+                                        "bundled: ablation, demo"):
+        config.load("ablatoin")
