@@ -68,9 +68,8 @@ def describe_meta(arrays, class_names, kind, value_range=None, **extra):
     elif value_range is not None:
         value_range = [float(value_range[0]), float(value_range[1])]
     else:
-        lows = [float(np.min(arrays[f"{s}_images"])) for s in SPLITS if len(arrays[f"{s}_images"])]
-        highs = [float(np.max(arrays[f"{s}_images"])) for s in SPLITS if len(arrays[f"{s}_images"])]
-        value_range = [min(lows), max(highs)]
+        # the training images' range: augmentation clips to it, and test must decide nothing
+        value_range = [float(np.min(images)), float(np.max(images))]
     return {"version": VERSION, "kind": kind, "dtype": np.dtype(KINDS[kind]).name,
             "image_shape": list(images.shape[1:]), "image_size": int(images.shape[1]),
             "channels": int(images.shape[3]), "value_range": value_range, "class_names": list(class_names),

@@ -323,6 +323,10 @@ def read_toml(path, what="experiment file"):
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"{path} is not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not valid TOML: bytes that are not UTF-8 text at offset {error.start}") from None
+    except OSError as error:
+        raise UserError(f"{what} {path} cannot be read ({error.strerror})") from None
 
 
 def bundled():

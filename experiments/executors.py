@@ -96,7 +96,7 @@ class RayExecutor:
         ray = self.ray
         options = {"num_cpus": self.config.cpus_per_job, "num_gpus": self.config.gpus_per_job}
         pending = {self.remote.options(**options).remote(job): job for job in jobs}
-        seen = {job.name: 0 for job in jobs}
+        seen = {job.name: self._rows(job) for job in jobs}  # rows from before a resume are not news
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -110,6 +110,8 @@ class RayExecutor:
                         cause = error.cause
                         if isinstance(cause, UserError):
                             raise type(cause)(str(cause)) from None
+                        if isinstance(cause, OSError):  # a full disk, a lost mount: the run says how to resume
+                            raise OSError(cause.errno, cause.strerror, cause.filename) from None
                         raise RuntimeError(f"job {job.arm} seed {job.seed} failed: {cause!r}") from None
                     except ray.exceptions.RayError as error:
                         message = " ".join(str(error).split())[:300]
@@ -121,6 +123,14 @@ class RayExecutor:
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise
+
+    @staticmethod
+    def _rows(job):
+        path = job.folder / ROWS
+        try:
+            return len(read_history(path)) if path.is_file() else 0
+        except UserError:
+            return 0
 
     @staticmethod
     def _report_rows(job, seen, on_epoch):

@@ -60,8 +60,8 @@ def _parse(row, line_number, path, recover):
             value = _TYPES.get(key, float)(text)
         except (TypeError, ValueError):
             raise UserError(f"{path} line {line_number} is damaged ({key} = {text!r}); {recover}") from None
-        if isinstance(value, float) and math.isnan(value) and key != "loss":
-            raise UserError(f"{path} line {line_number} is damaged ({key} is not a number); {recover}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{path} line {line_number} is damaged ({key} is not a finite number); {recover}")
         values[key] = value
     return values
 

@@ -14,6 +14,7 @@ decides everything (the selected epoch, early stopping, save_best); test decides
 import contextlib
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import os
@@ -75,12 +76,33 @@ def best_model_path(run_dir, arm, seed):
     return Path(run_dir) / "best" / f"{arm}-seed{seed}.keras"
 
 
+STATUSES = ("finished", "stopped_early", "failed")
+
+
+def check_record(record):
+    """ValueError unless record has the fields of a job's record (runs.json, record.json)."""
+    if not isinstance(record, dict) or not isinstance(record.get("arm"), str):
+        raise ValueError("not a job record")
+    if not isinstance(record.get("seed"), int) or not isinstance(record.get("epochs"), int):
+        raise ValueError("seed and epochs must be integers")
+    if record.get("status") not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+    for key in ("test_loss", "test_accuracy", "selected_test_loss", "selected_test_accuracy"):
+        if record["status"] != "failed" and not isinstance(record.get(key), (int, float)):
+            raise ValueError(f"{key} is missing")
+    return record
+
+
 def read_record(folder):
     """A job's record.json, or None when it has not ended."""
     path = Path(folder) / RECORD
     if not path.is_file():
         return None
-    return read_json(path, "delete it to evaluate that job again")
+    recover = "delete it to evaluate that job again from its last checkpoint"
+    try:
+        return check_record(read_json(path, recover))
+    except ValueError as error:
+        raise UserError(f"{path} is damaged ({error}); {recover}") from None
 
 
 def best_index(rows, monitor):
@@ -173,6 +195,11 @@ class EpochRecorder(keras.callbacks.Callback):
                "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"]),
                "val_loss": float(logs["val_loss"]), "val_accuracy": float(logs["val_accuracy"]),
                "epoch_seconds": round(self.finished - self.started, 4)}
+        broken = [key for key in ("loss", "accuracy", "val_loss", "val_accuracy") if not math.isfinite(row[key])]
+        if broken:  # the last update of the epoch left weights that are not finite
+            self.failure = f"{broken[0]} became {row[broken[0]]} in epoch {epoch + 1}"
+            self.model.stop_training = True
+            return
         with self.protect():  # a signal waits until the row and the checkpoint are whole
             self.writer.append(row)
             self.rows.append(row)
@@ -251,9 +278,18 @@ def run_job(job, trainers=None, on_epoch=None, protect=contextlib.nullcontext):
     if done < train.epochs and not should_stop_early(rows, train.monitor, train.early_stopping):
         # The order depends on the seed alone and augmentation happens inside the model from its
         # own stream, so every arm of a seed sees the same batches in the same order.
-        batches = one_hot_batches(get_generator_cyclic(
-            dataset.train_images, dataset.train_labels, train.batch_size, normalize=None, shuffle=True, seed=job.seed,
-            start_pass=done), trainer.num_classes)
+        # Exactly the batches the remaining epochs take, as a tf.data source without autotuning:
+        # Keras' own wrapping of a Python generator (prefetch with autotune) took a further 5 s
+        # to shut down after one fit in four here.
+        stream = get_generator_cyclic(dataset.train_images, dataset.train_labels, train.batch_size, normalize=None,
+                                      shuffle=True, seed=job.seed, start_pass=done)
+        stream = one_hot_batches(itertools.islice(stream, (train.epochs - done) * steps), trainer.num_classes)
+        signature = (tf.TensorSpec([None, *dataset.image_shape], tf.float32),
+                     tf.TensorSpec([None, trainer.num_classes], tf.float32))
+        batches = tf.data.Dataset.from_generator(lambda: stream, output_signature=signature)
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        batches = batches.with_options(options)
         validation = _evaluation_batches(dataset.val_images, dataset.val_labels, trainer.num_classes, train.batch_size)
         callbacks = [recorder]
         if train.tensorboard:

@@ -423,7 +423,9 @@ def decode_groups(plan, state, files, workers, max_skip_fraction, save, progress
                         state.upsampled[g] += 1
                         if len(state.upsampled_examples[g]) < EXAMPLES:
                             state.upsampled_examples[g].append(index)
-                    if plan.kind == "values":
+                    if plan.kind == "values" and group.split == "train":
+                        # the training images' range only: the clip bounds of augmentation must
+                        # not depend on the test split (which decides nothing)
                         low, high = float(image.min()), float(image.max())
                         state.value_range = ([low, high] if state.value_range is None else
                                              [min(low, state.value_range[0]), max(high, state.value_range[1])])

@@ -40,7 +40,8 @@ from augcompare.experiments.errors import RunStopped, UserError
 from augcompare.experiments.executors import make_executor
 from augcompare.experiments.files import DirectoryLock, read_json, write_json, write_text
 from augcompare.experiments.history import HistoryWriter, read_history
-from augcompare.experiments.job import ROWS, Job, distribution, initial_weights_path, job_folder, read_record
+from augcompare.experiments.job import (ROWS, Job, check_record, distribution, initial_weights_path, job_folder,
+                                        read_record)
 from augcompare.experiments.progress import RunProgress
 from augcompare.experiments.training import write_initial_weights
 
@@ -154,13 +155,17 @@ def read_runs(run_dir):
         return {}, None
     document = read_json(path, RESTART)
     try:
-        records = {(record["arm"], record["seed"]): record for record in document["jobs"]}
-        for record in records.values():
-            if record["status"] not in ("finished", "stopped_early", "failed") or not isinstance(record["epochs"], int):
-                raise ValueError
-    except (KeyError, TypeError, ValueError):
-        raise UserError(f"{path} lacks the fields of a run's job records; {RESTART}") from None
-    return records, document.get("design")
+        records = {(record["arm"], record["seed"]): check_record(record) for record in document["jobs"]}
+        design = document.get("design")
+        if design is not None and not (isinstance(design.get("seeds"), list)
+                                       and all(isinstance(seed, int) for seed in design["seeds"])
+                                       and isinstance(design.get("pilot_seeds"), list)
+                                       and isinstance(design.get("pilot_sd"), dict)
+                                       and isinstance(design.get("planning_sd"), (int, float))):
+            raise ValueError("the two-stage design lacks its seeds")
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise UserError(f"{path} lacks the fields of a run's job records ({error}); {RESTART}") from None
+    return records, design
 
 
 def check_dataset(experiment, dataset):
@@ -243,8 +248,19 @@ class Run:
     def load(self):
         """Reads history.csv back, keeping the rows of ended jobs (a job that had not ended is
         repeated from its own folder), and merges jobs that ended after the run last wrote."""
+        if self.records and not self.history_path.is_file():
+            raise UserError(f"{self.history_path} is missing but runs.json lists {len(self.records)} ended jobs; "
+                            f"restore it from a copy or {RESTART}")
         if self.history_path.is_file():
             rows = read_history(self.history_path)
+            # Rows of a job not in runs.json are a merge cut short (history.csv is written first):
+            # the job's own folder still holds them and its record. Anything else is damage.
+            orphans = sorted({(row["arm"], row["seed"]) for row in rows} - set(self.records))
+            for arm, seed in orphans:
+                if not (job_folder(self.run_dir, arm, seed) / "record.json").is_file():
+                    raise UserError(f"{self.history_path} holds rows of {arm} seed {seed}, which runs.json does not "
+                                    f"list{' (runs.json is missing)' if not self.records else ''}; restore runs.json "
+                                    f"from a copy or {RESTART}")
             kept = [row for row in rows if (row["arm"], row["seed"]) in self.records]
             counts = {}
             for row in kept:
@@ -265,6 +281,14 @@ class Run:
                 record = read_record(folder) if folder.is_dir() else None
                 if record is not None:
                     self.merge(self.job(record["arm"], record["seed"]), record)
+
+    def rows_kept(self, arm, seed):
+        """Epochs an unfinished job has already trained (its rows), so progress counts the rest."""
+        path = job_folder(self.run_dir, arm, seed) / ROWS
+        try:
+            return len(read_history(path)) if path.is_file() else 0
+        except UserError:
+            return 0  # the job itself reports the damage when it starts
 
     def epochs_on_disk(self):
         """Epochs kept: the rows of ended jobs and those of unfinished jobs' folders."""
@@ -328,20 +352,22 @@ class Run:
         pilot = self.candidates[:analysis.pilot_seeds]
         base = self.primary_values(self.baseline, pilot)
         scale = 100.0  # the design's half-width is in points
-        pilot_sd = {}
+        pilot_sd, pairs = {}, []
         for arm in self.arms:
             if arm == self.baseline:
                 continue
             values = self.primary_values(arm, pilot)
             shared = [seed for seed in pilot if seed in values and seed in base]
-            if len(shared) >= 2:
+            if len(shared) >= 2:  # a failed pilot job leaves fewer pairs, and fewer degrees of freedom
                 pilot_sd[arm] = float(np.std([values[s] - base[s] for s in shared], ddof=1))
+                pairs.append(len(shared))
         planning_sd = max(pilot_sd.values(), default=0.0)
-        uncapped = stats.stein_seeds(planning_sd * scale, len(pilot), analysis.target_half_width, 10**9)
-        needed = min(uncapped, len(self.candidates))
-        self.design = {"target_half_width": analysis.target_half_width, "pilot_seeds": pilot, "pilot_sd": pilot_sd,
-                       "planning_sd": planning_sd, "seeds_needed": uncapped, "capped": needed < uncapped,
-                       "seeds": self.candidates[:needed]}
+        pilot_pairs = min(pairs, default=len(pilot))
+        uncapped = stats.stein_seeds(planning_sd * scale, pilot_pairs, analysis.target_half_width, 10**9)
+        needed = min(max(uncapped, len(pilot)), len(self.candidates))
+        self.design = {"target_half_width": analysis.target_half_width, "pilot_seeds": pilot, "pilot_pairs": pilot_pairs,
+                       "pilot_sd": pilot_sd, "planning_sd": planning_sd, "seeds_needed": uncapped,
+                       "capped": needed < uncapped, "seeds": self.candidates[:needed]}
         with self._protected():
             self.write_runs()
         self.log(f"two-stage design: the pilot's paired sd is {planning_sd * scale:.2f} points; "
@@ -362,7 +388,7 @@ class Run:
                 path.parent.mkdir(exist_ok=True)
                 write_initial_weights(self.experiment, shape, classes, seed, path)
         epochs = self.experiment.train.epochs
-        self.progress.add_jobs(len(pending), len(pending) * epochs)
+        self.progress.add_jobs(len(pending), sum(epochs - self.rows_kept(arm, seed) for arm, seed in pending))
         jobs = [self.job(arm, seed) for arm, seed in pending]
 
         def on_epoch(job, row, stopped_early):
@@ -528,6 +554,14 @@ def redraw(run_dir, per_seed=False):
     run_dir = Path(run_dir)
     if not (run_dir / "history.csv").is_file() or not (run_dir / "config.toml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no history.csv or config.toml)")
+    lock = DirectoryLock(run_dir / ".lock", "augcompare plot").acquire()  # a running run writes these files too
+    try:
+        return _redraw(run_dir, per_seed)
+    finally:
+        lock.release()
+
+
+def _redraw(run_dir, per_seed):
     experiment = config_mod.build(config_mod.read_toml(run_dir / "config.toml"))
     records, design = read_runs(run_dir)
     markdown = write_outputs(run_dir, experiment, read_history(run_dir / "history.csv"), records, design, per_seed)

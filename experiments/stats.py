@@ -68,15 +68,17 @@ def describe(values):
 
 
 def paired_difference(treated, control, confidence=1 - ALPHA):
-    """Mean of treated - control over paired seeds with the paired-t confidence interval and
-    p-value (scipy.stats.ttest_rel); None for both with fewer than two pairs or no spread."""
+    """Mean of treated - control over paired seeds with the paired-t confidence interval (under
+    "ci95": the 95% one unless confidence says otherwise) and p-value (scipy.stats.ttest_rel);
+    no interval with fewer than two pairs; no p-value where every pair differs by the same
+    amount (the t-test is undefined there)."""
     treated, control = np.asarray(treated, dtype=float), np.asarray(control, dtype=float)
     differences = treated - control
     mean, n = float(differences.mean()), len(differences)
     if n < 2:
         return {"mean": mean, "ci95": None, "p": None, "n": n}
-    if np.ptp(differences) == 0:  # every seed gave the same difference: no noise to test against
-        return {"mean": mean, "ci95": [mean, mean], "p": 1.0 if mean == 0 else 0.0, "n": n}
+    if np.ptp(differences) == 0:  # every seed gave the same difference: the t-test is undefined
+        return {"mean": mean, "ci95": [mean, mean], "p": None, "n": n}
     test = stats.ttest_rel(treated, control)
     interval = test.confidence_interval(confidence)
     return {"mean": mean, "ci95": [float(interval.low), float(interval.high)], "p": float(test.pvalue), "n": n}
@@ -252,7 +254,7 @@ def _primary_comparisons(summary, counted, primary, min_effect):
         control = [counted[baseline, s][primary] for s in seeds]
         differences = np.subtract(treated, control)
         sd = float(np.std(differences, ddof=1)) if len(seeds) > 1 else None
-        interval90 = paired_difference(treated, control, EQUIVALENCE)["ci95"]
+        interval90 = paired_difference(treated, control, confidence=EQUIVALENCE)["ci95"]
         p_holm = adjusted.get(arm)
         entry["primary"] = {
             "metric": primary, "mean": entry[primary]["mean"], "ci95": entry[primary]["ci95"], "ci90": interval90,
@@ -263,7 +265,7 @@ def _primary_comparisons(summary, counted, primary, min_effect):
         design = summary.get("design")
         if design and design.get("pilot_sd", {}).get(arm):
             entry["primary"]["stein_ci95"] = stein_interval(differences, design["pilot_sd"][arm],
-                                                            len(design["pilot_seeds"]))
+                                                            design.get("pilot_pairs", len(design["pilot_seeds"])))
 
 
 def points(metric, value, signed=False, digits=1):

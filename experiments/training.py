@@ -15,10 +15,11 @@ import re
 from pathlib import Path
 
 import numpy as np
-from keras.src.losses import loss as loss_module
+
+from augcompare.augment.backend import keras, tf  # first: loads TensorFlow quietly
+from keras.src.losses import loss as loss_module  # noqa: I001  (the scaling Keras' own train_step applies)
 
 from augcompare.augment import Augmentation, AugmentationLayer, keras_layers, mixing, ops
-from augcompare.augment.backend import keras, tf
 from augcompare.augment.layer import MIXING_STREAM, Normalization
 from augcompare.augment.params import MIXING, operations
 from augcompare.experiments.errors import UserError
@@ -31,12 +32,11 @@ class TrainingModel(keras.Model):
     otherwise. Labels come one-hot (one_hot_batches), so that Keras' own evaluation, its
     symbolic build under a distribution strategy and the mixing all see the same targets."""
 
-    def __init__(self, classifier, augmentation, mixing_settings, num_classes, **kwargs):
+    def __init__(self, classifier, augmentation, mixing_settings, **kwargs):
         super().__init__(**kwargs)
         self.classifier = classifier
         self.augmentation = augmentation  # an AugmentationLayer, which also normalizes
         self.mixing_settings = {key: value for key, value in mixing_settings.items() if value}
-        self.num_classes = num_classes
 
     def call(self, images, training=False):
         return self.classifier(self.augmentation(images, training=False), training=training)
@@ -114,14 +114,13 @@ class Trainer:
                                       keras_layers=settings.get("keras", ()), function=settings.get("function"),
                                       name="augmentation")
             self.classifier = build_classifier(experiment, image_shape, num_classes, seed=0)
-            self.model = TrainingModel(self.classifier, layer, {k: settings.get(k) for k in MIXING}, num_classes)
+            self.model = TrainingModel(self.classifier, layer, {k: settings.get(k) for k in MIXING})
             self.model(np.zeros((1, *self.image_shape), np.float32))
             layer.build((None, *self.image_shape))
             self.model.compile(optimizer=keras.optimizers.Adam(learning_rate(experiment.train, steps_per_epoch)),
                                loss=keras.losses.CategoricalCrossentropy(),
                                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
             self.model.optimizer.build(self.model.trainable_variables)
-        self.strategy = strategy
         self.initial_optimizer = [v.numpy() for v in self.model.optimizer.variables]
 
     @property

@@ -175,3 +175,28 @@ def test_a_function_that_is_missing_or_changes_the_shape_is_refused_before_train
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and re.search(message, error), error
     assert not list((tmp_path / "out").rglob("history.csv"))
+
+
+def test_a_trainer_reset_for_another_seed_trains_as_a_fresh_one(tmp_path):
+    """The local executor compiles an arm once and resets it for every seed; a Ray worker builds
+    it afresh. Both must give the same numbers, dropout, Keras layers and mixing included."""
+    experiment = config.load(write_experiment(tmp_path, {"keras": KINDS["keras"], "mixup": KINDS["mixup"]}),
+                             SMALL + ["model.dropout=0.5", f"data.cache_dir={tmp_path / 'cache'}"])
+    dataset = load_dataset(experiment.data)
+
+    def jobs(run_dir, trainers, seeds):
+        (run_dir / "weights").mkdir(parents=True)
+        results = []
+        for seed in seeds:
+            write_initial_weights(experiment, dataset.image_shape, 2, seed, job.initial_weights_path(run_dir, seed))
+            for arm in ("keras", "mixup"):
+                this = job.Job(arm, seed, str(run_dir), str(dataset.path), config.to_dict(experiment))
+                record = job.run_job(this, trainers)
+                rows = read_history(this.folder / job.ROWS)
+                results.append(([{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows],
+                                {k: v for k, v in record.items() if k != "seconds"}))
+        return results
+
+    reused = jobs(tmp_path / "reused", {}, (0, 1))[2:]  # seed 1 on trainers that trained seed 0 first
+    fresh = jobs(tmp_path / "fresh", None, (1,))
+    assert reused == fresh

@@ -57,6 +57,11 @@ DAMAGE = {
                           "runs.json is not valid JSON"),
     "config.toml garbage": (lambda d: (d / "config.toml").write_text("[train\nepochs = ") and d / "config.toml",
                             "config.toml is not valid TOML"),
+    "config.toml not text": (lambda d: (d / "config.toml").write_bytes(b"name = \"\xff\xfe\"\n") and d / "config.toml",
+                             "config.toml is not valid TOML: bytes that are not UTF-8"),
+    "record.json without its fields": (lambda d: (d / "jobs" / "baseline-seed0" / "record.json").write_text(
+        '{"arm": "baseline"}') and d / "jobs" / "baseline-seed0" / "record.json",
+        "record.json is damaged \\(seed and epochs must be integers\\); delete it to evaluate that job again"),
     "environment.json garbage": (lambda d: (d / "environment.json").write_bytes(b"\x00\xff") and d / "environment.json",
                                  "environment.json is not (text|valid JSON)"),
 }
@@ -99,3 +104,9 @@ def test_a_damaged_history_csv_of_ended_jobs_is_a_one_line_error(interrupted_run
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "history.csv line 3 is damaged (seed = 'x')" in error
     assert history.read_bytes() == before
+    history.write_text("\n".join(lines) + "\n")  # whole again; now runs.json goes missing
+    (run_dir / "runs.json").rename(run_dir / "runs.json.moved")
+    assert cli.main(["run", "--resume", str(run_dir)]) == 2
+    error = capsys.readouterr().err
+    assert "holds rows of augmented seed 0, which runs.json does not list (runs.json is missing)" in error
+    assert history.read_text() == "\n".join(lines) + "\n"  # nothing dropped
