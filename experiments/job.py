@@ -278,18 +278,21 @@ def run_job(job, trainers=None, on_epoch=None, protect=contextlib.nullcontext):
     if done < train.epochs and not should_stop_early(rows, train.monitor, train.early_stopping):
         # The order depends on the seed alone and augmentation happens inside the model from its
         # own stream, so every arm of a seed sees the same batches in the same order.
-        # Exactly the batches the remaining epochs take, as a tf.data source without autotuning:
-        # Keras' own wrapping of a Python generator (prefetch with autotune) took a further 5 s
-        # to shut down after one fit in four here.
+        # Exactly the batches the remaining epochs take.
         stream = get_generator_cyclic(dataset.train_images, dataset.train_labels, train.batch_size, normalize=None,
                                       shuffle=True, seed=job.seed, start_pass=done)
-        stream = one_hot_batches(itertools.islice(stream, (train.epochs - done) * steps), trainer.num_classes)
-        signature = (tf.TensorSpec([None, *dataset.image_shape], tf.float32),
-                     tf.TensorSpec([None, trainer.num_classes], tf.float32))
-        batches = tf.data.Dataset.from_generator(lambda: stream, output_signature=signature)
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        batches = batches.with_options(options)
+        batches = one_hot_batches(itertools.islice(stream, (train.epochs - done) * steps), trainer.num_classes)
+        if strategy.num_replicas_in_sync == 1:
+            # As a tf.data source without autotuning: Keras' own wrapping of a generator (prefetch
+            # with autotune) took a further 5 s to shut down after one fit in four here. (A
+            # distributed dataset asks for a new iterator every epoch: there Keras' wrapping,
+            # which keeps reading the same generator, is the one that continues the stream.)
+            signature = (tf.TensorSpec([None, *dataset.image_shape], tf.float32),
+                         tf.TensorSpec([None, trainer.num_classes], tf.float32))
+            source = batches
+            options = tf.data.Options()
+            options.autotune.enabled = False
+            batches = tf.data.Dataset.from_generator(lambda: source, output_signature=signature).with_options(options)
         validation = _evaluation_batches(dataset.val_images, dataset.val_labels, trainer.num_classes, train.batch_size)
         callbacks = [recorder]
         if train.tensorboard:
