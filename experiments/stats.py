@@ -299,6 +299,12 @@ def _p(value):
     return f"{value:.2g}" if value >= 0.001 else "<0.001"
 
 
+def _p_equals(value):
+    """'p = 0.03' or 'p < 0.001', for sentences."""
+    text = _p(value)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def verdict_sentence(arm, baseline, entry, min_effect):
     """The primary comparison of one arm in words."""
     metric, mean, verdict_ = entry["metric"], entry["mean"], entry["verdict"]
@@ -310,7 +316,7 @@ def verdict_sentence(arm, baseline, entry, min_effect):
         direction = "higher" if mean > 0 else "lower"
         small = (entry["ci95"] and max(abs(entry["ci95"][0]), abs(entry["ci95"][1])) < min_effect)
         return (f"**{arm}: {verdict_}** than {baseline}: {LABELS[metric]} {size} {direction}, 95% CI {interval}, "
-                f"Holm-adjusted p = {_p(entry['p_holm'])}" + (f" (but by less than the smallest effect of interest, "
+                f"Holm-adjusted {_p_equals(entry['p_holm'])}" + (f" (but by less than the smallest effect of interest, "
                                                             f"{threshold})" if small else "") + ".")
     if verdict_ == "equivalent":
         return (f"**{arm}: equivalent** to {baseline}: the 90% interval {_interval(metric, entry['ci90'])} lies inside "
@@ -319,7 +325,7 @@ def verdict_sentence(arm, baseline, entry, min_effect):
     more = (f" At {entry['seeds']} seeds the smallest difference this run detects with 80% power is "
             f"{points(metric, mde)} {unit}".rstrip() + "." if mde is not None else "")
     return (f"**{arm}: inconclusive** against {baseline}: difference {points(metric, mean, True)} {unit}, 95% CI "
-            f"{interval}, Holm-adjusted p = {_p(entry['p_holm'])}; neither a difference nor equivalence within "
+            f"{interval}, Holm-adjusted {_p_equals(entry['p_holm'])}; neither a difference nor equivalence within "
             f"±{threshold} is shown.{more}")
 
 
