@@ -79,7 +79,7 @@ class Augmentation:
 
     def check_range(self, images):
         """ValueError where a batch (eager) holds values outside value_range."""
-        low, high = float(tf.reduce_min(images)), float(tf.reduce_max(images))
+        low, high = float(np.min(images)), float(np.max(images))
         tolerance = 1e-4 * (self.value_range[1] - self.value_range[0])
         if low < self.value_range[0] - tolerance or high > self.value_range[1] + tolerance:
             raise ValueError(f"the images hold values in [{low:g}, {high:g}], outside value_range "

@@ -63,8 +63,9 @@ def prepare_batch(images, augment, normalize, seed, step):
         return normalize_numpy(images, normalize)
     if normalize is not None and normalize not in ops.NORMALIZATIONS:
         raise ValueError(f"unknown normalize {normalize!r}; valid: {', '.join(ops.NORMALIZATIONS)}")
-    images = np.asarray(images, dtype=np.float32)
-    augment.check_range(images)
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or augment.value_range != (0.0, 255.0):  # uint8 pixels are in range
+        augment.check_range(images)
     seed_pair = tf.constant([seed, step], tf.int64)
     return _pipeline(augment, normalize)(images, seed_pair).numpy()
 
