@@ -282,7 +282,7 @@ def run_job(job, trainers=None, on_epoch=None, protect=contextlib.nullcontext):
         stream = get_generator_cyclic(dataset.train_images, dataset.train_labels, train.batch_size, normalize=None,
                                       shuffle=True, seed=job.seed, start_pass=done)
         batches = one_hot_batches(itertools.islice(stream, (train.epochs - done) * steps), trainer.num_classes)
-        if strategy.num_replicas_in_sync == 1:
+        if train.strategy == "default":
             # As a tf.data source without autotuning: Keras' own wrapping of a generator (prefetch
             # with autotune) took a further 5 s to shut down after one fit in four here. (A
             # distributed dataset asks for a new iterator every epoch: there Keras' wrapping,

@@ -20,7 +20,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray = pytest.importorskip("ray")
 
-SETTINGS = ["train.seeds=[0, 1]", "train.epochs=3", "model.dropout=0.25"]
+SETTINGS = ["train.seeds=[0, 1]", "train.epochs=2", "model.dropout=0.25"]
 
 
 @pytest.fixture(scope="session")
