@@ -161,3 +161,30 @@ def test_an_error_after_a_progress_line_starts_on_its_own_line(capsys):
     error = capsys.readouterr().err
     status, message, _ = error.split("\n")
     assert status.strip().endswith("images/s") and message.startswith("augcompare: error: unknown key train.epoch")
+
+
+def test_start_up_is_quiet_and_listing_commands_load_no_tensorflow():
+    listing = subprocess.run([sys.executable, "-c", "import sys; from augcompare.experiments import cli; "
+                              "cli.main(['augmentations']); cli.main(['experiments']); "
+                              "print('tensorflow loaded:', 'tensorflow' in sys.modules)"],
+                             capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0 and listing.stderr == ""
+    assert listing.stdout.strip().endswith("tensorflow loaded: False")
+    api = subprocess.run([sys.executable, "-c", "import numpy as np; from augcompare.augment import Augmentation; "
+                          "Augmentation(rotation=10)(np.zeros((2, 8, 8, 3), np.uint8), seed=0)"],
+                         capture_output=True, text=True, timeout=120)
+    assert api.returncode == 0 and api.stderr == ""  # no absl, oneDNN, CUDA or retracing lines
+
+
+def test_skipped_images_are_named_in_the_runs_output_and_directory(tmp_path, capsys):
+    from test_prepare import write_folder
+    write_folder(tmp_path / "images", {"cat": (60, 0, 0), "dog": (0, 60, 0)}, 9)
+    (tmp_path / "images" / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    run_dir = run_small(tmp_path, "data.source=folder", f"data.root={tmp_path / 'images'}", "data.image_size=16",
+                        "data.train_per_class=3", "data.val_per_class=2", "data.test_per_class=2",
+                        "data.max_skip_fraction=0.5", "data.workers=1", "arms.augmented={horizontal_flip = true}")
+    out = capsys.readouterr().out
+    assert "data: 1 item(s) skipped while preparing" in out and "broken.png" in out
+    data = json.loads((run_dir / "data.json").read_text())
+    assert sum(data["skipped"].values()) == 1
+    assert any("broken.png" in name for names in data["skipped_examples"].values() for name in names)
