@@ -40,8 +40,15 @@ from augcompare.experiments.errors import RunStopped, UserError
 from augcompare.experiments.executors import make_executor
 from augcompare.experiments.files import DirectoryLock, read_json, write_json, write_text
 from augcompare.experiments.history import HistoryWriter, read_history
-from augcompare.experiments.job import (ROWS, Job, check_record, distribution, initial_weights_path, job_folder,
-                                        read_record)
+from augcompare.experiments.job import (
+    ROWS,
+    Job,
+    check_record,
+    distribution,
+    initial_weights_path,
+    job_folder,
+    read_record,
+)
 from augcompare.experiments.progress import RunProgress
 from augcompare.experiments.training import write_initial_weights
 
@@ -358,7 +365,8 @@ class Run:
                 continue
             values = self.primary_values(arm, pilot)
             shared = [seed for seed in pilot if seed in values and seed in base]
-            if len(shared) >= 2:  # a failed pilot job leaves fewer pairs, and fewer degrees of freedom
+            # A failed pilot job leaves fewer pairs, and fewer degrees of freedom.
+            if len(shared) >= 2:
                 pilot_sd[arm] = float(np.std([values[s] - base[s] for s in shared], ddof=1))
                 pairs.append(len(shared))
         planning_sd = max(pilot_sd.values(), default=0.0)
