@@ -7,14 +7,18 @@ that the same seed gives the same augmented batches and a resumed job continues 
 layers' seed-generator states are model variables, saved in every checkpoint.
 """
 
+import hashlib
 import inspect
+import random
 
 import numpy as np
-from keras.src.layers.preprocessing.image_preprocessing.base_image_preprocessing_layer import (  # noqa: I001
+
+from augcompare.augment.backend import keras  # first: loads TensorFlow quietly
+
+# isort: split
+from keras.src.layers.preprocessing.image_preprocessing.base_image_preprocessing_layer import (
     BaseImagePreprocessingLayer,  # the class every Keras image augmentation layer derives from
 )
-
-from augcompare.augment.backend import keras
 
 # Image preprocessing layers that cannot be an arm's augmentation, and what to use instead.
 EXCLUDED = {
@@ -84,6 +88,14 @@ def check_layers(specs):
     """Builds each layer once to check its name and arguments (ValueError, one line)."""
     for spec in specs:
         build_layer(spec)
+
+
+def seed_python_random(*key):
+    """Seeds Python's global random module from key. Keras' AugMix draws its chains of operations
+    with it (random.choice) when the training step is traced, so in a compiled step they are fixed
+    at that moment; seeding it from the arm alone (not the job's seed) right before tracing makes
+    them the same in every run, and in a model reused for another seed or built afresh."""
+    random.seed(int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "big"))
 
 
 def seed_states(model):

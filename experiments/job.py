@@ -24,6 +24,7 @@ from pathlib import Path
 
 from augcompare.augment import DataGenerator, get_generator_cyclic
 from augcompare.augment.backend import keras, tf
+from augcompare.augment.keras_layers import seed_python_random
 from augcompare.experiments import cache as cache_format
 from augcompare.experiments import config as config_mod
 from augcompare.experiments.errors import UserError
@@ -297,6 +298,7 @@ def run_job(job, trainers=None, on_epoch=None, protect=contextlib.nullcontext):
         callbacks = [recorder]
         if train.tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(job.run_dir) / "tensorboard" / job.name)))
+        seed_python_random("trace", job.arm)  # where Keras reads it (AugMix), before the step is traced
         trainer.model.fit(batches, steps_per_epoch=steps, epochs=train.epochs, initial_epoch=done,
                           validation_data=validation, callbacks=callbacks, verbose=0, shuffle=False)
     elif done < train.epochs:

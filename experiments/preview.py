@@ -58,6 +58,7 @@ def variants(settings, samples, labels, class_names, value_range, count, seed=0)
     for v in range(count):
         batch_seed = tf.constant([seed, v], tf.int64)
         keras_layers.reseed(layer, seed * 1000 + v)
+        keras_layers.seed_python_random("preview", seed, v)  # Keras' AugMix draws with Python's random
         out = layer.augment(images, batch_seed) if layer.augments else images
         captions = None
         if any(settings.get(key) for key in MIXING):

@@ -373,8 +373,8 @@ class Run:
         pilot_pairs = min(pairs, default=len(pilot))
         uncapped = stats.stein_seeds(planning_sd * scale, pilot_pairs, analysis.target_half_width, 10**9)
         needed = min(max(uncapped, len(pilot)), len(self.candidates))
-        self.design = {"target_half_width": analysis.target_half_width, "pilot_seeds": pilot, "pilot_pairs": pilot_pairs,
-                       "pilot_sd": pilot_sd, "planning_sd": planning_sd, "seeds_needed": uncapped,
+        self.design = {"target_half_width": analysis.target_half_width, "pilot_seeds": pilot,
+                       "pilot_pairs": pilot_pairs, "pilot_sd": pilot_sd, "planning_sd": planning_sd, "seeds_needed": uncapped,
                        "capped": needed < uncapped, "seeds": self.candidates[:needed]}
         with self._protected():
             self.write_runs()

@@ -302,7 +302,7 @@ def _p(value):
 def _p_equals(value):
     """'p = 0.03' or 'p < 0.001', for sentences."""
     text = _p(value)
-    return f"p {text}" if text.startswith("<") else f"p = {text}"
+    return f"p < {text[1:]}" if text.startswith("<") else f"p = {text}"
 
 
 def verdict_sentence(arm, baseline, entry, min_effect):

@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from augcompare.augment.backend import keras, tf  # first: loads TensorFlow quietly
-from keras.src.losses import loss as loss_module  # noqa: I001  (the scaling Keras' own train_step applies)
+
+# isort: split
+from keras.src.losses import loss as loss_module  # the scaling Keras' own train_step applies
 
 from augcompare.augment import Augmentation, AugmentationLayer, keras_layers, mixing, ops
 from augcompare.augment.layer import MIXING_STREAM, Normalization

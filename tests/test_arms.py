@@ -31,6 +31,7 @@ def crop_a_row(images, seed):
 KINDS = {
     "builtin": '{preset = "standard"}',
     "keras": '{keras = [{layer = "RandomErasing", factor = 0.5}, {layer = "RandomContrast", factor = 0.3}]}',
+    "augmix": '{preset = "augmix"}',  # Keras' AugMix draws with Python's random module when traced
     "function": '{function = "my_augs.py:jitter"}',
     "mixup": '{mixup = 0.4}',
     "cutmix": '{cutmix = 1.0}',

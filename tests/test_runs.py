@@ -174,6 +174,9 @@ def test_start_up_is_quiet_and_listing_commands_load_no_tensorflow():
                           "Augmentation(rotation=10)(np.zeros((2, 8, 8, 3), np.uint8), seed=0)"],
                          capture_output=True, text=True, timeout=120)
     assert api.returncode == 0 and api.stderr == ""  # no absl, oneDNN, CUDA or retracing lines
+    for module in ("augcompare.augment.keras_layers", "augcompare.experiments.training"):  # they import keras.src
+        first = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
+        assert first.returncode == 0 and first.stderr == "", module
 
 
 def test_skipped_images_are_named_in_the_runs_output_and_directory(tmp_path, capsys):
