@@ -99,13 +99,17 @@ class RayExecutor:
         seen = {job.name: self._rows(job) for job in jobs}  # rows from before a resume are not news
         try:
             while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                # Ray checks for signals inside wait and get, where an exception from the run's
+                # handler would come back as a SystemError: a stop waits for the call to return.
+                with protect():
+                    ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for job in pending.values():
                     self._report_rows(job, seen, on_epoch)
                 for ref in ready:
                     job = pending.pop(ref)
                     try:
-                        record = ray.get(ref)
+                        with protect():
+                            record = ray.get(ref)
                     except ray.exceptions.RayTaskError as error:
                         cause = error.cause
                         if isinstance(cause, UserError):

@@ -1,15 +1,19 @@
 """run.executor = "ray": every job a Ray task in a fresh worker process, on a local Ray cluster
 that the tests start once (2 CPUs, loopback, no dashboard, no usage statistics). The run's files
-end exactly as the local executor's, even when a worker is killed in the middle of a job."""
+end exactly as the local executor's, even when a worker is killed in the middle of a job or the
+run is stopped with Ctrl-C and resumed."""
 
+import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
-from conftest import run_small
+from conftest import SMALL, overrides, run_small
 
 from augcompare.experiments import cli
 from augcompare.experiments.history import read_history
@@ -21,6 +25,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray = pytest.importorskip("ray")
 
 SETTINGS = ["train.seeds=[0, 1]", "train.epochs=2", "model.dropout=0.25"]
+ONE_SEED = SETTINGS + ["train.seeds=[0]"]
 
 
 @pytest.fixture(scope="session")
@@ -40,13 +45,21 @@ def numbers(run_dir):
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("local")
-    return tmp_path, run_small(tmp_path, *SETTINGS)
+    return tmp_path, numbers(run_small(tmp_path, *SETTINGS))
+
+
+@pytest.fixture(scope="module")
+def local_one_seed(local_run):
+    """The local run's files cut to seed 0: what a one-seed run writes (jobs of a seed depend on
+    nothing of another seed's), for the tests that stop a run on Ray."""
+    rows, jobs = local_run[1]
+    return [row for row in rows if row["seed"] == 0], [job for job in jobs if job["seed"] == 0]
 
 
 def test_a_run_on_ray_gives_the_local_executors_files(ray_cluster, local_run):
     tmp_path, local = local_run
     on_ray = run_small(tmp_path, *SETTINGS, "run.executor=ray", run_id="ray")
-    assert numbers(on_ray) == numbers(local)
+    assert numbers(on_ray) == local
     assert json.loads((on_ray / "environment.json").read_text())["executor"] == "ray"
     assert not (on_ray / "jobs").exists()
 
@@ -63,12 +76,12 @@ def ray_job_pids():
     return pids
 
 
-def test_a_job_whose_worker_is_killed_is_retried_from_its_checkpoint(ray_cluster, local_run):
-    tmp_path, local = local_run
+def test_a_job_whose_worker_is_killed_is_retried_from_its_checkpoint(ray_cluster, local_run, local_one_seed):
+    tmp_path, _ = local_run
     run_dir = tmp_path / "results" / "demo" / "killed"
     finished = []
     runner = threading.Thread(target=lambda: finished.append(run_small(
-        tmp_path, *SETTINGS, "run.executor=ray", run_id="killed")))
+        tmp_path, *ONE_SEED, "run.executor=ray", run_id="killed")))
     runner.start()
     killed, deadline = None, time.monotonic() + 240
     while killed is None and runner.is_alive() and time.monotonic() < deadline:
@@ -81,7 +94,32 @@ def test_a_job_whose_worker_is_killed_is_retried_from_its_checkpoint(ray_cluster
     runner.join(timeout=300)
     assert killed is not None, "no job was seen training"
     assert finished, "the run did not finish"
-    assert numbers(run_dir) == numbers(local)
+    assert numbers(run_dir) == local_one_seed
+
+
+def test_a_ray_run_stopped_with_ctrl_c_resumes_on_ray_to_the_local_executors_files(ray_cluster, local_run,
+                                                                                   local_one_seed):
+    tmp_path, _ = local_run
+    run_dir = tmp_path / "results" / "demo" / "stopped"
+    address = ray.get_runtime_context().gcs_address  # the driver joins the tests' cluster
+    sets = SMALL + [f"data.cache_dir={tmp_path / 'cache'}", *ONE_SEED, "run.executor=ray", f"run.address={address}"]
+    process = subprocess.Popen([sys.executable, "-m", "augcompare.experiments.cli", "run", "--out",
+                                str(tmp_path / "results"), "--run-id", "stopped"] + overrides(*sets),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while process.poll() is None and time.monotonic() < deadline:
+        if any(len(p.read_text().splitlines()) >= 2 for p in run_dir.glob("jobs/*/rows.csv")):
+            process.send_signal(signal.SIGINT)  # in the middle of a job
+            break
+        time.sleep(0.05)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].endswith(f"Continue with: augcompare run --resume {run_dir}")
+    assert list(run_dir.glob("jobs/*/rows.csv"))  # stopped with jobs unfinished
+    assert cli.main(["run", "--resume", str(run_dir)]) == 0
+    assert numbers(run_dir) == local_one_seed
+    assert not (run_dir / "jobs").exists()
 
 
 def test_a_cluster_without_gpus_refuses_gpus_per_job(ray_cluster, tmp_path, capsys):
@@ -102,5 +140,6 @@ def test_a_worker_that_cannot_see_the_run_directory_fails_its_job_once_with_the_
     executor = RayExecutor(experiment.run, 1)
     done = []
     with pytest.raises(UserError, match="cannot see the run directory .*not-mounted.* a file system every node mounts"):
-        executor.run([missing], lambda *args: None, lambda job, record: done.append(record), None)
+        executor.run([missing], lambda *args: None, lambda job, record: done.append(record),
+                     contextlib.nullcontext)
     assert not done
