@@ -5,7 +5,8 @@ val selected; and it writes only to its own folder, jobs/<arm>-seed<S>/:
 
 - rows.csv: its history rows, appended and synced as each epoch ends;
 - checkpoint.npz: everything training changes, renamed into place after each epoch's row;
-- record.json: how it ended and its test results, written last.
+- record.json: how it ended and its test results, written last;
+- .lock: held by the process training the job, so that two never train one job at once.
 
 The run (experiments.run) merges rows and record into history.csv and runs.json. The val split
 decides everything (the selected epoch, early stopping, save_best); test decides nothing.
@@ -28,7 +29,7 @@ from augcompare.augment.keras_layers import seed_python_random
 from augcompare.experiments import cache as cache_format
 from augcompare.experiments import config as config_mod
 from augcompare.experiments.errors import UserError
-from augcompare.experiments.files import read_json, write_atomically, write_json
+from augcompare.experiments.files import DirectoryLock, read_json, write_atomically, write_json
 from augcompare.experiments.history import HistoryWriter, read_history
 from augcompare.experiments.training import (
     Trainer,
@@ -246,11 +247,23 @@ def run_job(job, trainers=None, on_epoch=None, protect=contextlib.nullcontext):
     """
     _check_visible(job)
     started = time.perf_counter()
+    job.folder.mkdir(parents=True, exist_ok=True)
+    # One process per job folder: on a cluster a worker the scheduler gave up on (a node cut off,
+    # a driver stopped) may still be training when the job runs again elsewhere; the new one waits
+    # for it to end (the kernel releases the lock of a dead process), then continues from the
+    # checkpoint it left.
+    lock = DirectoryLock(job.folder / ".lock", f"job {job.name}").acquire(wait=True)
+    try:
+        return _train_and_evaluate(job, trainers, on_epoch, protect, started)
+    finally:
+        lock.release()
+
+
+def _train_and_evaluate(job, trainers, on_epoch, protect, started):
     experiment = config_mod.build(job.config)
     train = experiment.train
     dataset = cache_format.open_cache(job.cache)
     folder = job.folder
-    folder.mkdir(parents=True, exist_ok=True)
     recover = f"delete {folder} to train {job.arm} seed {job.seed} again from its first epoch"
     rows = read_history(folder / ROWS, recover) if (folder / ROWS).is_file() else []
     done = checkpoint_epochs(folder / CHECKPOINT, recover)

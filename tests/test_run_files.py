@@ -4,11 +4,14 @@ recover (exit 2, no traceback), and nothing is deleted or rewritten."""
 
 import re
 import shutil
+import threading
 
 import pytest
 from conftest import SMALL, overrides
 
 from augcompare.experiments import cli
+from augcompare.experiments.files import DirectoryLock
+from augcompare.experiments.history import read_history
 from augcompare.experiments.progress import RunProgress
 
 
@@ -90,6 +93,25 @@ def test_the_interrupted_run_resumes_when_nothing_is_damaged(interrupted_run, tm
     shutil.copytree(interrupted_run, run_dir)
     assert cli.main(["run", "--resume", str(run_dir)]) == 0
     assert not (run_dir / "jobs").exists()
+
+
+def test_a_job_still_trained_by_another_process_is_waited_for_then_continued(interrupted_run, tmp_path):
+    """A worker the scheduler gave up on may still hold its job when the job runs again: the new
+    one waits for its lock, then continues from the checkpoint it left."""
+    run_dir = tmp_path / "r"
+    shutil.copytree(interrupted_run, run_dir)
+    rows = run_dir / "jobs" / "baseline-seed0" / "rows.csv"
+    before = rows.read_text()
+    other = DirectoryLock(rows.parent / ".lock", "a worker still training").acquire()
+    results = []
+    resume = threading.Thread(target=lambda: results.append(cli.main(["run", "--resume", str(run_dir)])))
+    resume.start()
+    resume.join(timeout=5)
+    assert resume.is_alive() and rows.read_text() == before  # waiting, nothing written
+    other.release()
+    resume.join(timeout=240)
+    assert results == [0]
+    assert len(read_history(run_dir / "history.csv")) == 2 * 3  # arms x epochs
 
 
 def test_a_damaged_history_csv_of_ended_jobs_is_a_one_line_error(interrupted_run, tmp_path, capsys):
