@@ -53,27 +53,36 @@ def uninterrupted(uninterrupted_run):
 def test_same_config_and_seed_give_an_identical_history_and_config_toml_repeats_a_run(
         uninterrupted_run, uninterrupted, tmp_path):
     assert len(uninterrupted[0]) == TOTAL_ROWS and len(uninterrupted[1]) == 4
-    assert cli.main(run_args(tmp_path, "again")) == 0
-    assert numbers(tmp_path / "results" / "demo" / "again") == uninterrupted
+    # The snapshot holds the whole resolved config: running it again is the same config and seed.
     repeat = ["run", str(uninterrupted_run / "config.toml"), "--out", str(tmp_path / "results"), "--run-id", "repeat"]
     assert cli.main(repeat) == 0
     assert numbers(tmp_path / "results" / "demo" / "repeat") == uninterrupted
 
 
-def start_and_stop(tmp_path, stop, after_rows):
-    """Starts `augcompare run` in a subprocess, stops it with `stop(process)` once history.csv has
-    after_rows rows, and returns (run_dir, rows written, exit code, stderr)."""
-    run_dir = tmp_path / "results" / "demo" / "stopped"
-    process = subprocess.Popen([sys.executable, "-m", "augcompare.experiments.cli"] + run_args(tmp_path, "stopped"),
+def start(tmp_path, run_id):
+    """`augcompare run` in a subprocess; returns it and its run directory."""
+    process = subprocess.Popen([sys.executable, "-m", "augcompare.experiments.cli"] + run_args(tmp_path, run_id),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if rows_written(run_dir) >= after_rows:
-            stop(process)
-            break
+    return process, tmp_path / "results" / "demo" / run_id
+
+
+def stop_after(runs, after_rows):
+    """Calls stop(process) for each (process, run_dir, stop) of runs once its run has written
+    after_rows rows; returns each run's (rows written, exit code, stderr)."""
+    waiting, deadline = list(runs), time.monotonic() + 120
+    while waiting and time.monotonic() < deadline:
+        for run in list(waiting):
+            process, run_dir, stop = run
+            if process.poll() is None and rows_written(run_dir) >= after_rows:
+                stop(process)
+            if process.poll() is not None or rows_written(run_dir) >= after_rows:
+                waiting.remove(run)
         time.sleep(0.01)
-    _, stderr = process.communicate(timeout=120)
-    return run_dir, rows_written(run_dir), process.returncode, stderr
+    results = []
+    for process, run_dir, _ in runs:
+        _, stderr = process.communicate(timeout=120)
+        results.append((rows_written(run_dir), process.returncode, stderr))
+    return results
 
 
 def test_a_run_killed_by_sigkill_resumes_to_the_uninterrupted_history(uninterrupted, tmp_path, capsys):
@@ -84,7 +93,8 @@ def test_a_run_killed_by_sigkill_resumes_to_the_uninterrupted_history(uninterrup
         refusals.append(cli.main(["run", "--resume", str(tmp_path / "results" / "demo" / "stopped")]))
         refusals.append(capsys.readouterr().err)
         process.kill()
-    run_dir, written, code, _ = start_and_stop(tmp_path, second_process_then_kill, after_rows=5)
+    process, run_dir = start(tmp_path, "stopped")
+    [(written, code, _)] = stop_after([(process, run_dir, second_process_then_kill)], after_rows=5)
     assert refusals[0] == 2 and f"is in use by process {refusals[1].split('process ')[1].split()[0]}" in refusals[1]
     assert refusals[1].count("\n") == 1 and "augcompare run" in refusals[1]
     assert code == -signal.SIGKILL and written < TOTAL_ROWS  # killed in the middle of a job
@@ -94,14 +104,16 @@ def test_a_run_killed_by_sigkill_resumes_to_the_uninterrupted_history(uninterrup
     assert not (run_dir / "jobs").exists()  # ended jobs keep no folder
 
 
-@pytest.mark.parametrize("number, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_sigint_and_sigterm_stop_cleanly_with_the_resume_command(uninterrupted, tmp_path, number, code):
-    run_dir, written, exit_code, stderr = start_and_stop(tmp_path, lambda p: p.send_signal(number), after_rows=3)
-    assert exit_code == code and written < TOTAL_ROWS
-    assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1].endswith(f"Continue with: augcompare run --resume {run_dir}")
-    assert cli.main(["run", "--resume", str(run_dir)]) == 0
-    assert numbers(run_dir) == uninterrupted
+def test_sigint_and_sigterm_stop_cleanly_with_the_resume_command(uninterrupted, tmp_path):
+    cases = {signal.SIGINT: 130, signal.SIGTERM: 143}
+    runs = [(*start(tmp_path, number.name), lambda p, number=number: p.send_signal(number)) for number in cases]
+    results = stop_after(runs, after_rows=3)  # both side by side
+    for (_, run_dir, _), (written, exit_code, stderr), code in zip(runs, results, cases.values()):
+        assert exit_code == code and written < TOTAL_ROWS, stderr
+        assert "Traceback" not in stderr
+        assert stderr.strip().splitlines()[-1].endswith(f"Continue with: augcompare run --resume {run_dir}")
+        assert cli.main(["run", "--resume", str(run_dir)]) == 0
+        assert numbers(run_dir) == uninterrupted
 
 
 def test_resume_of_an_ended_run_changes_nothing(uninterrupted_run):

@@ -164,19 +164,22 @@ def test_an_error_after_a_progress_line_starts_on_its_own_line(capsys):
 
 
 def test_start_up_is_quiet_and_listing_commands_load_no_tensorflow():
-    listing = subprocess.run([sys.executable, "-c", "import sys; from augcompare.experiments import cli; "
-                              "cli.main(['augmentations']); cli.main(['experiments']); "
-                              "print('tensorflow loaded:', 'tensorflow' in sys.modules)"],
-                             capture_output=True, text=True, timeout=120)
-    assert listing.returncode == 0 and listing.stderr == ""
-    assert listing.stdout.strip().endswith("tensorflow loaded: False")
-    api = subprocess.run([sys.executable, "-c", "import numpy as np; from augcompare.augment import Augmentation; "
-                          "Augmentation(rotation=10)(np.zeros((2, 8, 8, 3), np.uint8), seed=0)"],
-                         capture_output=True, text=True, timeout=120)
-    assert api.returncode == 0 and api.stderr == ""  # no absl, oneDNN, CUDA or retracing lines
-    for module in ("augcompare.augment.keras_layers", "augcompare.experiments.training"):  # they import keras.src
-        first = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
-        assert first.returncode == 0 and first.stderr == "", module
+    scripts = {
+        "listing": "import sys; from augcompare.experiments import cli; cli.main(['augmentations']); "
+                   "cli.main(['experiments']); print('tensorflow loaded:', 'tensorflow' in sys.modules)",
+        "api": "import numpy as np; from augcompare.augment import Augmentation; "
+               "Augmentation(rotation=10)(np.zeros((2, 8, 8, 3), np.uint8), seed=0)",
+        # Modules that import keras.src, each imported first.
+        **{module: f"import {module}"
+           for module in ("augcompare.augment.keras_layers", "augcompare.experiments.training")},
+    }
+    processes = {name: subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+                 for name, script in scripts.items()}  # side by side: each mostly waits on imports
+    results = {name: (*process.communicate(timeout=120), process.returncode) for name, process in processes.items()}
+    for name, (_, stderr, code) in results.items():
+        assert code == 0 and stderr == "", (name, stderr)  # no absl, oneDNN, CUDA or retracing lines
+    assert results["listing"][0].strip().endswith("tensorflow loaded: False")
 
 
 def test_skipped_images_are_named_in_the_runs_output_and_directory(tmp_path, capsys):

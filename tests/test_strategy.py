@@ -6,27 +6,35 @@ import os
 import subprocess
 import sys
 
-import pytest
 from conftest import SMALL
 
 from augcompare.experiments.history import read_history
 
 
-@pytest.mark.parametrize("strategy, replicas", [("mirrored", 2), ("multi_worker", 1)])
-def test_arms_train_under_a_distribution_strategy(tmp_path, strategy, replicas):
-    sets = SMALL + [f"data.cache_dir={tmp_path / 'cache'}", f"train.strategy={strategy}", "train.cpu_devices=2"]
-    command = [sys.executable, "-m", "augcompare.experiments.cli", "run", "--out", str(tmp_path), "--run-id", "r"]
-    result = subprocess.run(command + [a for s in sets for a in ("--set", s)], capture_output=True, text=True,
-                            timeout=240, env={k: v for k, v in os.environ.items() if k != "TF_CONFIG"})
-    assert result.returncode == 0, result.stderr[-2000:]
-    run_dir = tmp_path / "demo" / "r"
-    environment = json.loads((run_dir / "environment.json").read_text())
-    assert environment["devices"] == ["/device:CPU:0", "/device:CPU:1"]
-    assert environment["strategy"] == strategy and environment["replicas"] == replicas
-    history = read_history(run_dir / "history.csv")
-    assert [(r["arm"], r["epoch"]) for r in history] == [("baseline", 1), ("baseline", 2), ("augmented", 1),
-                                                          ("augmented", 2)]
-    assert all(0 <= r["val_accuracy"] <= 1 and r["loss"] > 0 for r in history)
+def test_arms_train_under_a_distribution_strategy(tmp_path):
+    """mirrored over two CPU devices, and multi_worker with one worker; side by side, each in its
+    own process."""
+    cases = {"mirrored": 2, "multi_worker": 1}
+    processes = {}
+    for strategy in cases:
+        sets = SMALL + [f"data.cache_dir={tmp_path / strategy / 'cache'}", f"train.strategy={strategy}",
+                        "train.cpu_devices=2"]
+        command = [sys.executable, "-m", "augcompare.experiments.cli", "run", "--out", str(tmp_path / strategy),
+                   "--run-id", "r"]
+        processes[strategy] = subprocess.Popen(command + [a for s in sets for a in ("--set", s)],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                               env={k: v for k, v in os.environ.items() if k != "TF_CONFIG"})
+    for strategy, replicas in cases.items():
+        _, stderr = processes[strategy].communicate(timeout=240)
+        assert processes[strategy].returncode == 0, stderr[-2000:]
+        run_dir = tmp_path / strategy / "demo" / "r"
+        environment = json.loads((run_dir / "environment.json").read_text())
+        assert environment["devices"] == ["/device:CPU:0", "/device:CPU:1"]
+        assert environment["strategy"] == strategy and environment["replicas"] == replicas
+        history = read_history(run_dir / "history.csv")
+        assert [(r["arm"], r["epoch"]) for r in history] == [("baseline", 1), ("baseline", 2), ("augmented", 1),
+                                                              ("augmented", 2)]
+        assert all(0 <= r["val_accuracy"] <= 1 and r["loss"] > 0 for r in history)
 
 
 def test_multi_worker_across_workers_is_refused_with_the_reason(tmp_path, monkeypatch, capsys):
