@@ -163,6 +163,9 @@ class Trainer:
         model = keras.Sequential([keras.Input(shape=self.image_shape),
                                   Normalization(self.augmentation_layer.normalize), self.classifier])
         model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        # Built, so that the file holds every variable load_model's compiled model has (an unbuilt
+        # optimizer makes load_model warn that it skipped the optimizer's variables).
+        model.optimizer.build(model.trainable_variables)
         return model
 
 
