@@ -15,6 +15,15 @@ SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8"
          "model.dense_units=16"]
 
 
+def rows_in(path):
+    """Rows in a history file (header and a line cut short not counted); 0 for a file that is not
+    there, as a job's folder is removed when its job ends."""
+    try:
+        return max(0, len(path.read_text().splitlines()) - 1)
+    except FileNotFoundError:
+        return 0
+
+
 def overrides(*items):
     """--set arguments for the command line."""
     return [arg for item in items for arg in ("--set", item)]

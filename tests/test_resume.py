@@ -9,17 +9,19 @@ import sys
 import time
 
 import pytest
-from conftest import SMALL, overrides
+from conftest import SMALL, overrides, rows_in
 
 from augcompare.experiments import cli
 from augcompare.experiments.history import read_history
 
-SETTINGS = SMALL + ["data.train_per_class=64", "train.epochs=4", "train.seeds=[0, 1]", "model.dropout=0.5"]
-TOTAL_ROWS = 2 * 2 * 4  # arms x seeds x epochs
+EPOCHS = 4
+SETTINGS = SMALL + ["data.train_per_class=64", f"train.epochs={EPOCHS}", "train.seeds=[0, 1]", "model.dropout=0.5"]
+TOTAL_ROWS = 2 * 2 * EPOCHS  # arms x seeds x epochs
+ONE_SEED_ROWS = 2 * EPOCHS  # the runs that are stopped train seed 0 alone
 
 
-def run_args(tmp_path, run_id):
-    sets = SETTINGS + [f"data.cache_dir={tmp_path.parent / 'cache'}"]
+def run_args(tmp_path, run_id, *extra):
+    sets = SETTINGS + [f"data.cache_dir={tmp_path.parent / 'cache'}", *extra]
     return ["run", "--out", str(tmp_path / "results"), "--run-id", run_id] + overrides(*sets)
 
 
@@ -34,8 +36,12 @@ def numbers(run_dir):
 
 def rows_written(run_dir):
     """Rows in history.csv and in the folders of unfinished jobs."""
-    files = [run_dir / "history.csv"] + sorted(run_dir.glob("jobs/*/rows.csv"))
-    return sum(max(0, len(path.read_text().splitlines()) - 1) for path in files if path.is_file())
+    return sum(rows_in(path) for path in [run_dir / "history.csv"] + sorted(run_dir.glob("jobs/*/rows.csv")))
+
+
+def in_the_middle_of_a_job(run_dir):
+    """Whether some job has trained some of its epochs but not all."""
+    return any(0 < rows_in(path) < EPOCHS for path in run_dir.glob("jobs/*/rows.csv"))
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +56,14 @@ def uninterrupted(uninterrupted_run):
     return numbers(uninterrupted_run)
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_seed0(uninterrupted):
+    """The uninterrupted run cut to seed 0: what a one-seed run writes (the jobs of a seed depend
+    on nothing of another seed's), for the runs that are stopped."""
+    rows, jobs = uninterrupted
+    return [row for row in rows if row["seed"] == 0], [job for job in jobs if job["seed"] == 0]
+
+
 def test_same_config_and_seed_give_an_identical_history_and_config_toml_repeats_a_run(
         uninterrupted_run, uninterrupted, tmp_path):
     assert len(uninterrupted[0]) == TOTAL_ROWS and len(uninterrupted[1]) == 4
@@ -60,22 +74,21 @@ def test_same_config_and_seed_give_an_identical_history_and_config_toml_repeats_
 
 
 def start(tmp_path, run_id):
-    """`augcompare run` in a subprocess; returns it and its run directory."""
-    process = subprocess.Popen([sys.executable, "-m", "augcompare.experiments.cli"] + run_args(tmp_path, run_id),
+    """`augcompare run` of seed 0 in a subprocess; returns it and its run directory."""
+    process = subprocess.Popen([sys.executable, "-m", "augcompare.experiments.cli"] + run_args(
+                               tmp_path, run_id, "train.seeds=[0]"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return process, tmp_path / "results" / "demo" / run_id
 
 
-def stop_after(runs, after_rows):
-    """Calls stop(process) for each (process, run_dir, stop) of runs once its run has written
-    after_rows rows; returns each run's (rows written, exit code, stderr)."""
+def stop_when(runs, ready):
+    """Calls stop(process) for each (process, run_dir, stop) of runs once ready(run_dir) holds;
+    returns each run's (rows written, exit code, stderr)."""
     waiting, deadline = list(runs), time.monotonic() + 120
     while waiting and time.monotonic() < deadline:
         for run in list(waiting):
             process, run_dir, stop = run
-            if process.poll() is None and rows_written(run_dir) >= after_rows:
-                stop(process)
-            if process.poll() is not None or rows_written(run_dir) >= after_rows:
+            if process.poll() is not None or (ready(run_dir) and stop(process, run_dir) is not False):
                 waiting.remove(run)
         time.sleep(0.01)
     results = []
@@ -85,35 +98,41 @@ def stop_after(runs, after_rows):
     return results
 
 
-def test_a_run_killed_by_sigkill_resumes_to_the_uninterrupted_history(uninterrupted, tmp_path, capsys):
+def test_a_run_killed_by_sigkill_resumes_to_the_uninterrupted_history(uninterrupted_seed0, tmp_path, capsys):
     refusals = []
 
-    def second_process_then_kill(process):
+    def second_process_then_kill(process, run_dir):
+        # Frozen, the run keeps its lock and its job stays half-trained while we look.
+        process.send_signal(signal.SIGSTOP)
+        if not in_the_middle_of_a_job(run_dir):  # that job ended between the look and the stop
+            process.send_signal(signal.SIGCONT)
+            return False
         # While the run holds its directory a second writer is refused at once, naming the holder.
-        refusals.append(cli.main(["run", "--resume", str(tmp_path / "results" / "demo" / "stopped")]))
+        refusals.append(cli.main(["run", "--resume", str(run_dir)]))
         refusals.append(capsys.readouterr().err)
         process.kill()
     process, run_dir = start(tmp_path, "stopped")
-    [(written, code, _)] = stop_after([(process, run_dir, second_process_then_kill)], after_rows=5)
+    ready = lambda run_dir: rows_written(run_dir) >= EPOCHS + 1 and in_the_middle_of_a_job(run_dir)  # noqa: E731
+    [(written, code, _)] = stop_when([(process, run_dir, second_process_then_kill)], ready)
     assert refusals[0] == 2 and f"is in use by process {refusals[1].split('process ')[1].split()[0]}" in refusals[1]
     assert refusals[1].count("\n") == 1 and "augcompare run" in refusals[1]
-    assert code == -signal.SIGKILL and written < TOTAL_ROWS  # killed in the middle of a job
-    assert list(run_dir.glob("jobs/*/rows.csv"))
+    assert code == -signal.SIGKILL and written < ONE_SEED_ROWS
+    assert in_the_middle_of_a_job(run_dir)  # killed in the middle of a job, after another had ended
     assert cli.main(["run", "--resume", str(run_dir)]) == 0
-    assert numbers(run_dir) == uninterrupted  # rows and test results alike
+    assert numbers(run_dir) == uninterrupted_seed0  # rows and test results alike
     assert not (run_dir / "jobs").exists()  # ended jobs keep no folder
 
 
-def test_sigint_and_sigterm_stop_cleanly_with_the_resume_command(uninterrupted, tmp_path):
+def test_sigint_and_sigterm_stop_cleanly_with_the_resume_command(uninterrupted_seed0, tmp_path):
     cases = {signal.SIGINT: 130, signal.SIGTERM: 143}
-    runs = [(*start(tmp_path, number.name), lambda p, number=number: p.send_signal(number)) for number in cases]
-    results = stop_after(runs, after_rows=3)  # both side by side
+    runs = [(*start(tmp_path, number.name), lambda p, _, number=number: p.send_signal(number)) for number in cases]
+    results = stop_when(runs, lambda run_dir: rows_written(run_dir) >= 3)  # both side by side
     for (_, run_dir, _), (written, exit_code, stderr), code in zip(runs, results, cases.values()):
-        assert exit_code == code and written < TOTAL_ROWS, stderr
+        assert exit_code == code and written < ONE_SEED_ROWS, stderr
         assert "Traceback" not in stderr
         assert stderr.strip().splitlines()[-1].endswith(f"Continue with: augcompare run --resume {run_dir}")
         assert cli.main(["run", "--resume", str(run_dir)]) == 0
-        assert numbers(run_dir) == uninterrupted
+        assert numbers(run_dir) == uninterrupted_seed0
 
 
 def test_resume_of_an_ended_run_changes_nothing(uninterrupted_run):
