@@ -88,11 +88,30 @@ def test_a_damaged_run_file_is_a_one_line_error_naming_it(interrupted_run, tmp_p
     assert after == before  # nothing deleted or "repaired"
 
 
-def test_the_interrupted_run_resumes_when_nothing_is_damaged(interrupted_run, tmp_path):
-    run_dir = tmp_path / "r"
+@pytest.fixture(scope="module")
+def resumed_history(interrupted_run, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("resumed") / "r"
     shutil.copytree(interrupted_run, run_dir)
     assert cli.main(["run", "--resume", str(run_dir)]) == 0
     assert not (run_dir / "jobs").exists()
+    return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in read_history(run_dir / "history.csv")]
+
+
+def test_the_interrupted_run_resumes_when_nothing_is_damaged(resumed_history):
+    assert [(row["arm"], row["epoch"]) for row in resumed_history] == [
+        (arm, epoch) for arm in ("baseline", "augmented") for epoch in (1, 2, 3)]
+
+
+def test_a_row_cut_short_by_a_power_loss_is_trained_again(interrupted_run, resumed_history, tmp_path):
+    """The process died while appending the second epoch's row (its checkpoint never written):
+    the fragment is no row, and the next row starts on a line of its own."""
+    run_dir = tmp_path / "r"
+    shutil.copytree(interrupted_run, run_dir)
+    with open(run_dir / "jobs" / "baseline-seed0" / "rows.csv", "a") as rows:
+        rows.write("baseline,0,2,0.69")
+    assert cli.main(["run", "--resume", str(run_dir)]) == 0
+    rows = [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in read_history(run_dir / "history.csv")]
+    assert rows == resumed_history
 
 
 def test_a_job_still_trained_by_another_process_is_waited_for_then_continued(interrupted_run, tmp_path):
