@@ -237,17 +237,17 @@ def _line_height(fontsize):
 
 
 def _displayable(image, value_range):
-    """imshow arguments for one image [H, W, C]: C = 1 in grayscale over value_range, C = 3 as
-    RGB clipped to value_range."""
+    """imshow arguments for one image [H, W, C]: C = 3 as RGB clipped to value_range; any other C
+    (1, 2, 4, ...) shows its first channel in grayscale over value_range."""
     low, high = value_range
-    if image.shape[-1] == 1:
+    if image.shape[-1] != 3:
         return image[..., 0].astype(np.float32), {"cmap": "gray", "vmin": low, "vmax": high}
     return (np.clip(image.astype(np.float32), low, high) - low) / (high - low), {}
 
 
 def _check_grid(samples, sample_titles, variants_by_arm, value_range):
-    if samples.ndim != 4 or samples.shape[-1] not in (1, 3):
-        raise ValueError(f"samples must be [R, H, W, C] with C = 1 or 3, not shape {samples.shape}")
+    if samples.ndim != 4:
+        raise ValueError(f"samples must be [R, H, W, C], not shape {samples.shape}")
     if len(sample_titles) != len(samples):
         raise ValueError(f"{len(sample_titles)} sample titles for {len(samples)} samples")
     if not value_range[0] < value_range[1]:

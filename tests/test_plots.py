@@ -171,12 +171,16 @@ def test_grid_draws_captions_under_images():
     assert set(captions) <= texts(plots.draw_augmentation_grid(samples, titles, variants_by_arm))
 
 
-def test_grid_draws_value_data_in_grayscale_over_its_range():
-    samples, titles, variants_by_arm = grid_inputs(2, 3, channels=1, value_range=(-1.0, 1.0))
+@pytest.mark.parametrize("channels", [1, 2, 4])
+def test_grid_draws_value_data_in_grayscale_over_its_range(channels):
+    """One channel, or any count but 3 (the first channel shown)."""
+    samples, titles, variants_by_arm = grid_inputs(2, 3, channels=channels, value_range=(-1.0, 1.0))
     figure = plots.draw_augmentation_grid(samples, titles, variants_by_arm, value_range=(-1.0, 1.0))
     images = figure.findobj(AxesImage)
     assert len(images) == 3 * (1 + 2 * 4)
     assert all(image.get_cmap().name == "gray" and image.get_clim() == (-1.0, 1.0) for image in images)
+    originals = [image.get_array() for image in images if image.get_label() == "original"]
+    assert np.allclose(originals, samples[..., 0].astype(np.float32))
 
 
 def test_grid_scales_colour_values_from_the_value_range_and_clips_them(caplog):
@@ -191,7 +195,7 @@ def test_grid_scales_colour_values_from_the_value_range_and_clips_them(caplog):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda s, t, v: (s[..., :2], t, v), "C = 1 or 3"),
+    (lambda s, t, v: (s[0], t, v), "must be \\[R, H, W, C\\]"),
     (lambda s, t, v: (s, t[:-1], v), "sample titles"),
     (lambda s, t, v: (s, t, {"rotation": [(s[:1], None)]}), "variant of shape"),
     (lambda s, t, v: (s, t, {"mixup": [(s, ["one caption"])]}), "captions"),

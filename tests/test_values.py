@@ -1,6 +1,7 @@
 """The original's data end to end from the command line: one float32 .npy file per sample, one
-channel (32 x 32 x 1 lattices of -1/+1, or continuous values), a labels file, normalized by
-"standardize" or "divmax", with rotation and flip arms, paired runs and plots."""
+channel (32 x 32 x 1 lattices of -1/+1) or any other count (continuous fields of two channels), a
+labels file, normalized by "standardize" or "divmax", with rotation and flip arms, paired runs and
+plots."""
 
 import json
 
@@ -14,8 +15,8 @@ from augcompare.experiments.history import read_history
 
 
 def write_samples(root, kind, per_class=20, size=32):
-    """Two classes of one-channel float32 samples: ordered vs disordered lattices of -1/+1, or
-    smooth vs rough continuous fields."""
+    """Two classes of float32 samples: ordered vs disordered lattices of -1/+1 (one channel), or
+    smooth vs rough continuous fields (two channels)."""
     rng = np.random.default_rng(0)
     root.mkdir()
     lines = ["file,label"]
@@ -29,7 +30,8 @@ def write_samples(root, kind, per_class=20, size=32):
         else:
             y, x = np.mgrid[0:size, 0:size]
             smooth = np.sin(x / rng.uniform(3, 8) + rng.uniform(0, 6)) * np.cos(y / rng.uniform(3, 8))
-            sample = (smooth if label == 0 else rng.normal(0, 0.7, (size, size)))[..., None] * 3.5
+            field = smooth if label == 0 else rng.normal(0, 0.7, (size, size))
+            sample = np.stack([field, -0.5 * field], axis=-1) * 3.5
         np.save(root / f"sample{i:03d}.npy", sample.astype(np.float32))
         lines.append(f"sample{i:03d}.npy,{'ordered' if label == 0 else 'disordered'}")
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
@@ -53,14 +55,14 @@ horizontal_flip = true
 '''
 
 
-@pytest.mark.parametrize("kind, normalize", [("spins", "standardize"), ("values", "divmax")])
-def test_float_one_channel_npy_data_from_the_command_line(tmp_path, capsys, kind, normalize):
+@pytest.mark.parametrize("kind, normalize, channels", [("spins", "standardize", 1), ("values", "divmax", 2)])
+def test_float_npy_data_of_any_channel_count_from_the_command_line(tmp_path, capsys, kind, normalize, channels):
     write_samples(tmp_path / "samples", kind)
     cache = tmp_path / "cache"
     assert cli.main(["prepare", "npy", "--root", str(tmp_path / "samples"), "--out", str(cache), "--image-size", "32",
                      "--train-per-class", "12", "--val-per-class", "4", "--test-per-class", "4", "--workers", "1"]) == 0
     dataset = open_cache(cache)
-    assert dataset.kind == "values" and dataset.image_shape == (32, 32, 1)
+    assert dataset.kind == "values" and dataset.image_shape == (32, 32, channels)
     original = np.load(tmp_path / "samples" / "sample000.npy")
     assert any(np.array_equal(image, original) for image in np.concatenate(
         [dataset.train_images, dataset.val_images, dataset.test_images]))  # kept bit for bit
@@ -75,7 +77,7 @@ def test_float_one_channel_npy_data_from_the_command_line(tmp_path, capsys, kind
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["vs_baseline"]["turn_and_flip"]["primary"]["seeds"] == 2
     data = json.loads((run_dir / "data.json").read_text())
-    assert data["kind"] == "values" and data["channels"] == 1 and data["value_range"][0] < 0
+    assert data["kind"] == "values" and data["channels"] == channels and data["value_range"][0] < 0
     assert cli.main(["plot", str(run_dir)]) == 0
     for figure in ("accuracy.png", "loss.png", "ablation.png", "augmentations.png"):
         assert (run_dir / figure).stat().st_size > 1000
