@@ -88,6 +88,8 @@ class DirectoryLock:
     removes would lock a file nobody else sees.
     """
 
+    _held = set()  # the descriptors of the locks this process holds
+
     def __init__(self, path, purpose):
         self.path = Path(path)
         self.purpose = purpose
@@ -130,16 +132,31 @@ class DirectoryLock:
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, json.dumps(record).encode(), 0)
         self.descriptor = descriptor
+        DirectoryLock._held.add(descriptor)
         return self
 
     def release(self):
         if self.descriptor is not None:
+            DirectoryLock._held.discard(self.descriptor)
             fcntl.flock(self.descriptor, fcntl.LOCK_UN)
             os.close(self.descriptor)
             self.descriptor = None
+
+    @classmethod
+    def _close_in_child(cls):
+        # A forked child (a decoding worker) shares its parent's lock until it closes its copy:
+        # the kernel frees a flock only when the last descriptor of it is closed, so a child
+        # outliving a killed parent would keep the lock held. Closing the copy leaves the
+        # parent's lock as it is.
+        for descriptor in cls._held:
+            os.close(descriptor)
+        cls._held.clear()
 
     def __enter__(self):
         return self.acquire()
 
     def __exit__(self, *exc_info):
         self.release()
+
+
+os.register_at_fork(after_in_child=DirectoryLock._close_in_child)

@@ -22,6 +22,7 @@ the lock file beside it (.<name>.lock) prepares; the other waits, then uses the 
 import collections
 import concurrent.futures
 import csv
+import ctypes
 import dataclasses
 import hashlib
 import math
@@ -350,11 +351,17 @@ def _executor(workers):
     method = "spawn" if "tensorflow" in sys.modules else "fork"
     close_databases()
     return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
-                                                  initializer=_ignore_interrupts)
+                                                  initializer=_start_worker, initargs=(os.getpid(),))
 
 
-def _ignore_interrupts():
+def _start_worker(parent):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches every process; the main one stops them
+    # A worker ends with the process that started it, even one killed by SIGKILL (the pool's
+    # workers would otherwise wait for work forever); Linux's parent-death signal, where it exists.
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # it died before the signal was asked for
+            os._exit(1)
 
 
 def _clock(seconds):

@@ -20,6 +20,7 @@ from augcompare.experiments.cache import open_cache
 from augcompare.experiments.config import DataConfig
 from augcompare.experiments.data import load_dataset
 from augcompare.experiments.errors import UserError
+from augcompare.experiments.files import DirectoryLock
 from augcompare.experiments.images import decode, image_format, open_database, resize_and_crop
 from augcompare.experiments.lsun import keys_from, start_key, write_database
 
@@ -347,6 +348,13 @@ def test_jpeg_and_webp_copies_of_a_photograph_give_the_same_cache(tmp_path):
 
 # Interruptions and concurrency
 
+def _cmdline(pid):
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().rstrip(b"\0")
+    except OSError:  # ended meanwhile
+        return b""
+
+
 def test_an_interrupted_preparation_continues_to_the_same_cache(lsun_root, tmp_path, monkeypatch, capsys):
     """Ctrl-C in this process, then SIGKILL of a command: each time, the next run continues from the
     progress record and ends with the uninterrupted run's cache."""
@@ -384,10 +392,15 @@ def write(self, index, image):
     real_write(self, index, image)
 cache.ImageFile.write = write
 prepare.prepare_source(DataConfig(**{small('lsun', root, categories=('bedroom', 'church_outdoor'),
-                                           max_skip_fraction=0.5).__dict__!r}), {str(killed)!r}, progress=False)
+                                           max_skip_fraction=0.5, workers=2).__dict__!r}), {str(killed)!r},
+                       progress=False)
 """
     assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == -signal.SIGKILL
     assert not killed.exists()
+    # Its decoding workers died with it, and the lock they were forked under went with them.
+    time.sleep(0.5)
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline(pid).endswith(script.encode())]
+    DirectoryLock(tmp_path / ".k.lock", "the test").acquire().release()
     same_cache(uninterrupted, prepare_lsun(root, killed))
     progress = capsys.readouterr().err
     assert "continuing the preparation" in progress and "20 of 38 images are already prepared" in progress
