@@ -10,7 +10,7 @@ end back to the run, which alone writes history.csv and runs.json.
 import importlib.util
 import os
 
-from augcompare.experiments.errors import UserError
+from augcompare.experiments.errors import RunStopped, UserError
 from augcompare.experiments.history import read_history
 from augcompare.experiments.job import ROWS, run_job
 
@@ -45,10 +45,12 @@ WORKER_RETRIES = 3
 
 
 def _ray_job(job):
-    """A job in a Ray worker: a fresh process for each (max_calls=1), TensorFlow quiet and
-    deterministic as in `augcompare run`."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    """A job in a Ray worker: a fresh process for each (max_calls=1), TensorFlow deterministic as
+    in `augcompare run`. GPU memory grows as needed instead of TensorFlow's default of taking the
+    whole card at once, so that jobs given a fraction of a GPU (gpus_per_job < 1) can share it."""
     from augcompare.augment.backend import tf
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
     tf.config.experimental.enable_op_determinism()
     return run_job(job)
 
@@ -119,8 +121,9 @@ class RayExecutor:
                         raise RuntimeError(f"job {job.arm} seed {job.seed} failed: {cause!r}") from None
                     except ray.exceptions.RayError as error:
                         message = " ".join(str(error).split())[:300]
-                        raise RuntimeError(f"job {job.arm} seed {job.seed} was lost after {WORKER_RETRIES} retries: "
-                                           f"{message}") from None
+                        raise RunStopped(f"job {job.arm} seed {job.seed} was lost after {WORKER_RETRIES} retries "
+                                         f"({message}); every finished epoch is saved. Continue with: augcompare run "
+                                         f"--resume {job.run_dir}", job.run_dir) from None
                     self._report_rows(job, seen, on_epoch)
                     on_done(job, record)
         except BaseException:
