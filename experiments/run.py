@@ -369,8 +369,12 @@ class Run:
             if len(shared) >= 2:
                 pilot_sd[arm] = float(np.std([values[s] - base[s] for s in shared], ddof=1))
                 pairs.append(len(shared))
-        planning_sd = max(pilot_sd.values(), default=0.0)
-        pilot_pairs = min(pairs, default=len(pilot))
+        if not pilot_sd:
+            raise UserError(f"the two-stage design cannot plan the seeds: no arm has two pilot seeds paired with "
+                            f"{self.baseline} (the failed jobs are in {self.run_dir / 'runs.json'}); fix what made "
+                            "them fail, or list train.seeds and leave analysis.target_half_width at 0")
+        planning_sd = max(pilot_sd.values())
+        pilot_pairs = min(pairs)
         uncapped = stats.stein_seeds(planning_sd * scale, pilot_pairs, analysis.target_half_width, 10**9)
         needed = min(max(uncapped, len(pilot)), len(self.candidates))
         self.design = {"target_half_width": analysis.target_half_width, "pilot_seeds": pilot,

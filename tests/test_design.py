@@ -6,7 +6,7 @@ import json
 import pytest
 from conftest import run_small
 
-from augcompare.experiments import cli, stats
+from augcompare.experiments import cli, stats, training
 from augcompare.experiments.history import read_history
 from augcompare.experiments.progress import RunProgress
 
@@ -58,3 +58,20 @@ def test_a_stop_in_either_stage_resumes_to_the_same_run(two_stage, stop_at_epoch
     run_dir = tmp_path / "results" / "demo" / f"stopped{stop_at_epoch}"
     assert cli.main(["run", "--resume", str(run_dir)]) == 0
     assert numbers(run_dir) == numbers(whole)
+
+
+def test_a_pilot_whose_jobs_failed_is_a_one_line_error_not_a_plan(tmp_path, monkeypatch, capsys):
+    reset = training.Trainer.reset
+
+    def reset_to_nan(self, seed, weights_path):
+        reset(self, seed, weights_path)
+        if self.arm == "augmented":
+            self.model.optimizer.learning_rate.assign(float("nan"))  # the first update makes every weight NaN
+    monkeypatch.setattr(training.Trainer, "reset", reset_to_nan)
+    with pytest.raises(AssertionError):  # run_small asserts exit 0
+        run_small(tmp_path, *DESIGN, "train.epochs=1", "train.lr_schedule=constant")
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "the two-stage design cannot plan the seeds: no arm has two pilot seeds" in error
+    runs = json.loads((tmp_path / "results" / "demo" / "r" / "runs.json").read_text())
+    assert [job["status"] for job in runs["jobs"] if job["arm"] == "augmented"] == ["failed", "failed"]
+    assert runs["design"] is None  # nothing planned
