@@ -51,7 +51,7 @@ def load_function(text):
 
 def check_function(function, text, image_shape, value_range=(0.0, 255.0)):
     """Calls the function once on a small batch of the data's shape, in a graph as training
-    does; ValueError if it fails or returns another shape."""
+    does; ValueError if it fails or returns another shape or dtype."""
     low, high = value_range
     images = tf.random.stateless_uniform([2, *image_shape], seed=[0, 0], minval=low, maxval=high)
     try:
@@ -63,3 +63,6 @@ def check_function(function, text, image_shape, value_range=(0.0, 255.0)):
     if tuple(out.shape) != tuple(images.shape):
         raise ValueError(f"function {text} returned shape {list(out.shape)} for images of shape "
                          f"{list(images.shape)}; it must return the same shape")
+    if out.dtype != tf.float32:
+        raise ValueError(f"function {text} returned {out.dtype.name} images; it must return float32 (tf.cast the "
+                         "result)")

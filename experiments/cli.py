@@ -43,7 +43,7 @@ def _parser():
     plot.add_argument("--per-seed", action="store_true", help="draw each seed's curve as a thin line too")
 
     show = commands.add_parser("preview", help="draw originals and augmented variants to a PNG")
-    show.add_argument("experiment", nargs="?", help="experiment .toml file (default: the demo)")
+    show.add_argument("experiment", nargs="?", help="experiment .toml file or bundled name (default: the demo)")
     show.add_argument("--arm", help="only this arm (default: every augmenting arm)")
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     show.add_argument("--count", type=int, default=6, help="how many sample images (rows)")
@@ -72,7 +72,8 @@ def _parser():
     bench.add_argument("names", nargs="*", metavar="NAME",
                        help="pipeline, training, memory and/or prepare (default: all four)")
     bench.add_argument("--json", help="also write the results to this JSON file")
-    bench.add_argument("--experiment", help="training: measure every arm of this experiment file (default: the demo)")
+    bench.add_argument("--experiment", help="training: measure every arm of this experiment file or bundled name "
+                       "(default: the demo)")
     return parser
 
 
@@ -171,9 +172,17 @@ def _bench(args):
     unknown = [name for name in args.names if name not in bench.BENCHMARKS]
     if unknown:
         raise UserError(f"no benchmark {unknown[0]!r}; choose from {', '.join(bench.BENCHMARKS)}")
-    if args.experiment and not Path(args.experiment).is_file():
-        raise UserError(f"experiment file {args.experiment} does not exist; give the path of a .toml file")
-    bench.run(args.names or list(bench.BENCHMARKS), args.json, args.experiment)
+    names = args.names or list(bench.BENCHMARKS)
+    experiment = None
+    if args.experiment:
+        if "training" not in names:
+            raise UserError("--experiment is what `training` measures; add training to the benchmarks named")
+        from augcompare.experiments import config
+        experiment = config.find(args.experiment)  # a file or a bundled experiment's name
+        if not experiment.is_file():
+            raise UserError(f"experiment file {experiment} does not exist; give the path of a .toml file or a "
+                            "bundled experiment's name (augcompare experiments lists them)")
+    bench.run(names, args.json, experiment)
 
 
 def main(argv=None):

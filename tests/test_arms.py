@@ -27,6 +27,14 @@ def jitter(images, seed):
 
 def crop_a_row(images, seed):
     return images[:, 1:]
+
+
+def as_double(images, seed):
+    return tf.cast(images, tf.float64)
+
+
+def explode(images, seed):
+    raise RuntimeError("a bug in my function")
 '''
 KINDS = {
     "builtin": '{preset = "standard"}',
@@ -165,8 +173,11 @@ def test_mistakes_in_arms_are_one_line_errors(tmp_path, capsys, arm, message):
 
 
 @pytest.mark.parametrize("function, message", [
-    ("my_augs.py:nothing", "has no function 'nothing'; it defines: jitter, crop_a_row"),
+    ("my_augs.py:nothing", "has no function 'nothing'; it defines: jitter, crop_a_row, as_double, explode"),
     ("my_augs.py:crop_a_row", "returned shape \\[2, 31, 32, 3\\] for images of shape \\[2, 32, 32, 3\\]"),
+    ("my_augs.py:as_double", "returned float64 images; it must return float32"),
+    ("my_augs.py:explode", "failed on a batch of shape \\[2, 32, 32, 3\\]: RuntimeError: .*line 19, in explode.*a bug in "
+                           "my function"),
 ])
 def test_a_function_that_is_missing_or_changes_the_shape_is_refused_before_training(tmp_path, capsys, function,
                                                                                     message):

@@ -37,3 +37,11 @@ def test_prepare_bench_measures_speed_and_the_memory_of_two_sizes():
     assert result["ratio"] > 0 and result["single_process_images_per_s"] > 0
     assert set(result["peak_rss_anon_kib"]) == {20, 40} and all(v > 0 for v in result["peak_rss_anon_kib"].values())
     assert result["memory_ratio"] > 0
+
+
+def test_bench_takes_a_bundled_experiment_by_name_and_refuses_what_it_would_ignore(capsys):
+    from augcompare.experiments import cli
+    assert cli.main(["bench", "training", "--experiment", "polices"]) == 2
+    assert "no bundled experiment of that name; bundled: " in capsys.readouterr().err
+    assert cli.main(["bench", "pipeline", "--experiment", "policies"]) == 2
+    assert "--experiment is what `training` measures" in capsys.readouterr().err
