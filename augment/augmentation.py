@@ -95,7 +95,11 @@ class Augmentation:
         self.check_channels(images.shape[-1])
         shape = tf.shape(images)
         draws = self.draw(seed, shape[0], shape[1], shape[2])
-        return self._pixels_compiled(images, draws, normalize)
+        # Called eagerly (a one-off batch, as the preview draws), op by op: compiling the fused
+        # loop for it costs several times more than running it. In a graph (the training step,
+        # __call__, the generators) the loop is XLA-compiled.
+        pixels = self._pixels if tf.executing_eagerly() else self._pixels_compiled
+        return pixels(images, draws, normalize)
 
     def check_channels(self, channels):
         """ValueError where a colour operation is on and the images are not RGB (channels is
