@@ -9,6 +9,17 @@ from augcompare.experiments import cli
 settings.register_profile("augcompare", derandomize=True, deadline=None)
 settings.load_profile("augcompare")
 
+# Whole files go to the two test workers (pyproject's --dist loadfile) in collection order: the
+# longest first, so that no worker is left alone with a long file at the end while the other idles.
+LONGEST_FIRST = ["test_ray.py", "test_arms.py", "test_runs.py", "test_resume.py", "test_strategy.py",
+                 "test_augmentation.py", "test_design.py", "test_run_options.py", "test_run_files.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: tests keep their order in a file
+
+
 # A small demo experiment that trains in seconds: the overrides every end-to-end test starts from.
 SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8", "data.test_per_class=8",
          "train.batch_size=16", "train.epochs=2", "train.seeds=[0]", "model.filters=[8, 16]",
