@@ -74,11 +74,14 @@ def _parse(row, line_number, path, recover):
     return values
 
 
-def read_history(path, recover="restore it from a copy or start the run again (augcompare run RUN_DIR/config.toml)"):
-    """The rows of a history file as dicts, numbers parsed. A last line cut short (a process
-    killed while appending) is not a row and is left out; any other damage (a wrong header, a
-    field that does not parse, a line with too few or too many fields, bytes that are not text)
-    is a UserError naming the file, the line and `recover`."""
+def read_history(path, recover="restore it from a copy or start the run again (augcompare run RUN_DIR/config.toml)",
+                 appended=True):
+    """The rows of a history file as dicts, numbers parsed. appended: the file grows by appends
+    (a job's rows.csv), so a last line cut short (a process killed while appending) is not a row
+    and is left out; a file that is only ever replaced whole (history.csv) has no such line, and
+    one there is damage. Any damage (a wrong header, a field that does not parse, a line with too
+    few or too many fields, bytes that are not text) is a UserError naming the file, the line and
+    `recover`."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -87,6 +90,8 @@ def read_history(path, recover="restore it from a copy or start the run again (a
     except OSError as error:
         raise UserError(f"{path} cannot be read ({error.strerror}); {recover}") from None
     if text and not text.endswith("\n"):
+        if not appended:
+            raise UserError(f"{path} ends in a line cut short (line {text.count(chr(10)) + 1}); {recover}")
         text = text[:text.rfind("\n") + 1]
     if not text:
         return []

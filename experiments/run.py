@@ -259,7 +259,7 @@ class Run:
             raise UserError(f"{self.history_path} is missing but runs.json lists {len(self.records)} ended jobs; "
                             f"restore it from a copy or {RESTART}")
         if self.history_path.is_file():
-            rows = read_history(self.history_path)
+            rows = read_history(self.history_path, appended=False)
             # Rows of a job not in runs.json are a merge cut short (history.csv is written first):
             # the job's own folder still holds them and its record. Anything else is damage.
             orphans = sorted({(row["arm"], row["seed"]) for row in rows} - set(self.records))
@@ -269,14 +269,17 @@ class Run:
                                     f"list{' (runs.json is missing)' if not self.records else ''}; restore runs.json "
                                     f"from a copy or {RESTART}")
             kept = [row for row in rows if (row["arm"], row["seed"]) in self.records]
-            counts = {}
+            epochs = {key: [] for key in self.records}
             for row in kept:
-                counts[row["arm"], row["seed"]] = counts.get((row["arm"], row["seed"]), 0) + 1
+                epochs[row["arm"], row["seed"]].append(row["epoch"])
             for key, record in self.records.items():
-                if counts.get(key, 0) != record["epochs"]:
-                    raise UserError(f"{self.history_path} holds {counts.get(key, 0)} rows of {key[0]} seed {key[1]} "
+                if len(epochs[key]) != record["epochs"]:
+                    raise UserError(f"{self.history_path} holds {len(epochs[key])} rows of {key[0]} seed {key[1]} "
                                     f"but runs.json says {record['epochs']} epochs; restore both files from a copy "
                                     f"or {RESTART}")
+                if sorted(epochs[key]) != list(range(1, record["epochs"] + 1)):
+                    raise UserError(f"{self.history_path} holds epochs {sorted(epochs[key])} of {key[0]} seed "
+                                    f"{key[1]}, not 1 to {record['epochs']}; restore it from a copy or {RESTART}")
             self.history = sorted(kept, key=lambda row: (self.order(row), row["epoch"]))
             if len(kept) != len(rows):
                 HistoryWriter(self.history_path).rewrite(self.history)

@@ -145,6 +145,14 @@ def test_a_damaged_history_csv_of_ended_jobs_is_a_one_line_error(interrupted_run
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "history.csv line 3 is damaged (seed = 'x')" in error
     assert history.read_bytes() == before
+    for damaged, message in [("\n".join(lines) + "\nbaseline,0,4,0.5", "history.csv ends in a line cut short (line 8)"),
+                             ("\n".join(lines[:2] + [lines[2].replace("baseline,0,2,", "baseline,0,5,")] + lines[3:])
+                              + "\n", "holds epochs [1, 3, 5] of baseline seed 0, not 1 to 3")]:
+        history.write_text(damaged)  # history.csv is only ever replaced whole: neither can come from a kill
+        assert cli.main(["run", "--resume", str(run_dir)]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and message in error, error
+        assert history.read_text() == damaged
     history.write_text("\n".join(lines) + "\n")  # whole again; now runs.json goes missing
     (run_dir / "runs.json").rename(run_dir / "runs.json.moved")
     assert cli.main(["run", "--resume", str(run_dir)]) == 2
