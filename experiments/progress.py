@@ -1,11 +1,11 @@
 """Live progress of a whole run: jobs done of total, epochs, elapsed time and an ETA from the
-measured epoch times and the executor's concurrency, and one line per finished job.
+measured epochs (their wall time, or before there is one, the epoch time and the executor's
+concurrency), and one line per finished job.
 
 On a terminal a rich progress bar stays at the bottom with the lines above it; otherwise (a log
 file, a pipe, CI) plain lines: one per epoch, one per finished job with the run's totals.
 """
 
-import statistics
 import sys
 import time
 
@@ -28,17 +28,20 @@ class RunProgress:
 
     total_epochs: the epochs the planned jobs will train (reduced when a job stops early or
     fails); concurrency: how many jobs the executor trains at once; format_primary(record) -> text
-    of the job's primary metric.
+    of the job's primary metric; clock: seconds, monotonic.
     """
 
-    def __init__(self, jobs, total_epochs, epochs_done, concurrency, format_primary, stream=None):
+    def __init__(self, jobs, total_epochs, epochs_done, concurrency, format_primary, stream=None,
+                 clock=time.monotonic):
         self.console = Console(file=stream or sys.stdout, highlight=False, soft_wrap=True)
         self.jobs_total, self.jobs_done = jobs, 0
         self.epochs_total, self.epochs_done = total_epochs, epochs_done
         self.concurrency = max(1, concurrency)
         self.format_primary = format_primary
-        self.started = time.monotonic()
+        self.clock = clock
+        self.started = clock()
         self.epoch_seconds = []
+        self.first_epoch_at = None  # when this process saw its first epoch end
         self.bar = None
         if self.console.is_terminal:
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
@@ -54,17 +57,23 @@ class RunProgress:
         self._refresh()
 
     def eta(self):
-        """Seconds left: the epochs still to train x the median measured epoch time / concurrency;
-        None before any epoch was measured."""
+        """Seconds left: the epochs still to train x the wall time per epoch since the first one
+        ended, which holds what epoch_seconds leaves out (validation, test evaluation, a job's
+        start-up) and the concurrency the executor reaches; after only one epoch, its
+        epoch_seconds / concurrency. None before any epoch was measured."""
         if not self.epoch_seconds:
             return None
         remaining = max(0, self.epochs_total - self.epochs_done)
-        return remaining * statistics.median(self.epoch_seconds[-200:]) / self.concurrency
+        if len(self.epoch_seconds) >= 2:
+            per_epoch = (self.clock() - self.first_epoch_at) / (len(self.epoch_seconds) - 1)
+        else:
+            per_epoch = self.epoch_seconds[0] / self.concurrency
+        return remaining * per_epoch
 
     def status(self):
         eta = self.eta()
         return (f"{self.jobs_done}/{self.jobs_total} jobs, {self.epochs_done}/{self.epochs_total} epochs, "
-                f"{duration(time.monotonic() - self.started)} elapsed"
+                f"{duration(self.clock() - self.started)} elapsed"
                 + (f", ETA {duration(eta)}" if eta is not None else ""))
 
     def _refresh(self):
@@ -79,6 +88,8 @@ class RunProgress:
         """A job finished an epoch (row of history.csv) of its `epochs`."""
         self.epochs_done += 1
         self.epoch_seconds.append(row["epoch_seconds"])
+        if self.first_epoch_at is None:
+            self.first_epoch_at = self.clock()
         if self.bar is None:
             self.line(f"  {row['arm']:>12s} seed {row['seed']}  epoch {row['epoch']:>3d}/{epochs}  "
                       f"loss {row['loss']:.3f} acc {row['accuracy']:.3f}  "
