@@ -342,8 +342,9 @@ def to_markdown(summary, name):
         floor = primary.get("noise_floor")
         lines += [f"Declared before the run (analysis.primary). Arm - `{baseline}` over paired seeds: mean, 95% "
                   f"paired-t interval, p-values Holm-adjusted across the {len(compared)} arm(s) compared with "
-                  f"`{baseline}`, a sign-flip permutation test as a check (exact up to {EXACT_SIGN_FLIPS} seeds); smallest effect of interest "
-                  f"±{points(metric, primary['min_effect'])}" + (" points" if is_fraction(metric) else "") + "."
+                  f"`{baseline}`, a sign-flip permutation test as a check (exact up to {EXACT_SIGN_FLIPS} seeds); "
+                  f"smallest effect of interest ±{points(metric, primary['min_effect'])}"
+                  + (" points" if is_fraction(metric) else "") + "."
                   + (f" Noise floor: on {floor['test_images']} test images one arm's accuracy has a binomial standard "
                      f"error of {floor['binomial_se'] * 100:.1f} points." if floor else ""), ""]
         lines += ["| arm | seeds | difference | 95% CI | p (Holm) | p (sign-flip) | verdict | detectable (80% power) "
