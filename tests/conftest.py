@@ -40,6 +40,18 @@ def overrides(*items):
     return [arg for item in items for arg in ("--set", item)]
 
 
+def fail_with_nan(monkeypatch, arm):
+    """Makes every job of arm fail: its first update turns every weight into NaN."""
+    from augcompare.experiments import training
+    reset = training.Trainer.reset
+
+    def reset_to_nan(self, seed, weights_path):
+        reset(self, seed, weights_path)
+        if self.arm == arm:
+            self.model.optimizer.learning_rate.assign(float("nan"))
+    monkeypatch.setattr(training.Trainer, "reset", reset_to_nan)
+
+
 def run_small(tmp_path, *extra, run_id="r", experiment=None, cache=None):
     """`augcompare run` of the small demo with extra overrides; returns the run directory."""
     sets = SMALL + [f"data.cache_dir={cache or tmp_path / 'cache'}", *extra]

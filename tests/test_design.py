@@ -4,9 +4,9 @@ from its paired standard deviation, runs the rest and survives a stop in either 
 import json
 
 import pytest
-from conftest import run_small
+from conftest import fail_with_nan, run_small
 
-from augcompare.experiments import cli, stats, training
+from augcompare.experiments import cli, stats
 from augcompare.experiments.history import read_history
 from augcompare.experiments.progress import RunProgress
 
@@ -61,13 +61,7 @@ def test_a_stop_in_either_stage_resumes_to_the_same_run(two_stage, stop_at_epoch
 
 
 def test_a_pilot_whose_jobs_failed_is_a_one_line_error_not_a_plan(tmp_path, monkeypatch, capsys):
-    reset = training.Trainer.reset
-
-    def reset_to_nan(self, seed, weights_path):
-        reset(self, seed, weights_path)
-        if self.arm == "augmented":
-            self.model.optimizer.learning_rate.assign(float("nan"))  # the first update makes every weight NaN
-    monkeypatch.setattr(training.Trainer, "reset", reset_to_nan)
+    fail_with_nan(monkeypatch, "augmented")
     with pytest.raises(AssertionError):  # run_small asserts exit 0
         run_small(tmp_path, *DESIGN, "train.epochs=1", "train.lr_schedule=constant")
     error = capsys.readouterr().err

@@ -8,9 +8,9 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import run_small
+from conftest import fail_with_nan, run_small
 
-from augcompare.experiments import cache, config, job, training
+from augcompare.experiments import cache, config, job
 from augcompare.experiments.data import load_dataset
 from augcompare.experiments.history import read_history
 
@@ -101,13 +101,7 @@ def test_best_models_and_tensorboard_logs(tmp_path):
 
 
 def test_a_nan_loss_fails_that_job_and_the_others_go_on(tmp_path, monkeypatch):
-    reset = training.Trainer.reset
-
-    def reset_to_nan(self, seed, weights_path):
-        reset(self, seed, weights_path)
-        if self.arm == "broken":
-            self.model.optimizer.learning_rate.assign(float("nan"))  # the first update makes every weight NaN
-    monkeypatch.setattr(training.Trainer, "reset", reset_to_nan)
+    fail_with_nan(monkeypatch, "broken")
     run_dir = run_small(tmp_path, "train.seeds=[0, 1]", "train.lr_schedule=constant", "arms.broken={contrast = 0.5}")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["arms"]["broken"]["seeds"] == []
