@@ -60,9 +60,9 @@ def _layer_class(spec):
     return layers[name]
 
 
-def build_layer(spec, value_range=(0.0, 255.0)):
-    """A layer from {layer = "<class>", <keyword> = <value>, ...}; ValueError naming the layer and
-    what is valid where the class or an argument is unknown or a value is refused."""
+def _checked(spec):
+    """The layer class and the user's keyword arguments of spec; ValueError where the class or an
+    argument name is unknown."""
     cls = _layer_class(spec)
     valid = arguments(cls)
     kwargs = {key: value for key, value in spec.items() if key != "layer"}
@@ -71,6 +71,13 @@ def build_layer(spec, value_range=(0.0, 255.0)):
             reserved = " (the harness sets it)" if key in HARNESS_ARGUMENTS else ""
             raise ValueError(f"keras layer {spec['layer']} has no argument {key!r}{reserved}; its arguments: "
                              f"{', '.join(valid) or 'none'}")
+    return cls, kwargs
+
+
+def build_layer(spec, value_range=(0.0, 255.0)):
+    """A layer from {layer = "<class>", <keyword> = <value>, ...}; ValueError naming the layer and
+    what is valid where the class or an argument is unknown or a value is refused."""
+    cls, kwargs = _checked(spec)
     kwargs = {key: tuple(value) if isinstance(value, list) else value for key, value in kwargs.items()}
     parameters = inspect.signature(cls.__init__).parameters
     if "value_range" in parameters:
@@ -85,9 +92,12 @@ def build_layer(spec, value_range=(0.0, 255.0)):
 
 
 def check_layers(specs):
-    """Builds each layer once to check its name and arguments (ValueError, one line)."""
+    """Checks each layer's name and argument names (ValueError, one line) without building it:
+    a built layer starts TensorFlow's devices, which a run must still be able to configure
+    (train.cpu_devices). The values are checked where the layers are built on the data
+    (experiments.run.check_arms)."""
     for spec in specs:
-        build_layer(spec)
+        _checked(spec)
 
 
 def seed_python_random(*key):

@@ -258,9 +258,16 @@ def bench_training(epochs=12, experiment_path=None, log=print):
     from augcompare.augment.params import augments
     from augcompare.experiments import config, stats
     from augcompare.experiments.data import load_dataset
-    from augcompare.experiments.training import Trainer, one_hot_batches, steps_per_epoch, write_initial_weights
+    from augcompare.experiments.training import (
+        Trainer,
+        check_arms,
+        one_hot_batches,
+        steps_per_epoch,
+        write_initial_weights,
+    )
     experiment = config.load(experiment_path)
     dataset = load_dataset(experiment.data)
+    check_arms(experiment, dataset)
     images, labels = dataset.train_images, dataset.train_labels
     shape, classes, batch_size = dataset.image_shape, len(dataset.class_names), experiment.train.batch_size
     steps = steps_per_epoch(len(labels), batch_size)

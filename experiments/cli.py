@@ -99,6 +99,7 @@ def _preview(args):
     from augcompare.augment.params import augments
     from augcompare.experiments import config, preview
     from augcompare.experiments.data import load_dataset
+    from augcompare.experiments.training import check_arms
     experiment = config.load(args.experiment, args.overrides)
     arms = experiment.arms
     if args.arm:
@@ -113,6 +114,7 @@ def _preview(args):
     if args.count < 1 or args.variants < 1:
         raise config.UserError("--count and --variants must be at least 1")
     dataset = load_dataset(experiment.data)
+    check_arms(experiment, dataset)  # a Keras argument the layer refuses, a function that fails: one line
     samples, labels = preview.pick_samples(dataset.train_images, dataset.train_labels, args.count)
     preview.draw(samples, labels, dataset.class_names, arms, dataset.value_range, Path(args.output), args.variants)
     print(f"wrote {args.output}")

@@ -50,7 +50,7 @@ from augcompare.experiments.job import (
     read_record,
 )
 from augcompare.experiments.progress import RunProgress
-from augcompare.experiments.training import write_initial_weights
+from augcompare.experiments.training import check_arms, write_initial_weights
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESTART = "start the run again with augcompare run RUN_DIR/config.toml"
@@ -187,34 +187,6 @@ def check_dataset(experiment, dataset):
         low, high = dataset.value_range
         raise UserError(f"train.normalize = \"rescale\" divides by 255, for pixels; {dataset.path} holds values in "
                         f"[{low:g}, {high:g}]: use train.normalize = \"standardize\" or \"divmax\"")
-
-
-def check_arms(experiment, dataset):
-    """Each arm against the data before anything trains, so that an operation the data cannot take
-    (a colour operation on one channel), a Keras layer that fails on it, or a function that fails
-    or changes the shape is a one-line error. Keras layers and the function run once on two
-    training images; nothing is compiled."""
-    from augcompare.augment.functions import check_function, load_function
-    from augcompare.augment.keras_layers import build_layer
-    from augcompare.experiments.training import arm_augmentation
-    images = tf.cast(np.asarray(dataset.train_images[:2]), tf.float32)
-    for arm, settings in experiment.arms.items():
-        try:
-            arm_augmentation(settings, dataset.value_range).check_channels(dataset.image_shape[-1])
-            for spec in settings.get("keras", ()):
-                try:
-                    build_layer(spec, dataset.value_range)(images, training=True)
-                except ValueError:
-                    raise
-                except Exception as error:  # Keras and TensorFlow raise many kinds on unsuitable data
-                    message = " ".join(str(error).split())[:200]
-                    raise ValueError(f"keras layer {spec['layer']} fails on this data ({dataset.image_shape}): "
-                                     f"{type(error).__name__}: {message}") from None
-            if settings.get("function"):
-                check_function(load_function(settings["function"]), settings["function"], dataset.image_shape,
-                               dataset.value_range)
-        except ValueError as error:
-            raise UserError(f"arms.{arm}: {error}") from None
 
 
 def candidate_seeds(experiment):

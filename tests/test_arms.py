@@ -161,6 +161,7 @@ def test_label_mixing_sums_to_one_and_follows_the_images(mixer):
                                                         "arguments: num_ops, factor, interpolation"),
     ('{keras = [{layer = "RandAugment", value_range = [0, 1]}]}', "'value_range' \\(the harness sets it\\)"),
     ('{keras = [{layer = "MixUp"}]}', "use mixup = alpha in the arm"),
+    ('{keras = [{layer = "RandomErasing", factor = "much"}]}', "keras layer RandomErasing"),
     ('{function = "missing.py:jitter"}', "function file .*missing.py does not exist"),
 ])
 def test_mistakes_in_arms_are_one_line_errors(tmp_path, capsys, arm, message):

@@ -12,13 +12,15 @@ from augcompare.experiments.history import read_history
 
 
 def test_arms_train_under_a_distribution_strategy(tmp_path):
-    """mirrored over two CPU devices, and multi_worker with one worker; side by side, each in its
-    own process."""
+    """mirrored over two CPU devices (its augmented arm a Keras layer's, which must not start
+    TensorFlow's devices before they are split), and multi_worker with one worker; side by side,
+    each in its own process."""
     cases = {"mirrored": 2, "multi_worker": 1}
+    arms = {"mirrored": ['arms.augmented={keras = [{layer = "RandomErasing", factor = 0.5}]}'], "multi_worker": []}
     processes = {}
     for strategy in cases:
         sets = SMALL + [f"data.cache_dir={tmp_path / strategy / 'cache'}", f"train.strategy={strategy}",
-                        "train.cpu_devices=2"]
+                        "train.cpu_devices=2", *arms[strategy]]
         command = [sys.executable, "-m", "augcompare.experiments.cli", "run", "--out", str(tmp_path / strategy),
                    "--run-id", "r"]
         processes[strategy] = subprocess.Popen(command + [a for s in sets for a in ("--set", s)],
