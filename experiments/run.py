@@ -353,8 +353,8 @@ class Run:
         uncapped = stats.stein_seeds(planning_sd * scale, pilot_pairs, analysis.target_half_width, 10**9)
         needed = min(max(uncapped, len(pilot)), len(self.candidates))
         self.design = {"target_half_width": analysis.target_half_width, "pilot_seeds": pilot,
-                       "pilot_pairs": pilot_pairs, "pilot_sd": pilot_sd, "planning_sd": planning_sd, "seeds_needed": uncapped,
-                       "capped": needed < uncapped, "seeds": self.candidates[:needed]}
+                       "pilot_pairs": pilot_pairs, "pilot_sd": pilot_sd, "planning_sd": planning_sd,
+                       "seeds_needed": uncapped, "capped": needed < uncapped, "seeds": self.candidates[:needed]}
         with self._protected():
             self.write_runs()
         self.log(f"two-stage design: the pilot's paired sd is {planning_sd * scale:.2f} points; "
