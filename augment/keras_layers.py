@@ -95,7 +95,7 @@ def check_layers(specs):
     """Checks each layer's name and argument names (ValueError, one line) without building it:
     a built layer starts TensorFlow's devices, which a run must still be able to configure
     (train.cpu_devices). The values are checked where the layers are built on the data
-    (experiments.run.check_arms)."""
+    (experiments.training.check_arms)."""
     for spec in specs:
         _checked(spec)
 

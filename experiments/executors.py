@@ -16,8 +16,6 @@ from augcompare.experiments.job import ROWS, run_job
 
 
 class LocalExecutor:
-    concurrency = 1
-
     def __init__(self):
         self.trainers = {}  # arm -> Trainer, compiled once per process
 
@@ -33,9 +31,9 @@ class LocalExecutor:
         self.trainers.clear()
 
 
-def make_executor(run_config, jobs_planned):
+def make_executor(run_config):
     if run_config.executor == "ray":
-        return RayExecutor(run_config, jobs_planned)
+        return RayExecutor(run_config)
     return LocalExecutor()
 
 
@@ -60,7 +58,7 @@ class RayExecutor:
     "host:port": join one. The run directory and the prepared data must be on a file system every
     node mounts at the same path (a job that cannot see them fails once, with that message)."""
 
-    def __init__(self, run_config, jobs_planned):
+    def __init__(self, run_config):
         if importlib.util.find_spec("ray") is None:
             raise UserError("run.executor = \"ray\" needs Ray; pip install -e \".[ray]\"")
         if not run_config.address:
@@ -82,16 +80,9 @@ class RayExecutor:
                 message = " ".join(str(error).split())[:200]
                 raise UserError(f"cannot start or join a Ray cluster at run.address = {run_config.address!r} "
                                 f"({message}); start one with `ray start --head` or set run.address = \"\"") from None
-        resources = ray.cluster_resources()
-        slots = []
-        if run_config.cpus_per_job:
-            slots.append(resources.get("CPU", 0) / run_config.cpus_per_job)
-        if run_config.gpus_per_job:
-            if not resources.get("GPU"):
-                raise UserError(f"run.gpus_per_job = {run_config.gpus_per_job} but the Ray cluster has no GPU; set "
-                                "run.gpus_per_job = 0 or add GPU nodes")
-            slots.append(resources["GPU"] / run_config.gpus_per_job)
-        self.concurrency = max(1, min([int(s) for s in slots] + [jobs_planned]) if slots else jobs_planned)
+        if run_config.gpus_per_job and not ray.cluster_resources().get("GPU"):
+            raise UserError(f"run.gpus_per_job = {run_config.gpus_per_job} but the Ray cluster has no GPU; set "
+                            "run.gpus_per_job = 0 or add GPU nodes")
         self.remote = ray.remote(max_calls=1, max_retries=WORKER_RETRIES)(_ray_job)
 
     def run(self, jobs, on_epoch, on_done, protect):

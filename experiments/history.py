@@ -1,5 +1,6 @@
-"""history.csv (and each job's rows.csv): one row per arm x seed x epoch, appended and synced as
-each epoch ends, read back strictly: a damaged line is an error naming the file and line."""
+"""A job's rows.csv, appended and synced as each epoch ends, and the run's history.csv, replaced
+whole as each job ends: one row per arm x seed x epoch, read back strictly (a damaged line is an
+error naming the file and line)."""
 
 import csv
 import io

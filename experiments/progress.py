@@ -1,6 +1,5 @@
 """Live progress of a whole run: jobs done of total, epochs, elapsed time and an ETA from the
-measured epochs (their wall time, or before there is one, the epoch time and the executor's
-concurrency), and one line per finished job.
+wall time per epoch measured so far, and one line per finished job.
 
 On a terminal a rich progress bar stays at the bottom with the lines above it; otherwise (a log
 file, a pipe, CI) plain lines: one per epoch, one per finished job with the run's totals.
@@ -27,21 +26,17 @@ class RunProgress:
     """Counts jobs and epochs of a run and shows them.
 
     total_epochs: the epochs the planned jobs will train (reduced when a job stops early or
-    fails); concurrency: how many jobs the executor trains at once; format_primary(record) -> text
-    of the job's primary metric; clock: seconds, monotonic.
+    fails); format_primary(record) -> text of the job's primary metric; clock: seconds, monotonic.
     """
 
-    def __init__(self, jobs, total_epochs, epochs_done, concurrency, format_primary, stream=None,
-                 clock=time.monotonic):
+    def __init__(self, jobs, total_epochs, epochs_done, format_primary, stream=None, clock=time.monotonic):
         self.console = Console(file=stream or sys.stdout, highlight=False, soft_wrap=True)
         self.jobs_total, self.jobs_done = jobs, 0
         self.epochs_total, self.epochs_done = total_epochs, epochs_done
-        self.concurrency = max(1, concurrency)
         self.format_primary = format_primary
         self.clock = clock
         self.started = clock()
-        self.epoch_seconds = []
-        self.first_epoch_at = None  # when this process saw its first epoch end
+        self.epoch_seconds = []  # of the epochs this process saw end
         self.bar = None
         if self.console.is_terminal:
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
@@ -57,18 +52,14 @@ class RunProgress:
         self._refresh()
 
     def eta(self):
-        """Seconds left: the epochs still to train x the wall time per epoch since the first one
-        ended, which holds what epoch_seconds leaves out (validation, test evaluation, a job's
-        start-up) and the concurrency the executor reaches; after only one epoch, its
-        epoch_seconds / concurrency. None before any epoch was measured."""
+        """Seconds left: the epochs still to train x the wall time since the run started per epoch
+        trained. That holds what epoch_seconds leaves out (validation, test evaluation, a job's
+        start-up) and the concurrency the executor really reaches; it starts high (the first
+        epoch carries the compilation) and settles as epochs end. None before any epoch."""
         if not self.epoch_seconds:
             return None
         remaining = max(0, self.epochs_total - self.epochs_done)
-        if len(self.epoch_seconds) >= 2:
-            per_epoch = (self.clock() - self.first_epoch_at) / (len(self.epoch_seconds) - 1)
-        else:
-            per_epoch = self.epoch_seconds[0] / self.concurrency
-        return remaining * per_epoch
+        return remaining * (self.clock() - self.started) / len(self.epoch_seconds)
 
     def status(self):
         eta = self.eta()
@@ -88,8 +79,6 @@ class RunProgress:
         """A job finished an epoch (row of history.csv) of its `epochs`."""
         self.epochs_done += 1
         self.epoch_seconds.append(row["epoch_seconds"])
-        if self.first_epoch_at is None:
-            self.first_epoch_at = self.clock()
         if self.bar is None:
             self.line(f"  {row['arm']:>12s} seed {row['seed']}  epoch {row['epoch']:>3d}/{epochs}  "
                       f"loss {row['loss']:.3f} acc {row['accuracy']:.3f}  "

@@ -398,11 +398,11 @@ class Run:
     def train(self):
         """Trains every job that has not ended, then writes the summary and the figures."""
         self.load()
-        if self.baseline is None and self.experiment.analysis.target_half_width:
+        if self.experiment.analysis.target_half_width and (self.baseline is None or len(self.arms) < 2):
             raise UserError("analysis.target_half_width needs a baseline arm (one named baseline or without "
-                            "augmentation) to plan the seeds from the paired differences")
-        executor = make_executor(self.experiment.run, max(1, len(self.pending(self.seeds()))))
-        self.progress = RunProgress(0, 0, 0, executor.concurrency, self.format_primary)
+                            "augmentation) and another arm to plan the seeds from their paired differences")
+        executor = make_executor(self.experiment.run)
+        self.progress = RunProgress(0, 0, 0, self.format_primary)
         try:
             with StopOnSignal(self.run_dir) as self.signals:
                 self.run_stage(executor, self.seeds())

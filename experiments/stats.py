@@ -70,16 +70,18 @@ def describe(values):
 def paired_difference(treated, control, confidence=1 - ALPHA):
     """Mean of treated - control over paired seeds with the paired-t confidence interval (under
     "ci95": the 95% one unless confidence says otherwise) and p-value (scipy.stats.ttest_rel);
-    no interval with fewer than two pairs. Where every pair differs by the same amount the t
-    statistic is 0/0 or infinite, which scipy leaves as NaN: the p-value is its limit, 1 for no
-    difference and 0 for any other, so the arm stays in Holm's family and gets a verdict."""
+    no interval with fewer than two pairs. Where every pair differs by the same amount the t-test
+    has no spread to test against (scipy gives NaN; its limit, p = 0, would overclaim, as equal
+    differences come easily from accuracies on a finite test split): the p-value is then the exact
+    sign-flip test's, which needs no variance (2 / 2^n; 1 for no difference), so the arm stays in
+    Holm's family."""
     treated, control = np.asarray(treated, dtype=float), np.asarray(control, dtype=float)
     differences = treated - control
     mean, n = float(differences.mean()), len(differences)
     if n < 2:
         return {"mean": mean, "ci95": None, "p": None, "n": n}
     if np.ptp(differences) == 0:  # every seed gave the same difference: no spread to test against
-        return {"mean": mean, "ci95": [mean, mean], "p": 1.0 if mean == 0 else 0.0, "n": n}
+        return {"mean": mean, "ci95": [mean, mean], "p": sign_flip_p(differences), "n": n}
     test = stats.ttest_rel(treated, control)
     interval = test.confidence_interval(confidence)
     return {"mean": mean, "ci95": [float(interval.low), float(interval.high)], "p": float(test.pvalue), "n": n}

@@ -27,8 +27,8 @@ SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8"
 
 
 def rows_in(path):
-    """Rows in a history file (header and a line cut short not counted); 0 for a file that is not
-    there, as a job's folder is removed when its job ends."""
+    """Lines in a history file after its header (a line still being appended counts); 0 for a
+    file that is not there, as a job's folder is removed when its job ends."""
     try:
         return max(0, len(path.read_text().splitlines()) - 1)
     except FileNotFoundError:

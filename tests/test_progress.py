@@ -13,24 +13,24 @@ def row(arm, seed, epoch, seconds=2.0):
 
 def test_plain_lines_with_totals_and_an_eta_from_the_measured_epochs():
     stream, now = io.StringIO(), [100.0]
-    progress = RunProgress(0, 0, 0, concurrency=2, format_primary=lambda record: "test_accuracy 71.0%", stream=stream,
+    progress = RunProgress(0, 0, 0, format_primary=lambda record: "test_accuracy 71.0%", stream=stream,
                            clock=lambda: now[0])
     progress.add_jobs(4, 4 * 10)
     assert progress.eta() is None  # nothing measured yet
     now[0] = 105.0
     progress.epoch(row("baseline", 0, 1), 10)
-    assert progress.eta() == (40 - 1) * 2.0 / 2  # one epoch: epochs left x its seconds / jobs at once
+    assert progress.eta() == (40 - 1) * 5.0  # the wall time per epoch: start-up and validation included,
+    # where epoch_seconds says 2
     now[0] = 108.0
     progress.epoch(row("baseline", 0, 2), 10)
-    # Then the wall time per epoch (3 s, validation and start-up included, where epoch_seconds says 2).
-    assert progress.eta() == (40 - 2) * 3.0
+    assert progress.eta() == (40 - 2) * 4.0
     progress.job_done({"arm": "baseline", "seed": 0, "status": "stopped_early", "seconds": 12.5}, skipped_epochs=8)
-    assert progress.eta() == (32 - 2) * 3.0  # an early stop removes the epochs it skips
+    assert progress.eta() == (32 - 2) * 4.0  # an early stop removes the epochs it skips
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("      baseline seed 0  epoch   1/10  loss 0.500")
     assert lines[-1].startswith("job baseline seed 0 done: test_accuracy 71.0%  (stopped early)  12.5 s  "
                                 "[1/4 jobs, 2/32 epochs, ")
-    assert "8s elapsed, ETA 1m30s" in lines[-1]
+    assert "8s elapsed, ETA 2m00s" in lines[-1]
     progress.close()
 
 

@@ -70,7 +70,8 @@ def test_a_run_on_ray_gives_the_local_executors_files_even_when_a_worker_is_kill
     while killed is None and runner.is_alive() and time.monotonic() < deadline:
         for folder in sorted(run_dir.glob("jobs/*")):
             try:
-                if rows_in(folder / "rows.csv") != 1 or not (folder / "checkpoint.npz").is_file():
+                if (rows_in(folder / "rows.csv") != 1 or not (folder / "checkpoint.npz").is_file()
+                        or (folder / "record.json").exists()):  # not yet checkpointed, or already ended
                     continue
                 first_row = read_history(folder / "rows.csv")[0]
                 worker = json.loads((folder / ".lock").read_text())["pid"]  # the job's lock names its process
@@ -131,7 +132,7 @@ def test_a_worker_that_cannot_see_the_run_directory_fails_its_job_once_with_the_
     from augcompare.experiments.job import Job
     experiment = config.load(overrides=["run.executor=ray"])
     missing = Job("baseline", 0, str(tmp_path / "not-mounted" / "run"), str(tmp_path), config.to_dict(experiment))
-    executor = RayExecutor(experiment.run, 1)
+    executor = RayExecutor(experiment.run)
     done = []
     with pytest.raises(UserError, match="cannot see the run directory .*not-mounted.* a file system every node mounts"):
         executor.run([missing], lambda *args: None, lambda job, record: done.append(record),

@@ -94,6 +94,8 @@ def test_a_run_killed_by_sigkill_resumes_to_the_uninterrupted_history(uninterrup
     def second_process_then_kill(process, run_dir):
         # Frozen, the run keeps its lock and its job stays half-trained while we look.
         process.send_signal(signal.SIGSTOP)
+        while open(f"/proc/{process.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "T":
+            time.sleep(0.001)  # the signal is delivered asynchronously
         if not in_the_middle_of_a_job(run_dir):  # that job ended between the look and the stop
             process.send_signal(signal.SIGCONT)
             return False

@@ -37,19 +37,23 @@ def test_paired_difference_matches_the_t_formula():
 
 
 def test_a_difference_without_spread_keeps_its_place_in_holms_family():
-    """Every seed 12.5 points better: a p-value of 0 (the t statistic's limit), not a missing one
-    that would drop the arm from the correction; no difference at all: p = 1."""
+    """Every seed 12.5 points better: no spread for the t-test, so the exact sign-flip test's
+    p-value (2 / 2^n), not a missing one that would drop the arm from the correction, nor the
+    t statistic's limit of 0; no difference at all: p = 1."""
     assert stats.paired_difference([0.75, 0.625, 0.875], [0.625, 0.5, 0.75]) == {
-        "mean": 0.125, "ci95": [0.125, 0.125], "p": 0.0, "n": 3}
+        "mean": 0.125, "ci95": [0.125, 0.125], "p": 0.25, "n": 3}
     assert stats.paired_difference([0.7, 0.6], [0.7, 0.6])["p"] == 1.0
     history, jobs = [], {}
-    for seed, (base, steady, noisy) in enumerate([(0.625, 0.75, 0.74), (0.5, 0.625, 0.53), (0.75, 0.875, 0.79)]):
+    values = [(0.625, 0.75, 0.74), (0.5, 0.625, 0.53), (0.75, 0.875, 0.79), (0.25, 0.375, 0.3), (0.5, 0.625, 0.6),
+              (0.375, 0.5, 0.4)]
+    for seed, (base, steady, noisy) in enumerate(values):
         for arm, value in (("plain", base), ("steady", steady), ("noisy", noisy)):
             history += rows(arm, seed, [0.5, value])
             jobs[arm, seed] = record(arm, seed, value)
     summary = stats.summarize(history, ["plain", "steady", "noisy"], 2, jobs, baseline="plain", test_count=500)
     steady, noisy = (summary["vs_baseline"][arm]["primary"] for arm in ("steady", "noisy"))
-    assert steady["p_holm"] == 0.0 and steady["verdict"] == "better"
+    assert steady["p"] == pytest.approx(2 / 2**6) and steady["p_holm"] == pytest.approx(stats.holm(
+        [steady["p"], noisy["p"]])[0]) and steady["verdict"] == "better"
     assert noisy["p_holm"] == pytest.approx(stats.holm([steady["p"], noisy["p"]])[1])
 
 
