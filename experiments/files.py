@@ -88,7 +88,7 @@ class DirectoryLock:
     removes would lock a file nobody else sees.
     """
 
-    _held = set()  # the descriptors of the locks this process holds
+    _held = set()  # the locks this process holds
 
     def __init__(self, path, purpose):
         self.path = Path(path)
@@ -132,12 +132,12 @@ class DirectoryLock:
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, json.dumps(record).encode(), 0)
         self.descriptor = descriptor
-        DirectoryLock._held.add(descriptor)
+        DirectoryLock._held.add(self)
         return self
 
     def release(self):
         if self.descriptor is not None:
-            DirectoryLock._held.discard(self.descriptor)
+            DirectoryLock._held.discard(self)
             fcntl.flock(self.descriptor, fcntl.LOCK_UN)
             os.close(self.descriptor)
             self.descriptor = None
@@ -147,9 +147,10 @@ class DirectoryLock:
         # A forked child (a decoding worker) shares its parent's lock until it closes its copy:
         # the kernel frees a flock only when the last descriptor of it is closed, so a child
         # outliving a killed parent would keep the lock held. Closing the copy leaves the
-        # parent's lock as it is.
-        for descriptor in cls._held:
-            os.close(descriptor)
+        # parent's lock as it is (flock(LOCK_UN) here would free it for the parent too).
+        for lock in cls._held:
+            os.close(lock.descriptor)
+            lock.descriptor = None
         cls._held.clear()
 
     def __enter__(self):

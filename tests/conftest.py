@@ -35,6 +35,14 @@ def rows_in(path):
         return 0
 
 
+def command_line(pid):
+    """The command line of process pid (bytes, arguments joined by NUL); b"" once it has ended."""
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().rstrip(b"\0")
+    except OSError:
+        return b""
+
+
 def overrides(*items):
     """--set arguments for the command line."""
     return [arg for item in items for arg in ("--set", item)]

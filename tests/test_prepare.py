@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import command_line
 from PIL import Image
 
 from augcompare.experiments import cache, cli, config, console, prepare
@@ -348,13 +349,6 @@ def test_jpeg_and_webp_copies_of_a_photograph_give_the_same_cache(tmp_path):
 
 # Interruptions and concurrency
 
-def _cmdline(pid):
-    try:
-        return open(f"/proc/{pid}/cmdline", "rb").read().rstrip(b"\0")
-    except OSError:  # ended meanwhile
-        return b""
-
-
 def test_an_interrupted_preparation_continues_to_the_same_cache(lsun_root, tmp_path, monkeypatch, capsys):
     """Ctrl-C in this process, then SIGKILL of a command: each time, the next run continues from the
     progress record and ends with the uninterrupted run's cache."""
@@ -399,7 +393,7 @@ prepare.prepare_source(DataConfig(**{small('lsun', root, categories=('bedroom', 
     assert not killed.exists()
     # Its decoding workers died with it, and the lock they were forked under went with them.
     time.sleep(0.5)
-    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline(pid).endswith(script.encode())]
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and command_line(pid).endswith(script.encode())]
     DirectoryLock(tmp_path / ".k.lock", "the test").acquire().release()
     same_cache(uninterrupted, prepare_lsun(root, killed))
     progress = capsys.readouterr().err

@@ -2,12 +2,16 @@
 `augcompare run --resume` then ends in one line naming the file, what is wrong and how to
 recover (exit 2, no traceback), and nothing is deleted or rewritten."""
 
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 
 import pytest
-from conftest import SMALL, overrides
+from conftest import SMALL, command_line, overrides
 
 from augcompare.experiments import cli
 from augcompare.experiments.files import DirectoryLock
@@ -159,3 +163,26 @@ def test_a_damaged_history_csv_of_ended_jobs_is_a_one_line_error(interrupted_run
     error = capsys.readouterr().err
     assert "holds rows of augmented seed 0, which runs.json does not list (runs.json is missing)" in error
     assert history.read_text() == "\n".join(lines) + "\n"  # nothing dropped
+
+
+def test_a_killed_process_frees_its_lock_even_while_a_child_it_forked_lives_on(tmp_path):
+    """flock belongs to the open file, which a forked child shares: the child closes its copy at
+    once, so the lock goes with the process that took it."""
+    script = f"""
+import os, signal, time
+from augcompare.experiments.files import DirectoryLock
+DirectoryLock({str(tmp_path / '.lock')!r}, "the parent").acquire()
+if os.fork() == 0:
+    time.sleep(30)  # a child that outlives its parent (no parent-death signal here)
+    os._exit(0)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert parent.wait(timeout=30) == -signal.SIGKILL
+    children = [pid for pid in os.listdir("/proc") if pid.isdigit() and command_line(pid).endswith(script.encode())]
+    try:
+        assert children  # the child still runs
+        DirectoryLock(tmp_path / ".lock", "the test").acquire().release()  # and the lock is free
+    finally:
+        for pid in children:
+            os.kill(int(pid), signal.SIGKILL)
