@@ -53,14 +53,6 @@ class HistoryWriter:
         write_text(self.path, _csv_text(rows, header=True))
 
 
-def ends_mid_line(path):
-    """Whether a history file's last line was cut short (a process killed, or power lost, while
-    appending): the next append must not continue that line."""
-    with open(path, "rb") as file:
-        size = file.seek(0, os.SEEK_END)
-        return size > 0 and file.seek(size - 1) >= 0 and file.read(1) != b"\n"
-
-
 def _parse(row, line_number, path, recover):
     values = {}
     for key in COLUMNS:

@@ -30,7 +30,7 @@ from augcompare.experiments import cache as cache_format
 from augcompare.experiments import config as config_mod
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.files import DirectoryLock, read_json, write_atomically, write_json
-from augcompare.experiments.history import HistoryWriter, ends_mid_line, read_history
+from augcompare.experiments.history import HistoryWriter, read_history
 from augcompare.experiments.training import (
     Trainer,
     checkpoint_epochs,
@@ -270,9 +270,8 @@ def _train_and_evaluate(job, trainers, on_epoch, protect, started):
     if len(rows) < done or any(row["epoch"] != i + 1 or (row["arm"], row["seed"]) != (job.arm, job.seed)
                                for i, row in enumerate(rows)):
         raise UserError(f"{folder / ROWS} does not match its checkpoint ({len(rows)} rows, {done} epochs); {recover}")
-    # Epochs after the last checkpoint are trained again; a row cut short is no row.
-    if len(rows) > done or ((folder / ROWS).is_file() and ends_mid_line(folder / ROWS)):
-        rows = rows[:done]
+    if (folder / ROWS).is_file():  # written afresh: epochs after the last checkpoint are trained
+        rows = rows[:done]          # again, and a row cut short by a kill is no row
         HistoryWriter(folder / ROWS).rewrite(rows)
 
     steps = steps_per_epoch(len(dataset.train_labels), train.batch_size)
