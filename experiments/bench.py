@@ -9,6 +9,9 @@ Keras 3 preprocessing layers in tf.data, with the no-augmentation floor beside t
 training: epochs of the demo's network with and without augmentation, in turn.
 memory: peak anonymous memory of a DataGenerator pass over memory-mapped caches of 10,000 and
 100,000 images.
+run: the whole `augcompare run` command of the demo (or --experiment), once per variant, each in a
+fresh process: its wall time, where that time goes, and each variant's wall time against the
+first's.
 """
 
 import io
@@ -23,12 +26,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
-from augcompare.experiments import demo_scenes, lsun
+from augcompare.experiments import demo_scenes, lsun, timing
 from augcompare.experiments.config import DataConfig
 from augcompare.experiments.images import decode, open_database
 from augcompare.experiments.prepare import prepare_source
+from PIL import Image
 
 
 def lsun_like_database(path, count, seed=0, distinct=None):
@@ -370,15 +372,113 @@ def bench_memory(small=10_000, large=100_000, size=64, batch_size=32, log=print)
     return {"peak_rss_anon_kib": peaks, "ratio": round(ratio, 3)}
 
 
+# What `bench run` can compare: --set overrides and environment variables of the command.
+RUN_VARIANTS = {
+    "default": ([], {}),
+    "one-job-at-a-time": (["run.jobs_at_once=1"], {}),
+    "eigen": ([], {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    "mixed_bfloat16": (["train.precision=mixed_bfloat16"], {}),
+}
+# The parts of a run, as experiments.timing names them, in the order of a run. Job parts are
+# summed over every job and divided by the jobs trained at once: their share of the job lanes.
+DRIVER_PARTS = ("run: start-up (imports)", "run: data", "run: checks", "run: preview grid", "run: initial weights",
+                "run: merging job files", "run: summary and figures")
+WORK_PARTS = ("job: training steps", "job: validation", "job: test evaluation")
+
+
+def _timed_run(experiment_path, cache_dir, out, variant, run_id):
+    """One `augcompare run` in a fresh process; (wall seconds, its timing file's content)."""
+    sets, env = RUN_VARIANTS[variant]
+    timings = Path(out) / f"{run_id}.timings.json"
+    command = [sys.executable, "-m", "augcompare.experiments.cli", "run", str(experiment_path), "--out", str(out),
+               "--run-id", run_id, "--set", f"data.cache_dir={cache_dir}"]
+    for item in sets:
+        command += ["--set", item]
+    launched = time.time()
+    result = subprocess.run(command, check=False, env={**os.environ, **env, "AUGCOMPARE_TIMINGS": str(timings)},
+                            capture_output=True, text=True)
+    wall = time.time() - launched
+    if result.returncode != 0:
+        raise RuntimeError(f"bench run {variant}: augcompare run exited {result.returncode}: "
+                           f"{result.stderr.strip()[-500:]}")
+    document = json.loads(timings.read_text())
+    document["startup_seconds"] = document["main_started_at"] - launched
+    environment = json.loads(next(Path(out).glob(f"*/{run_id}/environment.json")).read_text())
+    return wall, document, environment
+
+
+def _breakdown(wall, document, environment):
+    """Seconds and share of the wall time per part; job parts per job lane."""
+    spans = document["spans"]
+    lanes = max(1, environment.get("jobs_at_once") or 1)
+    parts = {"start-up: Python and augcompare's imports": document["startup_seconds"]
+             + spans.get("run: start-up (imports)", 0.0)}
+    parts.update({name: spans.get(name, 0.0) for name in DRIVER_PARTS[1:]})
+    worker_start = spans.get("workers: start-up (a Python and TensorFlow each)", 0.0)
+    if worker_start:
+        parts["workers: start-up, per lane (overlaps the driver's parts)"] = worker_start / lanes
+    job_parts = [name for name in timing.JOB_PARTS if name in spans]
+    parts.update({f"{name}, per lane": spans[name] / lanes for name in job_parts})
+    work = sum(spans.get(name, 0.0) for name in WORK_PARTS) / lanes
+    return {"wall_seconds": wall, "jobs_at_once": lanes, "threads_per_job": environment.get("threads_per_job"),
+            "onednn": environment.get("kernels", {}).get("onednn"), "parts_seconds": parts,
+            "training_and_evaluation_fraction": work / wall, "other_fraction": 1 - work / wall}
+
+
+def bench_run(experiment_path=None, variants=None, log=print):
+    """The whole `augcompare run` command, once per variant (RUN_VARIANTS), one after the other
+    on the same prepared data (drawn or prepared once first, and timed apart: a first run pays
+    it once). Where the wall time goes comes from the run's own timing (experiments.timing)."""
+    from augcompare.experiments import config
+    from augcompare.experiments.data import load_dataset
+    variants = list(variants or ("default", "one-job-at-a-time"))
+    experiment_path = experiment_path or config.DEFAULT_EXPERIMENT
+    experiment = config.load(experiment_path)
+    results = {}
+    with tempfile.TemporaryDirectory() as folder:
+        cache_dir = Path(folder) / "cache"
+        started = time.perf_counter()
+        load_dataset(config.load(experiment_path, [f"data.cache_dir={cache_dir}"]).data)
+        prepared = time.perf_counter() - started
+        log(f"bench run: augcompare run {experiment.name}, whole command in a fresh process per variant, "
+            f"{os.cpu_count()} cores; the data drawn or prepared once first ({prepared:.1f} s, not in the runs)")
+        for index, variant in enumerate(variants):
+            wall, document, environment = _timed_run(experiment_path, cache_dir, Path(folder) / "out", variant,
+                                                     f"{index}-{variant}")
+            results[variant] = _breakdown(wall, document, environment)
+    first = results[variants[0]]["wall_seconds"]
+    names = list(dict.fromkeys(name for result in results.values() for name in result["parts_seconds"]))
+    log(f"  {'':58s}" + "".join(f"{variant:>24s}" for variant in variants))
+    log(f"  {'jobs at once x TensorFlow threads (0: all cores)':58s}" + "".join(
+        f"{str(r['jobs_at_once']) + ' x ' + str(r['threads_per_job']):>24s}" for r in results.values()))
+    for name in names:
+        cells = [(r["parts_seconds"].get(name, 0.0), r["wall_seconds"]) for r in results.values()]
+        log(f"  {name:58s}" + "".join(f"{seconds:9.1f} s {100 * seconds / wall:6.1f} %" for seconds, wall in cells))
+    log(f"  {'wall time':58s}" + "".join(f"{r['wall_seconds']:9.1f} s {'':8s}" for r in results.values()))
+    log(f"  {'training steps, validation and test evaluation':58s}" + "".join(
+        f"{100 * r['training_and_evaluation_fraction']:17.1f} %" for r in results.values()))
+    log(f"  {'everything else (start-up, data, building, tracing, files)':58s}" + "".join(
+        f"{100 * r['other_fraction']:17.1f} %" for r in results.values()))
+    log(f"  {'speed against ' + variants[0]:58s}" + "".join(
+        f"{first / r['wall_seconds']:16.2f} x " for r in results.values()))
+    for result in results.values():
+        result["speed_vs_first"] = round(first / result["wall_seconds"], 3)
+    return {"cores": os.cpu_count(), "experiment": experiment.name, "prepare_seconds": round(prepared, 2),
+            "variants": results}
+
+
 BENCHMARKS = {"prepare": bench_prepare, "pipeline": bench_pipeline, "training": bench_training,
-              "memory": bench_memory}
+              "memory": bench_memory, "run": bench_run}
 
 
-def run(names, json_path=None, experiment_path=None, log=print):
-    """Runs the named benchmarks; experiment_path: the experiment `training` measures."""
+def run(names, json_path=None, experiment_path=None, variants=None, log=print):
+    """Runs the named benchmarks; experiment_path: the experiment `training` and `run` measure;
+    variants: what `run` compares."""
     results = {}
     for name in names:
-        extra = {"experiment_path": experiment_path} if name == "training" else {}
+        extra = {"experiment_path": experiment_path} if name in ("training", "run") else {}
+        if name == "run":
+            extra["variants"] = variants
         results[name] = BENCHMARKS[name](log=log, **extra)
     if json_path:
         Path(json_path).write_text(json.dumps(results, indent=2) + "\n")

@@ -3,6 +3,7 @@
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter off the terminal
@@ -70,15 +71,21 @@ def _parser():
 
     bench = commands.add_parser("bench", help="measure speed ratios side by side in one run")
     bench.add_argument("names", nargs="*", metavar="NAME",
-                       help="pipeline, training, memory and/or prepare (default: all four)")
+                       help="pipeline, training, memory, prepare and/or run (default: the first four; run times the "
+                       "whole demo command, a few minutes per variant)")
     bench.add_argument("--json", help="also write the results to this JSON file")
-    bench.add_argument("--experiment", help="training: measure every arm of this experiment file or bundled name "
-                       "(default: the demo)")
+    bench.add_argument("--experiment", help="training: measure every arm of this experiment file or bundled name; "
+                       "run: run this experiment (default: the demo)")
+    bench.add_argument("--variant", dest="variants", action="append", metavar="NAME",
+                       help="run: the variants run side by side, any of default, one-job-at-a-time, eigen, "
+                       "mixed_bfloat16 (default: default and one-job-at-a-time)")
     return parser
 
 
 def _run(args):
-    from augcompare.experiments import config, run
+    from augcompare.experiments import timing
+    with timing.span("run: start-up (imports)"):
+        from augcompare.experiments import config, run
     if args.resume:
         if args.experiment or args.overrides or args.run_id:
             raise config.UserError("--resume takes only the run directory; its config.toml says the rest")
@@ -174,27 +181,35 @@ def _bench(args):
     unknown = [name for name in args.names if name not in bench.BENCHMARKS]
     if unknown:
         raise UserError(f"no benchmark {unknown[0]!r}; choose from {', '.join(bench.BENCHMARKS)}")
-    names = args.names or list(bench.BENCHMARKS)
+    names = args.names or [name for name in bench.BENCHMARKS if name != "run"]
     experiment = None
+    if args.variants and "run" not in names:
+        raise UserError("--variant chooses what `run` measures; add run to the benchmarks named")
+    unknown = [name for name in args.variants or () if name not in bench.RUN_VARIANTS]
+    if unknown:
+        raise UserError(f"no variant {unknown[0]!r}; choose from {', '.join(bench.RUN_VARIANTS)}")
     if args.experiment:
-        if "training" not in names:
-            raise UserError("--experiment is what `training` measures; add training to the benchmarks named")
+        if "training" not in names and "run" not in names:
+            raise UserError("--experiment is what `training` and `run` measure; add one of them to the benchmarks "
+                            "named")
         from augcompare.experiments import config
         experiment = config.find(args.experiment)  # a file or a bundled experiment's name
         if not experiment.is_file():
             raise UserError(f"experiment file {experiment} does not exist; give the path of a .toml file or a "
                             "bundled experiment's name (augcompare experiments lists them)")
-    bench.run(names, args.json, experiment)
+    bench.run(names, args.json, experiment, args.variants)
 
 
 def main(argv=None):
+    started_at = time.time()
     args = _parser().parse_args(argv)
-    from augcompare.experiments import console
+    from augcompare.experiments import console, timing
     from augcompare.experiments.errors import RunStopped, UserError
     handlers = {"run": _run, "plot": _plot, "preview": _preview, "augmentations": _augmentations,
                 "experiments": _experiments, "prepare": _prepare, "bench": _bench}
     try:
-        handlers[args.command](args)
+        with timing.written_if_asked(started_at):
+            handlers[args.command](args)
     except UserError as error:
         console.line(f"augcompare: error: {error}")  # below an open progress line, never glued to it
         return 2

@@ -63,6 +63,7 @@ class TrainConfig:
     tensorboard: bool = False       # write TensorBoard logs to tensorboard/<arm>-seed<S>/
     strategy: str = "default"       # default | mirrored | multi_worker: tf.distribute strategy of each arm
     cpu_devices: int = 0            # split the CPU into this many logical devices (to try a strategy); 0 = no split
+    precision: str = "float32"      # float32 | mixed_bfloat16 (CPUs with AVX512_BF16 or AMX) | mixed_float16 (GPUs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +84,8 @@ class AnalysisConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    executor: str = "local"         # local (one process, today's behaviour) | ray (a job per worker)
+    executor: str = "local"         # local (this machine's processes) | ray (a job per worker)
+    jobs_at_once: int = 0           # local: jobs side by side, each in its own process; 0 = chosen from the cores
     address: str = ""               # ray: "" starts a cluster on this machine; "auto" or "host:port" joins one
     cpus_per_job: float = 1.0       # ray: CPUs each job reserves (fractions allowed)
     gpus_per_job: float = 0.0       # ray: GPUs each job reserves (fractions share a GPU)
@@ -114,11 +116,12 @@ _RANGES = {
     "model.dense_units": (1, 65536), "model.dropout": (0.0, 0.99),
     "analysis.min_effect": (0.0, 100.0), "analysis.target_half_width": (0.0, 100.0),
     "analysis.pilot_seeds": (2, 1000), "analysis.max_seeds": (2, 10000),
-    "run.cpus_per_job": (0.0, 1024.0), "run.gpus_per_job": (0.0, 64.0),
+    "run.cpus_per_job": (0.0, 1024.0), "run.jobs_at_once": (0, 1024), "run.gpus_per_job": (0.0, 64.0),
 }
 _CHOICES = {"data.source": SOURCES, "train.normalize": NORMALIZATIONS,
             "train.monitor": ("val_loss", "val_accuracy"), "train.lr_schedule": ("cosine", "constant"),
             "train.strategy": ("default", "mirrored", "multi_worker"), "analysis.primary": PRIMARY_METRICS,
+            "train.precision": ("float32", "mixed_bfloat16", "mixed_float16"),
             "run.executor": ("local", "ray")}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 

@@ -1,21 +1,86 @@
 """Executors hand a run's jobs to something that trains them and report each job's epochs and
 end back to the run, which alone writes history.csv and runs.json.
 
-- local: one job after another in this process; each arm's model is compiled once and reset for
-  every seed (today's behaviour, and the fastest on one machine).
+- local, one job at a time (run.jobs_at_once = 1): one job after another in this process, on all
+  its cores; each arm's model is compiled once and reset for every seed.
+- local, jobs side by side (WorkerPool): run.jobs_at_once worker processes, spawned once for the
+  run, each on its share of the cores, taking job after job and keeping its compiled models. A
+  small CNN cannot keep many cores busy, so on 2 cores two jobs on one thread each train more
+  images per second than one job on two (README, Speed).
 - ray: each job a Ray core task in a fresh worker process, on this machine or a cluster; a job
   whose worker dies is retried from its last epoch checkpoint.
+
+A job's numbers may depend on the thread count it trains with (how TensorFlow splits its sums);
+for a given jobs_at_once the same run gives the same numbers.
 """
 
+import collections
+import contextlib
 import importlib.util
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection, wait
 
+from augcompare.augment.backend import available_cores
+from augcompare.experiments import timing
 from augcompare.experiments.errors import RunStopped, UserError
 from augcompare.experiments.history import read_history
 from augcompare.experiments.job import ROWS, run_job
 
+# Side by side only pays when the run trains long enough to repay starting the workers (a fresh
+# interpreter and TensorFlow each, about 5 s on 2 cores) and compiling each arm in each of them:
+# below this many floating-point operations of training, one job at a time is faster. Measured
+# on the demo and smaller versions of it (README, Speed).
+MIN_SIDE_BY_SIDE_FLOPS = 1e12
+# Memory a worker process may take (TensorFlow, the data's memory map, a few compiled models).
+WORKER_MEMORY = 1.5 * 2**30
+
+
+def training_flops(filters, dense_units, image_shape, num_classes, train_count, epochs):
+    """Floating-point operations of training the small CNN: 3 x its forward pass (the backward
+    pass costs about twice the forward) per image, per epoch."""
+    height, width, channels = image_shape
+    forward = 0
+    for out in filters:
+        forward += 2 * height * width * 9 * channels * out
+        height, width, channels = height // 2, width // 2, out
+    forward += 2 * height * width * channels * dense_units + 2 * dense_units * num_classes
+    return 3 * forward * train_count * epochs
+
+
+def memory_bytes():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+
+
+def choose_jobs_at_once(requested, jobs, flops, cores=None, memory=None):
+    """How many jobs train side by side: run.jobs_at_once when set (never more than the jobs);
+    else one per core when the run's training (flops) is long enough to repay the workers' start,
+    as many as memory allows; else 1."""
+    if jobs <= 1:
+        return 1
+    if requested:
+        return min(requested, jobs)
+    cores = cores or available_cores()
+    if flops < MIN_SIDE_BY_SIDE_FLOPS:
+        return 1
+    count = min(cores, jobs)
+    if memory:
+        count = min(count, max(1, int(memory // WORKER_MEMORY)))
+    return max(1, count)
+
 
 class LocalExecutor:
+    """One job after another in this process."""
+
+    jobs_at_once, threads = 1, 0  # 0: TensorFlow's default, every core
+
     def __init__(self):
         self.trainers = {}  # arm -> Trainer, compiled once per process
 
@@ -31,10 +96,28 @@ class LocalExecutor:
         self.trainers.clear()
 
 
-def make_executor(run_config):
+def plan(run_config, jobs, flops, threads=None):
+    """(jobs at once, TensorFlow threads per job; 0: TensorFlow's default, every core) for `jobs`
+    pending jobs whose training takes `flops` in all. threads: the count a run recorded when it
+    started, which its resumption keeps (a job's numbers may depend on it)."""
+    if run_config.executor == "ray":
+        return 1, max(1, int(run_config.cpus_per_job))
+    cores = available_cores()
+    if threads is None:
+        count = choose_jobs_at_once(run_config.jobs_at_once, jobs, flops, cores, memory_bytes())
+        return count, 0 if count == 1 else max(1, cores // count)
+    if threads == 0:
+        return 1, 0
+    return max(1, min(jobs, run_config.jobs_at_once or cores, cores // threads)), threads
+
+
+def make_executor(run_config, jobs_at_once, threads):
+    """The executor of a plan()."""
     if run_config.executor == "ray":
         return RayExecutor(run_config)
-    return LocalExecutor()
+    if threads == 0:
+        return LocalExecutor()
+    return WorkerPool(jobs_at_once, threads)
 
 
 # Retries of a job whose worker process died (killed, out of memory, a node lost): each retry
@@ -42,11 +125,152 @@ def make_executor(run_config):
 WORKER_RETRIES = 3
 
 
-def _ray_job(job):
+def lost_job(job, attempts, reason):
+    return RunStopped(f"job {job.arm} seed {job.seed} was lost after {attempts} retries ({reason}); every finished "
+                      f"epoch is saved. Continue with: augcompare run --resume {job.run_dir}", job.run_dir)
+
+
+class _Worker:
+    """One worker process (experiments.worker) and the driver's end of its connection."""
+
+    def __init__(self, threads):
+        ours, theirs = socket.socketpair()
+        # A process group of its own: Ctrl-C at the terminal reaches the driver alone, which
+        # stops the workers between writes.
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "augcompare.experiments.worker", str(theirs.fileno()), str(threads),
+             str(os.getpid())], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, process_group=0)
+        theirs.close()
+        self.connection = Connection(ours.detach())
+        self.started = time.perf_counter()
+        self.ready = False
+        self.job = None
+        self.arms = set()  # arms this worker has compiled
+
+    def give(self, job):
+        self.job = job
+        self.connection.send(job)
+
+    def signal(self, number):
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, number)
+
+    def end(self, timeout):
+        """Waits up to timeout seconds for the process to end, then kills it."""
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.process.wait()
+        self.connection.close()
+
+
+class WorkerPool:
+    """Jobs side by side on this machine: `count` worker processes of `threads` TensorFlow
+    threads each, started as soon as the pool is made (TensorFlow loads in them while the driver
+    prepares) and kept for the whole run. A worker takes the next job of an arm it has already
+    compiled where there is one. A worker that dies (killed, out of memory) is replaced and its
+    job continues from its last checkpoint, up to WORKER_RETRIES times."""
+
+    STOP_SECONDS = 60  # how long a stopped worker may take to finish the epoch's writes
+
+    def __init__(self, count, threads):
+        self.jobs_at_once, self.threads = count, threads
+        self.workers = [_Worker(threads) for _ in range(count)]
+
+    def run(self, jobs, on_epoch, on_done, protect):
+        queue = collections.deque(jobs)
+        names = {job.name: job for job in jobs}
+        attempts = collections.Counter()
+        try:
+            while queue or any(worker.job for worker in self.workers):
+                for worker in self.workers:
+                    if worker.ready and worker.job is None and queue:
+                        mine = [job for job in queue if job.arm in worker.arms]
+                        job = mine[0] if mine else queue[0]
+                        queue.remove(job)
+                        worker.give(job)
+                owners = {worker.connection: worker for worker in self.workers}
+                for connection in wait(list(owners), timeout=1.0):
+                    worker = owners[connection]
+                    try:
+                        message = connection.recv()
+                    except (EOFError, OSError):
+                        self._replace(worker, queue, attempts)
+                        continue
+                    self._handle(worker, message, names, on_epoch, on_done)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _handle(self, worker, message, names, on_epoch, on_done):
+        kind = message[0]
+        if kind == "ready":
+            worker.ready = True
+            timing.add("workers: start-up (a Python and TensorFlow each)", time.perf_counter() - worker.started)
+        elif kind == "epoch":
+            _, name, row, stopped_early = message
+            on_epoch(names[name], row, stopped_early)
+        elif kind == "done":
+            _, name, record, spans = message
+            timing.merge(spans)
+            worker.job = None
+            worker.arms.add(names[name].arm)
+            on_done(names[name], record)
+        elif kind == "error":
+            _, name, what, detail = message
+            job, worker.job = names[name], None
+            if what == "user":
+                raise UserError(detail)
+            if what == "os":
+                raise OSError(*detail)
+            raise RuntimeError(f"job {job.arm} seed {job.seed} failed: {detail}")
+
+    def _replace(self, worker, queue, attempts):
+        """A worker ended without being asked: its job goes back to the front of the queue (it
+        continues from its checkpoint) and a new worker takes its place."""
+        code = worker.process.wait()
+        job = worker.job
+        worker.connection.close()
+        if job is None and not worker.ready:
+            raise UserError(f"a job worker process ended as it started (exit code {code}; its messages are above); "
+                            "set run.jobs_at_once = 1 to train in this process")
+        if job is not None:
+            attempts[job.name] += 1
+            if attempts[job.name] > WORKER_RETRIES:
+                raise lost_job(job, WORKER_RETRIES, f"its worker process ended with exit code {code}")
+            queue.appendleft(job)
+        self.workers[self.workers.index(worker)] = _Worker(self.threads)
+
+    def stop(self):
+        """Stops every worker between an epoch's writes (SIGTERM), killing one that does not end in
+        STOP_SECONDS: whatever it trained since its last checkpoint is trained again on resume."""
+        for worker in self.workers:
+            worker.signal(signal.SIGTERM)
+        for worker in self.workers:
+            worker.end(self.STOP_SECONDS)
+        self.workers = []
+
+    def close(self):
+        for worker in self.workers:
+            if worker.process.poll() is None:
+                try:
+                    worker.connection.send(None)
+                except OSError:
+                    pass
+        for worker in self.workers:
+            worker.end(self.STOP_SECONDS)
+        self.workers = []
+
+
+def _ray_job(job, threads):
     """A job in a Ray worker: a fresh process for each (max_calls=1), TensorFlow deterministic as
-    in `augcompare run`. GPU memory grows as needed instead of TensorFlow's default of taking the
-    whole card at once, so that jobs given a fraction of a GPU (gpus_per_job < 1) can share it."""
-    from augcompare.augment.backend import tf
+    in `augcompare run`, on `threads` threads (run.cpus_per_job). GPU memory grows as needed
+    instead of TensorFlow's default of taking the whole card at once, so that jobs given a
+    fraction of a GPU (gpus_per_job < 1) can share it."""
+    from augcompare.augment.backend import set_threads, tf
+    set_threads(threads)
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)
     tf.config.experimental.enable_op_determinism()
@@ -57,6 +281,8 @@ class RayExecutor:
     """Jobs as Ray core tasks. address "": start a Ray cluster on this machine; "auto" or
     "host:port": join one. The run directory and the prepared data must be on a file system every
     node mounts at the same path (a job that cannot see them fails once, with that message)."""
+
+    jobs_at_once, threads = 1, 0  # as many at once as the cluster's CPUs allow; threads from cpus_per_job
 
     def __init__(self, run_config):
         if importlib.util.find_spec("ray") is None:
@@ -70,6 +296,7 @@ class RayExecutor:
         import ray
         self.ray = ray
         self.config = run_config
+        self.owns_ray = not ray.is_initialized()  # this run started or joined the cluster: it leaves it
         if not ray.is_initialized():
             try:
                 if run_config.address:
@@ -88,39 +315,38 @@ class RayExecutor:
     def run(self, jobs, on_epoch, on_done, protect):
         ray = self.ray
         options = {"num_cpus": self.config.cpus_per_job, "num_gpus": self.config.gpus_per_job}
-        pending = {self.remote.options(**options).remote(job): job for job in jobs}
+        threads = max(1, int(self.config.cpus_per_job))
+        pending = {self.remote.options(**options).remote(job, threads): job for job in jobs}
         seen = {job.name: self._rows(job) for job in jobs}  # rows from before a resume are not news
-        try:
-            while pending:
-                # Ray checks for signals inside wait and get, where an exception from the run's
-                # handler would come back as a SystemError: a stop waits for the call to return.
-                with protect():
-                    ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-                for job in pending.values():
-                    self._report_rows(job, seen, on_epoch)
-                for ref in ready:
-                    job = pending.pop(ref)
-                    try:
-                        with protect():
-                            record = ray.get(ref)
-                    except ray.exceptions.RayTaskError as error:
-                        cause = error.cause
-                        if isinstance(cause, UserError):
-                            raise type(cause)(str(cause)) from None
-                        if isinstance(cause, OSError):  # a full disk, a lost mount: the run says how to resume
-                            raise OSError(cause.errno, cause.strerror, cause.filename) from None
-                        raise RuntimeError(f"job {job.arm} seed {job.seed} failed: {cause!r}") from None
-                    except ray.exceptions.RayError as error:
-                        message = " ".join(str(error).split())[:300]
-                        raise RunStopped(f"job {job.arm} seed {job.seed} was lost after {WORKER_RETRIES} retries "
-                                         f"({message}); every finished epoch is saved. Continue with: augcompare run "
-                                         f"--resume {job.run_dir}", job.run_dir) from None
-                    self._report_rows(job, seen, on_epoch)
-                    on_done(job, record)
-        except BaseException:
-            for ref in pending:
-                ray.cancel(ref, force=True)
-            raise
+        # No ray.cancel: cancelling a task whose reply is on its way crashes the driver in
+        # Ray's own check (task_manager.cc "Tried to complete task that was not pending",
+        # a C++ stack trace and exit 1; ray-project/ray#54527). Leaving the cluster ends this
+        # driver's tasks instead: Ray kills the workers of a job whose driver has gone. A
+        # job that still writes as the run stops is waited for on resume (its job lock).
+        while pending:
+            # Ray checks for signals inside wait and get, where an exception from the run's
+            # handler would come back as a SystemError: a stop waits for the call to return.
+            with protect():
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for job in pending.values():
+                self._report_rows(job, seen, on_epoch)
+            for ref in ready:
+                job = pending.pop(ref)
+                try:
+                    with protect():
+                        record = ray.get(ref)
+                except ray.exceptions.RayTaskError as error:
+                    cause = error.cause
+                    if isinstance(cause, UserError):
+                        raise type(cause)(str(cause)) from None
+                    if isinstance(cause, OSError):  # a full disk, a lost mount: the run says how to resume
+                        raise OSError(cause.errno, cause.strerror, cause.filename) from None
+                    raise RuntimeError(f"job {job.arm} seed {job.seed} failed: {cause!r}") from None
+                except ray.exceptions.RayError as error:
+                    message = " ".join(str(error).split())[:300]
+                    raise lost_job(job, WORKER_RETRIES, message) from None
+                self._report_rows(job, seen, on_epoch)
+                on_done(job, record)
 
     @staticmethod
     def _rows(job):
@@ -146,5 +372,6 @@ class RayExecutor:
         seen[job.name] = max(seen[job.name], len(rows))
 
     def close(self):
-        pass
+        if self.owns_ray and self.ray.is_initialized():
+            self.ray.shutdown()
 

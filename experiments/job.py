@@ -20,6 +20,7 @@ import json
 import math
 import os
 import socket
+import statistics
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from augcompare.augment.backend import keras, tf
 from augcompare.augment.keras_layers import seed_python_random
 from augcompare.experiments import cache as cache_format
 from augcompare.experiments import config as config_mod
+from augcompare.experiments import timing
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.files import DirectoryLock, read_json, write_atomically, write_json
 from augcompare.experiments.history import HistoryWriter, read_history
@@ -168,7 +170,9 @@ class EpochRecorder(keras.callbacks.Callback):
     stops the job, which then fails.
 
     epoch_seconds is the training part of the epoch (first batch to last), validation excluded,
-    so that it compares the cost of augmentation and nothing else.
+    so that it compares the cost of augmentation and nothing else. For `augcompare bench run` it
+    also times validation, the checkpoint writes and the first batch's excess over the epoch's
+    median batch (tracing, the iterator's start), which it takes out of the training steps.
     """
 
     def __init__(self, job, train, trainer, rows, selected, protect, on_epoch):
@@ -179,18 +183,44 @@ class EpochRecorder(keras.callbacks.Callback):
         self.writer = HistoryWriter(job.folder / ROWS)
         self.failure = None
         self.stopped_early = False
+        self.fit_started = None
+        self.batch_seconds = []
+
+    def on_test_begin(self, logs=None):
+        self.validation_started = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        timing.add("job: validation", time.perf_counter() - self.validation_started)
+
+    def _time_epoch(self):
+        seconds = self.finished - self.started
+        first = 0.0
+        if len(self.batch_seconds) > 1:
+            first = max(0.0, self.batch_seconds[0] - statistics.median(self.batch_seconds[1:]))
+        timing.add("job: tracing and first batches", first)
+        timing.add("job: training steps", seconds - first)
+
+    def on_train_begin(self, logs=None):
+        self.fit_started = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = self.finished = time.perf_counter()
+        if self.fit_started is not None:  # fit's own start-up: adapters, callbacks
+            timing.add("job: tracing and first batches", self.started - self.fit_started)
+            self.fit_started = None
+        self.batch_seconds = []
 
     def on_train_batch_end(self, batch, logs=None):
-        self.finished = time.perf_counter()
+        now = time.perf_counter()
+        self.batch_seconds.append(now - self.finished)
+        self.finished = now
         loss = float(logs["loss"])
         if not math.isfinite(loss):
             self.failure = f"loss became {loss} in epoch {len(self.rows) + 1}, batch {batch + 1}"
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
+        self._time_epoch()
         if self.failure:
             return
         row = {"arm": self.job.arm, "seed": self.job.seed, "epoch": epoch + 1,
@@ -202,7 +232,7 @@ class EpochRecorder(keras.callbacks.Callback):
             self.failure = f"{broken[0]} became {row[broken[0]]} in epoch {epoch + 1}"
             self.model.stop_training = True
             return
-        with self.protect():  # a signal waits until the row and the checkpoint are whole
+        with self.protect(), timing.span("job: checkpoints and rows"):  # a signal waits until both are whole
             self.writer.append(row)
             self.rows.append(row)
             if best_index(self.rows, self.train.monitor) == len(self.rows) - 1:
@@ -238,6 +268,18 @@ def _evaluate(trainer, images, labels, batch_size):
     return {"loss": float(result["loss"]), "accuracy": float(result["accuracy"])}
 
 
+def _test_results(job, trainer, dataset, recorder, epochs, batch_size):
+    """Test loss and accuracy of the final weights and of the val-selected epoch's (which the
+    classifier holds afterwards)."""
+    final = _evaluate(trainer, dataset.test_images, dataset.test_labels, batch_size)
+    chosen = final
+    if recorder.selected_epoch != epochs:
+        trainer.classifier.set_weights(recorder.selected_weights)
+        chosen = _evaluate(trainer, dataset.test_images, dataset.test_labels, batch_size)
+    return {"selected_epoch": recorder.selected_epoch, "test_loss": final["loss"], "test_accuracy": final["accuracy"],
+            "selected_test_loss": chosen["loss"], "selected_test_accuracy": chosen["accuracy"]}
+
+
 def run_job(job, trainers=None, on_epoch=None, protect=contextlib.nullcontext):
     """Trains and evaluates one job; returns its record (also written to its record.json).
 
@@ -253,10 +295,13 @@ def run_job(job, trainers=None, on_epoch=None, protect=contextlib.nullcontext):
     # for it to end (the kernel releases the lock of a dead process), then continues from the
     # checkpoint it left.
     lock = DirectoryLock(job.folder / ".lock", f"job {job.name}").acquire(wait=True)
+    parts = sum(timing.spans[part] for part in timing.JOB_PARTS)
     try:
         return _train_and_evaluate(job, trainers, on_epoch, protect, started)
     finally:
         lock.release()
+        timed = sum(timing.spans[part] for part in timing.JOB_PARTS) - parts
+        timing.add("job: other", max(0.0, time.perf_counter() - started - timed))
 
 
 def _train_and_evaluate(job, trainers, on_epoch, protect, started):
@@ -276,13 +321,14 @@ def _train_and_evaluate(job, trainers, on_epoch, protect, started):
 
     steps = steps_per_epoch(len(dataset.train_labels), train.batch_size)
     strategy = distribution(train.strategy, train.cpu_devices)
-    trainer = (trainers or {}).get(job.arm)
-    if trainer is None or trainer.image_shape != dataset.image_shape:
-        trainer = Trainer(experiment, job.arm, dataset.image_shape, len(dataset.class_names), dataset.value_range,
-                          steps, strategy)
-        if trainers is not None:
-            trainers[job.arm] = trainer
-    trainer.reset(job.seed, initial_weights_path(job.run_dir, job.seed))
+    with timing.span("job: build and compile"):
+        trainer = (trainers or {}).get(job.arm)
+        if trainer is None or trainer.image_shape != dataset.image_shape:
+            trainer = Trainer(experiment, job.arm, dataset.image_shape, len(dataset.class_names),
+                              dataset.value_range, steps, strategy)
+            if trainers is not None:
+                trainers[job.arm] = trainer
+        trainer.reset(job.seed, initial_weights_path(job.run_dir, job.seed))
     selected = (0, None)
     if done:
         _, selected_epoch, state, selected_weights = read_checkpoint(folder / CHECKPOINT, recover)
@@ -320,19 +366,12 @@ def _train_and_evaluate(job, trainers, on_epoch, protect, started):
     record = {"arm": job.arm, "seed": job.seed, "epochs": len(rows), "reason": recorder.failure or "",
               "status": "failed" if recorder.failure else "stopped_early" if recorder.stopped_early else "finished"}
     if not recorder.failure:
-        final = _evaluate(trainer, dataset.test_images, dataset.test_labels, train.batch_size)
-        if recorder.selected_epoch != len(rows):
-            trainer.classifier.set_weights(recorder.selected_weights)
-            chosen = _evaluate(trainer, dataset.test_images, dataset.test_labels, train.batch_size)
-        else:
-            chosen = final
-        record.update({"selected_epoch": recorder.selected_epoch, "test_loss": final["loss"],
-                       "test_accuracy": final["accuracy"], "selected_test_loss": chosen["loss"],
-                       "selected_test_accuracy": chosen["accuracy"]})
-        if train.save_best:
-            path = best_model_path(job.run_dir, job.arm, job.seed)
-            path.parent.mkdir(exist_ok=True)
-            write_atomically(path, trainer.inference_model().save)  # the classifier holds the selected weights
+        with timing.span("job: test evaluation"):
+            record.update(_test_results(job, trainer, dataset, recorder, len(rows), train.batch_size))
+            if train.save_best:
+                path = best_model_path(job.run_dir, job.arm, job.seed)
+                path.parent.mkdir(exist_ok=True)
+                write_atomically(path, trainer.inference_model().save)  # the classifier holds the selected weights
     record["seconds"] = round(time.perf_counter() - started, 2)
     with protect():
         write_json(folder / RECORD, record)

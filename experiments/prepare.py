@@ -22,25 +22,29 @@ the lock file beside it (.<name>.lock) prepares; the other waits, then uses the 
 import collections
 import concurrent.futures
 import csv
-import ctypes
 import dataclasses
 import hashlib
 import math
 import multiprocessing
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import features
-
 from augcompare.experiments import cache, console, lsun
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.files import DirectoryLock, read_json, write_json
-from augcompare.experiments.images import IMAGE_SUFFIXES, close_databases, decode_chunk, npy_header, npy_sample_kind
+from augcompare.experiments.images import (
+    IMAGE_SUFFIXES,
+    close_databases,
+    decode_chunk,
+    npy_header,
+    npy_sample_kind,
+)
+from augcompare.experiments.processes import end_with_parent
+from PIL import features
 
 DECODING = 2            # changes whenever the same source and settings would give other images
 RECORD_SECONDS = 2.0    # how often the progress record is brought up to date
@@ -351,17 +355,9 @@ def _executor(workers):
     method = "spawn" if "tensorflow" in sys.modules else "fork"
     close_databases()
     return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
-                                                  initializer=_start_worker, initargs=(os.getpid(),))
+                                                  initializer=end_with_parent, initargs=(os.getpid(),))
 
 
-def _start_worker(parent):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches every process; the main one stops them
-    # A worker ends with the process that started it, even one killed by SIGKILL (the pool's
-    # workers would otherwise wait for work forever); Linux's parent-death signal, where it exists.
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # it died before the signal was asked for
-            os._exit(1)
 
 
 def _clock(seconds):

@@ -30,15 +30,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from augcompare.augment.backend import keras, tf
+from augcompare.augment.backend import keras, kernels, tf
 from augcompare.augment.params import augments, parse_function
 from augcompare.experiments import config as config_mod
-from augcompare.experiments import plots, preview, stats
+from augcompare.experiments import plots, preview, stats, timing
 from augcompare.experiments.data import load_dataset
 from augcompare.experiments.errors import RunStopped, UserError
-from augcompare.experiments.executors import make_executor
-from augcompare.experiments.files import DirectoryLock, read_json, write_json, write_text
+from augcompare.experiments.executors import make_executor, plan, training_flops
+from augcompare.experiments.files import (
+    DirectoryLock,
+    read_json,
+    write_json,
+    write_text,
+)
 from augcompare.experiments.history import HistoryWriter, read_history
 from augcompare.experiments.job import (
     ROWS,
@@ -95,9 +99,11 @@ def function_files(experiment):
     return files
 
 
-def environment(experiment):
-    """Versions, devices, the distribution strategy, the project's git commit and the function
-    files' hashes, recorded with every run."""
+def environment(experiment, jobs_at_once, threads):
+    """Versions, devices, the kernels (oneDNN or Eigen, the CPU's instruction sets, thread counts),
+    the precision, the distribution strategy, how many jobs trained side by side on how many
+    threads each, the project's git commit and the function files' hashes, recorded with every
+    run: all of them can change the numbers."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip() or None
@@ -109,7 +115,23 @@ def environment(experiment):
             "devices": [device.name for device in tf.config.list_logical_devices()],
             "strategy": train.strategy,
             "replicas": distribution(train.strategy, train.cpu_devices).num_replicas_in_sync,
-            "executor": experiment.run.executor, "function_files": function_files(experiment)}
+            "kernels": kernels(), "precision": train.precision,
+            "executor": experiment.run.executor, "jobs_at_once": jobs_at_once, "threads_per_job": threads,
+            "function_files": function_files(experiment)}
+
+
+def precision_warning(precision):
+    """Why a mixed precision may be slower here than float32, or None."""
+    if precision == "float32" or tf.config.list_physical_devices("GPU"):
+        return None
+    features = kernels()["cpu"]["features"]
+    if precision == "mixed_bfloat16" and not {"avx512_bf16", "amx_bf16"} & set(features):
+        return ("warning: train.precision = \"mixed_bfloat16\" on a CPU without AVX512_BF16 or AMX: bfloat16 is "
+                "emulated and likely slower than float32 here (README, Speed)")
+    if precision == "mixed_float16":
+        return ("warning: train.precision = \"mixed_float16\" is for GPUs; on a CPU float16 is emulated and slower "
+                "than float32")
+    return None
 
 
 class StopOnSignal:
@@ -205,7 +227,7 @@ def candidate_seeds(experiment):
 class Run:
     """Plans, hands out and merges the jobs of one run directory (held locked by this process)."""
 
-    def __init__(self, run_dir, experiment, dataset, log, per_seed):
+    def __init__(self, run_dir, experiment, dataset, log, per_seed, threads=None):
         self.run_dir, self.experiment, self.dataset = Path(run_dir), experiment, dataset
         self.log, self.per_seed = log, per_seed
         self.arms = list(experiment.arms)
@@ -216,6 +238,7 @@ class Run:
         self.history = []
         self.progress = None
         self.signals = None
+        self.threads = threads  # the TensorFlow threads per job the run started with; None: choose now
 
     # -- what is on disk ---------------------------------------------------------------------
 
@@ -290,7 +313,7 @@ class Run:
             raise UserError(f"{job.folder / ROWS} holds {len(rows)} rows but its record says {record['epochs']} "
                             f"epochs; {recover}")
         key = (job.arm, job.seed)
-        with self._protected():
+        with self._protected(), timing.span("run: merging job files"):
             self.records[key] = record
             self.history = sorted([row for row in self.history if (row["arm"], row["seed"]) != key]
                                   + rows[:record["epochs"]], key=lambda row: (self.order(row), row["epoch"]))
@@ -373,7 +396,8 @@ class Run:
             path = initial_weights_path(self.run_dir, seed)
             if not path.is_file():
                 path.parent.mkdir(exist_ok=True)
-                write_initial_weights(self.experiment, shape, classes, seed, path)
+                with timing.span("run: initial weights"):
+                    write_initial_weights(self.experiment, shape, classes, seed, path)
         epochs = self.experiment.train.epochs
         self.progress.add_jobs(len(pending), sum(epochs - self.rows_kept(arm, seed) for arm, seed in pending))
         jobs = [self.job(arm, seed) for arm, seed in pending]
@@ -395,13 +419,31 @@ class Run:
             return f"{primary} n/a"
         return f"{primary} {value * 100:.1f}%" if stats.is_fraction(primary) else f"{primary} {value:.4f}"
 
-    def train(self):
-        """Trains every job that has not ended, then writes the summary and the figures."""
-        self.load()
-        if self.experiment.analysis.target_half_width and (self.baseline is None or len(self.arms) < 2):
-            raise UserError("analysis.target_half_width needs a baseline arm (one named baseline or without "
-                            "augmentation) and another arm to plan the seeds from their paired differences")
-        executor = make_executor(self.experiment.run)
+    def executor_plan(self):
+        """(jobs at once, threads per job) for the jobs of the current stage (experiments.executors)."""
+        pending = self.pending(self.seeds())
+        flops = training_flops(self.experiment.model.filters, self.experiment.model.dense_units,
+                               self.dataset.image_shape, len(self.dataset.class_names),
+                               len(self.dataset.train_labels), self.experiment.train.epochs) * len(pending)
+        return plan(self.experiment.run, len(pending), flops, self.threads)
+
+    def train(self, executor=None):
+        """Trains every job that has not ended, then writes the summary and the figures.
+        executor: one already started for this run (its workers load while the run prepares)."""
+        try:
+            self.load()
+            if self.experiment.analysis.target_half_width and (self.baseline is None or len(self.arms) < 2):
+                raise UserError("analysis.target_half_width needs a baseline arm (one named baseline or without "
+                                "augmentation) and another arm to plan the seeds from their paired differences")
+            if executor is None:
+                executor = make_executor(self.experiment.run, *self.executor_plan())
+        except BaseException:
+            if executor is not None:
+                executor.close()
+            raise
+        if executor.jobs_at_once > 1:
+            self.log(f"{executor.jobs_at_once} jobs at once, each in its own process on {executor.threads} "
+                     f"TensorFlow thread{'s' if executor.threads > 1 else ''} (run.jobs_at_once)")
         self.progress = RunProgress(0, 0, 0, self.format_primary)
         try:
             with StopOnSignal(self.run_dir) as self.signals:
@@ -421,8 +463,9 @@ class Run:
         if jobs_dir.is_dir() and not any(jobs_dir.iterdir()):
             jobs_dir.rmdir()
         self.log("")
-        self.log(write_outputs(self.run_dir, self.experiment, self.history, self.records, self.design,
-                               self.per_seed))
+        with timing.span("run: summary and figures"):
+            self.log(write_outputs(self.run_dir, self.experiment, self.history, self.records, self.design,
+                                   self.per_seed))
         return self.run_dir
 
 
@@ -432,9 +475,11 @@ def _prepare(experiment):
         raise UserError("train.tensorboard = true needs the tensorboard package; pip install -e \".[tensorboard]\"")
     distribution(experiment.train.strategy, experiment.train.cpu_devices)  # before TensorFlow's first op
     tf.config.experimental.enable_op_determinism()
-    dataset = load_dataset(experiment.data)
+    with timing.span("run: data"):
+        dataset = load_dataset(experiment.data)
     check_dataset(experiment, dataset)
-    check_arms(experiment, dataset)
+    with timing.span("run: checks"):
+        check_arms(experiment, dataset)
     return dataset
 
 
@@ -461,15 +506,21 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
         lock.release()
         shutil.rmtree(run_dir, ignore_errors=True)  # nothing but the lock file was written
         raise
+    executor = None
     try:
+        run = Run(run_dir, experiment, dataset, log, per_seed)
+        jobs_at_once, run.threads = run.executor_plan()
+        # Started now: the workers load TensorFlow while the preview is drawn.
+        executor = make_executor(experiment.run, jobs_at_once, run.threads)
         write_text(run_dir / "config.toml", config_mod.dumps(config_mod.to_dict(experiment)))
-        write_json(run_dir / "environment.json", environment(experiment))
+        write_json(run_dir / "environment.json", environment(experiment, jobs_at_once, run.threads))
         write_json(run_dir / "data.json", {**dataset.meta, "path": str(dataset.path)})
-        samples, sample_labels = preview.pick_samples(dataset.train_images, dataset.train_labels)
-        np.save(run_dir / "preview_samples.npy", samples, allow_pickle=False)
-        np.save(run_dir / "preview_labels.npy", sample_labels, allow_pickle=False)
-        preview.draw(samples, sample_labels, dataset.class_names, experiment.arms, dataset.value_range,
-                     run_dir / "augmentations.png")
+        with timing.span("run: preview grid"):
+            samples, sample_labels = preview.pick_samples(dataset.train_images, dataset.train_labels)
+            np.save(run_dir / "preview_samples.npy", samples, allow_pickle=False)
+            np.save(run_dir / "preview_labels.npy", sample_labels, allow_pickle=False)
+            preview.draw(samples, sample_labels, dataset.class_names, experiment.arms, dataset.value_range,
+                         run_dir / "augmentations.png")
         seeds = candidate_seeds(experiment)
         seeds_text = (f"seeds {list(experiment.train.seeds)}" if not experiment.analysis.target_half_width else
                       f"{experiment.analysis.pilot_seeds} pilot seeds, then as many as a "
@@ -480,8 +531,13 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
             f"{experiment.train.epochs} epochs; primary metric {experiment.analysis.primary} -> {run_dir}")
         for line in _data_lines(dataset.meta):
             log(line)
-        return Run(run_dir, experiment, dataset, log, per_seed).train()
+        if warning := precision_warning(experiment.train.precision):
+            log(warning)
+        executor, started = None, executor
+        return run.train(started)
     finally:
+        if executor is not None:  # stopped before training: train() closes the executor it is given
+            executor.close()
         lock.release()
 
 
@@ -501,15 +557,25 @@ def resume(run_dir, log=print, per_seed=False):
         dataset = _prepare(experiment)
         log(f"{experiment.name}: resuming {run_dir}")
         recorded_path = run_dir / "environment.json"
+        threads = None
         if recorded_path.is_file():
             recorded = read_json(recorded_path, "delete it: it is only compared with the environment now, to warn")
-            now = environment(experiment)
+            if isinstance(recorded, dict) and isinstance(recorded.get("threads_per_job"), int) \
+                    and recorded["threads_per_job"] >= 0 and experiment.run.executor == "local":
+                threads = recorded["threads_per_job"]  # a job's numbers may depend on it: kept
+            now = environment(experiment, None, threads)
+            now_kernels = {key: now["kernels"][key] for key in ("onednn", "cpu")}
             keys = ("python", "tensorflow", "keras", "numpy", "git_commit", "devices", "function_files")
             changed = [key for key in keys if not isinstance(recorded, dict) or recorded.get(key) != now[key]]
+            if isinstance(recorded, dict) and isinstance(recorded.get("kernels"), dict) and now_kernels != {
+                    key: recorded["kernels"].get(key) for key in now_kernels}:
+                changed.append("kernels")
             if changed:
                 log(f"warning: {', '.join(changed)} differ from when the run started; the epochs trained now may "
                     "not match an uninterrupted run's to the last digit")
-        return Run(run_dir, experiment, dataset, log, per_seed).train()
+        if warning := precision_warning(experiment.train.precision):
+            log(warning)
+        return Run(run_dir, experiment, dataset, log, per_seed, threads).train()
     finally:
         lock.release()
 

@@ -10,6 +10,7 @@ weights, optimizer state, every random state): the compiled step is traced once,
 trainer draws exactly what a freshly built one would (a test holds them together).
 """
 
+import contextlib
 import math
 import re
 from pathlib import Path
@@ -131,16 +132,34 @@ def check_arms(experiment, dataset):
             raise UserError(f"arms.{arm}: {error}") from None
 
 
+@contextlib.contextmanager
+def precision(policy):
+    """Keras' dtype policy for the layers made in the block (train.precision: float32,
+    mixed_bfloat16, mixed_float16); the global policy is put back after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 class Trainer:
-    """One arm's compiled TrainingModel, reset for each job (arm and seed) it trains."""
+    """One arm's compiled TrainingModel, reset for each job (arm and seed) it trains.
+
+    Under a mixed precision (train.precision) the classifier computes in bfloat16 or float16
+    and keeps float32 weights; augmentation, normalization, the output probabilities and the loss
+    stay float32; mixed_float16 scales the loss (Keras wraps the optimizer). Every arm of a run
+    trains at the same precision, so the pairing stays fair.
+    """
 
     def __init__(self, experiment, arm, image_shape, num_classes, value_range, steps_per_epoch, strategy):
         settings = experiment.arms[arm]
         self.arm, self.image_shape, self.num_classes = arm, tuple(image_shape), num_classes
-        with strategy.scope():
+        with strategy.scope(), precision(experiment.train.precision):
             layer = AugmentationLayer(arm_augmentation(settings, value_range), experiment.train.normalize,
                                       keras_layers=settings.get("keras", ()), function=settings.get("function"),
-                                      name="augmentation")
+                                      name="augmentation", dtype="float32")
             self.classifier = build_classifier(experiment, image_shape, num_classes, seed=0)
             self.model = TrainingModel(self.classifier, layer, {k: settings.get(k) for k in MIXING})
             self.model(np.zeros((1, *self.image_shape), np.float32))

@@ -33,6 +33,7 @@ def small_cnn(input_shape, num_classes, filters=(32, 64, 128), dense_units=128, 
     dropout_seed = next(seeds)
     if dropout:
         x = layers.Dropout(dropout, seed=dropout_seed)(x)
-    outputs = layers.Dense(num_classes, activation="softmax",
+    # float32 probabilities under a mixed precision policy too (the loss needs them).
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32",
                            kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)))(x)
     return keras.Model(inputs, outputs, name="small_cnn")

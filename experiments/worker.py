@@ -1,0 +1,98 @@
+"""A worker process of the local executor (`python -m augcompare.experiments.worker FD THREADS
+PARENT`): a fresh interpreter, never forked from one that runs TensorFlow, that lives for the
+whole run and trains job after job on its share of the cores, keeping each arm's compiled model.
+
+It talks to the driver over the connected socket FD (multiprocessing's Connection: pickled
+messages). The driver sends a Job, or None to end; the worker answers
+
+- ("ready", pid) once TensorFlow has loaded;
+- ("epoch", job name, row, stopped_early) as each epoch's row and checkpoint reach the disk;
+- ("done", job name, record, timings) when the job has ended (its record.json is written);
+- ("error", job name, kind, message): kind "user" (a UserError: a one-line message), "os"
+  ((errno, strerror, filename): a full disk, a lost folder) or "crash" (anything else).
+
+Ctrl-C is the driver's alone (this process ignores SIGINT and is in a process group of its own);
+the driver stops a worker with SIGTERM, which takes effect between an epoch's writes, never in the
+middle, as it does in the driver itself. The worker dies with the driver (PR_SET_PDEATHSIG).
+"""
+
+import contextlib
+import os
+import signal
+import sys
+from multiprocessing.connection import Connection
+
+
+class Stopped(BaseException):
+    """SIGTERM from the driver: the job ends where it is (every finished epoch is on disk)."""
+
+
+class StopOnTerm:
+    def __init__(self):
+        self.depth, self.pending = 0, False
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, number, frame):
+        if self.depth:
+            self.pending = True
+        else:
+            raise Stopped()
+
+    @contextlib.contextmanager
+    def protected(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending:
+                raise Stopped()
+
+
+def serve(connection, threads):
+    stop = StopOnTerm()
+    from augcompare.augment.backend import set_threads, tf
+    set_threads(threads)
+    tf.config.experimental.enable_op_determinism()
+    from augcompare.experiments import timing
+    from augcompare.experiments.errors import UserError
+    from augcompare.experiments.job import run_job
+    connection.send(("ready", os.getpid()))
+    trainers = {}  # arm -> Trainer: compiled once in this process, reset for every seed
+    while True:
+        try:
+            job = connection.recv()
+        except EOFError:  # the driver has gone
+            return
+        if job is None:
+            return
+        timing.take()
+        try:
+            record = run_job(job, trainers, protect=stop.protected,
+                             on_epoch=lambda row, stopped_early: connection.send(("epoch", job.name, row,
+                                                                                  stopped_early)))
+        except UserError as error:
+            connection.send(("error", job.name, "user", str(error)))
+        except OSError as error:
+            connection.send(("error", job.name, "os", (error.errno, error.strerror, error.filename)))
+        except Exception as error:  # reported by the driver, which stops the run with it
+            connection.send(("error", job.name, "crash", f"{type(error).__name__}: {error}"))
+        else:
+            connection.send(("done", job.name, record, timing.take()))
+
+
+def main():
+    descriptor, threads, parent = (int(argument) for argument in sys.argv[1:4])
+    from augcompare.experiments.processes import end_with_parent
+    end_with_parent(parent)
+    connection = Connection(descriptor)
+    try:
+        serve(connection, threads)
+    except (Stopped, BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        connection.close()
+
+
+if __name__ == "__main__":
+    main()

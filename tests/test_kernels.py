@@ -1,0 +1,65 @@
+"""What decides a run's numbers and speed besides the code: oneDNN's kernels (on unless the user
+says otherwise), the precision, and where the time goes (experiments.timing, read by
+`augcompare bench run`)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import run_small
+
+from augcompare.augment.backend import kernels
+from augcompare.experiments import bench, timing
+
+SHOW_KERNELS = "import json; from augcompare.augment.backend import kernels; print(json.dumps(kernels()))"
+
+
+@pytest.mark.parametrize(("value", "onednn"), [(None, True), ("1", True), ("0", False)])
+def test_onednn_is_on_unless_the_user_turns_it_off(value, onednn):
+    env = {key: item for key, item in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    if value is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = value
+    shown = json.loads(subprocess.run([sys.executable, "-c", SHOW_KERNELS], env=env, capture_output=True, text=True,
+                                      check=True).stdout)
+    assert shown["onednn"] is onednn and shown["TF_ENABLE_ONEDNN_OPTS"] == (value or "1")
+
+
+def test_a_run_records_its_kernels_precision_and_where_its_time_went(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AUGCOMPARE_TIMINGS", str(tmp_path / "timings.json"))
+    timing.take()
+    run_dir = run_small(tmp_path, "train.precision=mixed_bfloat16")
+    environment = json.loads((run_dir / "environment.json").read_text())
+    assert environment["precision"] == "mixed_bfloat16"
+    assert environment["kernels"] == {**kernels(), "intra_op_threads": environment["kernels"]["intra_op_threads"],
+                                      "inter_op_threads": environment["kernels"]["inter_op_threads"]}
+    assert environment["jobs_at_once"] == 1 and environment["threads_per_job"] == 0  # a small run: in this process
+    without_bf16 = not {"avx512_bf16", "amx_bf16"} & set(kernels()["cpu"]["features"])
+    assert ("mixed_bfloat16\" on a CPU without AVX512_BF16 or AMX" in capsys.readouterr().out) == without_bf16
+    document = json.loads((tmp_path / "timings.json").read_text())
+    spans = document["spans"]
+    for part in ("run: data", "run: initial weights", "run: summary and figures", "job: build and compile",
+                 "job: training steps", "job: validation", "job: test evaluation", "job: checkpoints and rows"):
+        assert spans[part] > 0, part
+    job_seconds = sum(job["seconds"] for job in json.loads((run_dir / "runs.json").read_text())["jobs"])
+    assert sum(spans[part] for part in timing.JOB_PARTS if part in spans) == pytest.approx(job_seconds, rel=0.05,
+                                                                                             abs=0.2)
+    document["startup_seconds"] = 1.0
+    wall = document["ended_at"] - document["main_started_at"] + 1.0
+    breakdown = bench._breakdown(wall, document, environment)
+    assert 0 < breakdown["training_and_evaluation_fraction"] < 1
+    assert breakdown["other_fraction"] == pytest.approx(1 - breakdown["training_and_evaluation_fraction"])
+    assert sum(breakdown["parts_seconds"].values()) <= wall * 1.01  # one lane: the parts fit in the wall time
+
+
+def test_mixed_float16_scales_the_loss_and_keeps_float32_probabilities():
+    from augcompare.augment.backend import keras, tf
+    from augcompare.experiments import config
+    from augcompare.experiments.training import Trainer
+    experiment = config.load(overrides=["train.precision=mixed_float16", "model.filters=[4]", "model.dense_units=8"])
+    trainer = Trainer(experiment, "augmented", (16, 16, 3), 2, (0.0, 255.0), 1, tf.distribute.get_strategy())
+    assert isinstance(trainer.model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert trainer.classifier.layers[1].compute_dtype == "float16"
+    assert trainer.classifier.output.dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is put back
