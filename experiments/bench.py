@@ -376,6 +376,7 @@ def bench_memory(small=10_000, large=100_000, size=64, batch_size=32, log=print)
 RUN_VARIANTS = {
     "default": ([], {}),
     "one-job-at-a-time": (["run.jobs_at_once=1"], {}),
+    "two-jobs-at-once": (["run.jobs_at_once=2"], {}),
     "eigen": ([], {"TF_ENABLE_ONEDNN_OPTS": "0"}),
     "mixed_bfloat16": (["train.precision=mixed_bfloat16"], {}),
 }

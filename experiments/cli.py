@@ -77,8 +77,8 @@ def _parser():
     bench.add_argument("--experiment", help="training: measure every arm of this experiment file or bundled name; "
                        "run: run this experiment (default: the demo)")
     bench.add_argument("--variant", dest="variants", action="append", metavar="NAME",
-                       help="run: the variants run side by side, any of default, one-job-at-a-time, eigen, "
-                       "mixed_bfloat16 (default: default and one-job-at-a-time)")
+                       help="run: the variants run side by side, any of default, one-job-at-a-time, two-jobs-at-once, "
+                       "eigen, mixed_bfloat16 (default: default and one-job-at-a-time)")
     return parser
 
 

@@ -254,7 +254,9 @@ class WorkerPool:
 
     def close(self):
         for worker in self.workers:
-            if worker.process.poll() is None:
+            if not worker.ready:  # still loading TensorFlow (a run stopped before training): no need to wait
+                worker.signal(signal.SIGTERM)
+            elif worker.process.poll() is None:
                 try:
                     worker.connection.send(None)
                 except OSError:

@@ -1,9 +1,18 @@
+import os
+
 import numpy as np
 import pytest
 from hypothesis import settings
 
-import augcompare.augment  # noqa: F401  (sets the Keras backend before any test imports keras)
-from augcompare.experiments import cli
+# One TensorFlow thread per test process (TensorFlow reads these when it starts, here and in every
+# subprocess a test starts): the two test workers then keep the 2 cores busy without fighting over
+# them, and a run in a subprocess, a Ray worker (cpus_per_job = 1) and a job worker on one thread
+# train with the same thread count as the test process, so their numbers can be compared.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
+import augcompare.augment  # noqa: E402,F401  (sets the Keras backend before any test imports keras)
+from augcompare.experiments import cli  # noqa: E402
 
 # Property tests draw the same examples on every run: a failure in CI reproduces here.
 settings.register_profile("augcompare", derandomize=True, deadline=None)
