@@ -142,7 +142,8 @@ _ARRAYS = {}
 
 def open_array(path, member):
     """The image array at path (an .npy file, member "") or member of the .npz file at path."""
-    key = (os.getpid(), path, member)
+    info = os.stat(path)  # a file rewritten since is read again
+    key = (os.getpid(), path, member, info.st_size, info.st_mtime_ns)
     if key not in _ARRAYS:
         if member:
             with np.load(path, allow_pickle=False) as archive:
@@ -150,6 +151,11 @@ def open_array(path, member):
         else:
             _ARRAYS[key] = np.load(path, mmap_mode="r", allow_pickle=False)
     return _ARRAYS[key]
+
+
+def close_arrays():
+    """Forgets this process's image arrays (an .npz member is held in memory until then)."""
+    _ARRAYS.clear()
 
 
 def read_item(item):

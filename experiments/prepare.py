@@ -21,6 +21,7 @@ the lock file beside it (.<name>.lock) prepares; the other waits, then uses the 
 
 import collections
 import concurrent.futures
+import concurrent.futures.process  # BrokenProcessPool, named in except clauses even without a pool
 import csv
 import ctypes
 import dataclasses
@@ -41,7 +42,14 @@ from augcompare.experiments import arrays, cache, console, lsun
 from augcompare.experiments.config import ALL
 from augcompare.experiments.errors import Interrupted, UserError
 from augcompare.experiments.files import DirectoryLock, read_json, write_json
-from augcompare.experiments.images import IMAGE_SUFFIXES, close_databases, decode_chunk, npy_header, npy_sample_kind
+from augcompare.experiments.images import (
+    IMAGE_SUFFIXES,
+    close_arrays,
+    close_databases,
+    decode_chunk,
+    npy_header,
+    npy_sample_kind,
+)
 
 DECODING = 2            # changes whenever the same source and settings would give other images
 RECORD_SECONDS = 2.0    # how often the progress record is brought up to date
@@ -590,6 +598,7 @@ def decode_groups(plan, state, files, workers, max_skip_fraction, save, progress
     finally:
         if executor:
             executor.shutdown(wait=True, cancel_futures=True)
+        close_arrays()
         if progress:
             console.end()
     state.seconds += time.perf_counter() - started
