@@ -317,9 +317,19 @@ def parse_override(expression):
 
 
 def apply_overrides(raw, expressions):
+    """raw with each override applied: a 'KEY=VALUE' string (--set) or a (dotted key, value) pair
+    (the Python API's {"train.epochs": 3})."""
     raw = copy.deepcopy(raw)
     for expression in expressions:
-        path, value = parse_override(expression)
+        if isinstance(expression, tuple):
+            key, value = expression
+            path = str(key).split(".")
+            if not all(_NAME.match(part) for part in path):
+                raise UserError(f"bad override key {key!r}; write a dotted key, e.g. train.epochs")
+            value = list(value) if isinstance(value, tuple) else value
+            expression = f"{key}={value!r}"
+        else:
+            path, value = parse_override(expression)
         table = raw
         for part in path[:-1]:
             table = table.setdefault(part, {})

@@ -36,7 +36,7 @@ from augcompare.augment.params import augments, parse_function
 from augcompare.experiments import config as config_mod
 from augcompare.experiments import plots, preview, stats
 from augcompare.experiments.data import load_dataset
-from augcompare.experiments.errors import RunStopped, UserError
+from augcompare.experiments.errors import Interrupted, RunStopped, UserError
 from augcompare.experiments.executors import make_executor
 from augcompare.experiments.files import DirectoryLock, read_json, write_json, write_text
 from augcompare.experiments.history import HistoryWriter, read_history
@@ -438,6 +438,14 @@ def _prepare(experiment):
     return dataset
 
 
+def interrupted(run_dir):
+    """The RunStopped of a KeyboardInterrupt that reached the run outside StopOnSignal's handler
+    (a notebook's interrupt in a thread that cannot install one, or before training starts):
+    every file is written whole or renamed into place, so the run is resumable as after a kill."""
+    return RunStopped(f"interrupted; every finished epoch is saved. Continue with: augcompare run --resume {run_dir}",
+                      run_dir, 130)
+
+
 def _data_lines(meta):
     """What preparing the data skipped or changed, for the run's output."""
     lines = []
@@ -481,6 +489,8 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
         for line in _data_lines(dataset.meta):
             log(line)
         return Run(run_dir, experiment, dataset, log, per_seed).train()
+    except KeyboardInterrupt:
+        raise interrupted(run_dir) from None
     finally:
         lock.release()
 
@@ -510,6 +520,10 @@ def resume(run_dir, log=print, per_seed=False):
                 log(f"warning: {', '.join(changed)} differ from when the run started; the epochs trained now may "
                     "not match an uninterrupted run's to the last digit")
         return Run(run_dir, experiment, dataset, log, per_seed).train()
+    except KeyboardInterrupt as error:
+        if isinstance(error, Interrupted):  # while the data was prepared: it says what continues it
+            raise
+        raise interrupted(run_dir) from None
     finally:
         lock.release()
 
@@ -539,8 +553,11 @@ def write_outputs(run_dir, experiment, history, records, design, per_seed=False)
 def redraw(run_dir, per_seed=False):
     """Redraws every figure of a run directory from its saved history and samples."""
     run_dir = Path(run_dir)
-    if not (run_dir / "history.csv").is_file() or not (run_dir / "config.toml").is_file():
-        raise UserError(f"{run_dir} is not a run directory (no history.csv or config.toml)")
+    if not (run_dir / "config.toml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.toml)")
+    if not (run_dir / "history.csv").is_file():
+        raise UserError(f"{run_dir} never trained an epoch (no history.csv), so there is nothing to plot; continue it "
+                        f"with augcompare run --resume {run_dir}, or delete it")
     lock = DirectoryLock(run_dir / ".lock", "augcompare plot").acquire()  # a running run writes these files too
     try:
         return _redraw(run_dir, per_seed)
