@@ -139,3 +139,15 @@ def test_tensorflow_start_up_lines_stay_off_when_augcompare_is_imported_first():
               "print(int(tf.constant(2) + 1))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert (done.returncode, done.stdout, done.stderr) == (0, "3\n", "")
+
+
+def test_a_run_that_never_trained_is_named_as_such_by_plot_and_load_run(tmp_path, capsys):
+    run_dir = tmp_path / "results" / "demo" / "r"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text(config.dumps(config.to_dict(config.load())))
+    assert cli.main(["plot", str(run_dir)]) == 2
+    error = capsys.readouterr().err
+    assert error == (f"augcompare: error: {run_dir} never trained an epoch (no history.csv), so there is nothing to "
+                     f"plot; continue it with augcompare run --resume {run_dir}, or delete it\n")
+    with pytest.raises(UserError, match=r"has not finished \(no summary.json yet\): continue it with resume_run\("):
+        load_run(run_dir)
