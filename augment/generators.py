@@ -230,7 +230,8 @@ class DataGenerator(keras.utils.PyDataset):
         """dim's default: the source's sample shape, or the first file's."""
         if self.source is not None:
             if getattr(self.source, "ndim", None) != 4:
-                raise ValueError(f"source must be an array [N, H, W, C], got shape {getattr(self.source, 'shape', None)}")
+                shape = getattr(self.source, "shape", None)
+                raise ValueError(f"source must be an array [N, H, W, C], got shape {shape}")
             return tuple(self.source.shape[1:])
         return tuple(self._load(self.list_IDs[0], check=False).shape)
 

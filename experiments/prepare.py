@@ -1,6 +1,6 @@
 """Preparing a data set once: from an LSUN release, a folder of images, a folder of .npy samples or
-whole arrays (experiments.arrays) to the cache that training memory-maps (experiments.cache: train, val and test, which never share an
-image; val decides, test only reports).
+whole arrays (experiments.arrays) to the cache that training memory-maps (experiments.cache: train,
+val and test, which never share an image; val decides, test only reports).
 
 1. A plan (lsun_plan, folder_plan, npy_plan, arrays_plan): for each split and class a Group with how many
    images it needs and its candidates in order of preference, and the kind and shape of the

@@ -116,7 +116,8 @@ def test_ctrl_c_in_a_thread_without_signal_handlers_stops_resumably(arrays_exper
     run_dir = tmp_path / "results" / "mine" / "r"
     error = outcome.get("error")
     assert isinstance(error, RunStopped), outcome
-    assert str(error) == (f"interrupted; every finished epoch is saved. Continue with: augcompare run --resume {run_dir} "
+    assert str(error) == ("interrupted; every finished epoch is saved. Continue with: "
+                          f"augcompare run --resume {run_dir} "
                           f"(from Python: resume_run({str(run_dir)!r}))")
     resumed = resume_run(run_dir)
     assert numbers(resumed.history) == numbers(uninterrupted.history)

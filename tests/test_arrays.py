@@ -2,6 +2,7 @@
 fit (train_per_class = "all", errors naming the settings), and Ctrl-C while data is prepared or drawn."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -133,7 +134,6 @@ def test_too_few_images_name_the_settings_and_counts_that_fit(tmp_path):
 
 
 def re_settings(text):
-    import re
     return re.findall(r"data\.(\w+_per_class) = (\d+)", text)
 
 
@@ -174,7 +174,8 @@ def test_ctrl_c_while_preparing_says_what_is_kept_and_the_same_command_continues
     monkeypatch.setattr(prepare, "decode_chunk", decode_chunk)
     assert cli.main(command) == 0
     assert "continuing the preparation" in capsys.readouterr().err
-    assert open_cache(tmp_path / "cache").train_images.shape == (256, 8, 8, 3)  # 150 a class less 10 + 1 spare each for val and test
+    # 150 a class, less 10 + 1 spare each for val and test
+    assert open_cache(tmp_path / "cache").train_images.shape == (256, 8, 8, 3)
 
 
 def test_ctrl_c_while_the_demo_is_drawn_says_nothing_is_kept_and_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
