@@ -587,8 +587,11 @@ def decode_groups(plan, state, files, workers, max_skip_fraction, save, progress
         for group, filled, skipped in zip(groups, state.filled, state.skipped):
             if filled < group.needed:
                 reasons = dict(collections.Counter(reason for _, reason in skipped)) or "none"
+                examples = ", ".join(group.name(index) for index, _ in skipped[:EXAMPLES])
+                named = f", e.g. {examples}" if examples else ""
                 raise UserError(f"{group.where}: only {filled} decodable images for {group.split}, asked for "
-                                f"{group.needed}; lower {group.split}_per_class (skipped: {reasons})")
+                                f"{group.needed}; fix or remove the undecodable ones, or lower "
+                                f"data.{group.split}_per_class (skipped: {reasons}{named})")
     except BaseException:
         try:
             save(snapshot)

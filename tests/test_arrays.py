@@ -77,6 +77,19 @@ def test_a_folder_of_float_npy_with_its_own_splits_keeps_values_bit_for_bit(tmp_
     assert isinstance(images.open_array(str(tmp_path / "x_train.npy"), ""), np.memmap)
 
 
+def test_with_train_per_class_all_a_sample_that_cannot_be_used_is_an_error_naming_it(tmp_path):
+    x = np.random.default_rng(2).normal(size=(12, 8, 8, 1)).astype(np.float32)
+    x[5, 0, 0, 0] = np.nan
+    given = {"x_val": x[:4], "y_val": np.arange(4) % 2, "x_test": x[:4], "y_test": np.arange(4) % 2}
+    np.savez(tmp_path / "data.npz", x_train=x, y_train=np.arange(12) % 2, **given)
+    settings = arrays_config(tmp_path / "data.npz", image_size=8, train_per_class="all", val_per_class=2,
+                             test_per_class=2, max_skip_fraction=0.5)
+    with pytest.raises(UserError, match=r"class 1: only 5 decodable images for train, asked for 6; fix or remove the "
+                                        r"undecodable ones, or lower data.train_per_class \(skipped: \{'values not "
+                                        r"finite \(NaN or infinity\)': 1\}, e.g. x_train\[5\]\)"):
+        prepare.prepare_source(settings, tmp_path / "cache")
+
+
 def test_arrays_are_reused_and_a_changed_file_is_prepared_again(tmp_path):
     np.savez(tmp_path / "data.npz", x_train=pixels(30), y_train=np.arange(30) % 2)
     settings = arrays_config(tmp_path / "data.npz", cache_dir=str(tmp_path / "caches"))
