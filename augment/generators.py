@@ -7,6 +7,7 @@ Order and augmentation come from separate streams: switching augmentation on can
 order. Sources are only indexed, never copied whole, permuted or written to.
 """
 
+import collections.abc
 import functools
 import itertools
 import math
@@ -135,8 +136,14 @@ class DataGenerator(keras.utils.PyDataset):
 
     list_IDs: the samples to use. With directory=DIR each ID names a file DIR/<ID>.npy holding one
     image [H, W, C] of pixels in [0, 255]; with source=ARRAY (for example np.load(path,
-    mmap_mode="r")) each ID is an index into it. labels: a mapping or array, labels[ID].
-    dim: the expected shape of one sample; a file of another shape is an error naming it.
+    mmap_mode="r")) each ID is an integer index into it.
+    labels: a mapping {ID: label}; or a sequence (list, array; one-hot rows too): with source=,
+    parallel to the source (labels[i] is the label of source[i], one per sample of the source);
+    with directory=, parallel to list_IDs (labels[k] is the label of list_IDs[k]). Anything else,
+    an ID without a label or a length that does not match is a ValueError saying which. With
+    train=False labels may be None.
+    dim: the shape of one sample; by default the source's (source.shape[1:]) or the first file's.
+    A sample of another shape is an error naming it.
     train=False yields x alone. Each epoch reshuffles (when shuffle) with a seeded order.
     Remaining keyword arguments (workers, use_multiprocessing, max_queue_size) go to PyDataset.
 
@@ -146,7 +153,7 @@ class DataGenerator(keras.utils.PyDataset):
     where it runs inside the training step) and is refused with augment at construction.
     """
 
-    def __init__(self, list_IDs, labels, directory=None, batch_size=32, dim=(64, 64, 3), shuffle=True,
+    def __init__(self, list_IDs, labels, directory=None, batch_size=32, dim=None, shuffle=True,
                  train=True, norm="rescale", augment=None, seed=0, source=None, drop_remainder=False,
                  **kwargs):
         super().__init__(**kwargs)
@@ -165,7 +172,10 @@ class DataGenerator(keras.utils.PyDataset):
         self.directory = Path(directory) if directory is not None else None
         self.source = source
         self.batch_size = batch_size
-        self.dim = tuple(dim)
+        if source is not None:
+            self._check_indices()
+        self._label_table, self._label_keys = self._label_lookup(labels, train)
+        self.dim = self._first_shape() if dim is None else tuple(dim)
         self.shuffle = shuffle
         self.train = train
         self.norm = norm
@@ -174,6 +184,56 @@ class DataGenerator(keras.utils.PyDataset):
         self.drop_remainder = drop_remainder
         self.epoch = 0
         self._order = self._epoch_order()
+
+    def _check_indices(self):
+        """With source=, list_IDs are integer indices into it."""
+        ids = np.asarray(self.list_IDs)
+        if ids.dtype.kind not in "iu":
+            raise ValueError(f"with source=, list_IDs are integer indices into the source; got {self.list_IDs[0]!r} "
+                             "(for files, give directory= instead)")
+        if ids.min() < -len(self.source) or ids.max() >= len(self.source):
+            raise ValueError(f"list_IDs holds index {ids.max() if ids.max() >= len(self.source) else ids.min()} but "
+                             f"the source has {len(self.source)} samples")
+
+    def _label_lookup(self, labels, train):
+        """(table, keys): the label of list_IDs[k] is table[keys[k]]; checked here, so that a
+        mistake is one ValueError at construction, not an error deep inside a batch."""
+        if labels is None:
+            if train:
+                raise ValueError("labels is None but train=True; give the labels, or train=False to yield images alone")
+            return None, None
+        positions = np.arange(len(self.list_IDs))
+        if isinstance(labels, collections.abc.Mapping):
+            missing = [sample_id for sample_id in self.list_IDs if sample_id not in labels]
+            if missing:
+                raise ValueError(f"labels has no entry for ID {missing[0]!r} ({len(missing)} of {len(self.list_IDs)} "
+                                 "IDs lack one); a mapping's keys are the IDs in list_IDs")
+            return np.asarray([labels[sample_id] for sample_id in self.list_IDs]), positions
+        if isinstance(labels, (str, bytes)) or not hasattr(labels, "__len__") or not hasattr(labels, "__getitem__"):
+            raise ValueError(f"labels must be a mapping {{ID: label}} or a sequence of labels, got "
+                             f"{type(labels).__name__}")
+        if not isinstance(labels, np.ndarray):  # a list or tuple: indexed a batch at a time below
+            labels = np.asarray(labels)
+        if self.source is not None:
+            if len(labels) != len(self.source):
+                raise ValueError(f"labels has {len(labels)} entries but the source has {len(self.source)} samples; "
+                                 "with source=, labels[i] is the label of source[i] (give one per sample of the "
+                                 "source), or give a mapping {ID: label}")
+            return labels, np.asarray(self.list_IDs)
+        if len(labels) != len(self.list_IDs):
+            raise ValueError(f"labels has {len(labels)} entries for {len(self.list_IDs)} list_IDs; with directory=, a "
+                             "sequence of labels is taken in list_IDs' order (labels[k] for list_IDs[k]), or give a "
+                             "mapping {ID: label}")
+        return labels, positions
+
+    def _first_shape(self):
+        """dim's default: the source's sample shape, or the first file's."""
+        if self.source is not None:
+            if getattr(self.source, "ndim", None) != 4:
+                shape = getattr(self.source, "shape", None)
+                raise ValueError(f"source must be an array [N, H, W, C], got shape {shape}")
+            return tuple(self.source.shape[1:])
+        return tuple(self._load(self.list_IDs[0], check=False).shape)
 
     def _epoch_order(self):
         return pass_order(len(self.list_IDs), self.seed, self.epoch, self.shuffle)
@@ -186,16 +246,19 @@ class DataGenerator(keras.utils.PyDataset):
         self.epoch += 1
         self._order = self._epoch_order()
 
-    def _load(self, sample_id):
+    def _load(self, sample_id, check=True):
         if self.source is not None:
             sample = self.source[sample_id]
             where = f"source[{sample_id}]"
         else:
             name = str(sample_id)
             path = self.directory / (name if name.endswith(".npy") else name + ".npy")
-            sample = np.load(path, allow_pickle=False)
+            try:
+                sample = np.load(path, mmap_mode=None if check else "r", allow_pickle=False)
+            except (OSError, ValueError) as error:
+                raise ValueError(f"{path} cannot be read as a sample ({error})") from None
             where = str(path)
-        if sample.shape != self.dim:
+        if check and sample.shape != self.dim:
             raise ValueError(f"{where} has shape {sample.shape}, expected dim={self.dim}")
         return sample
 
@@ -208,4 +271,4 @@ class DataGenerator(keras.utils.PyDataset):
         x = prepare_batch(x, self.augment, self.norm, self.seed, self.epoch * len(self) + index)
         if not self.train:
             return x
-        return x, np.asarray([self.labels[i] for i in ids])
+        return x, np.asarray(self._label_table[self._label_keys[positions]])

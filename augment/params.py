@@ -203,11 +203,15 @@ def describe(presets=None):
     """Lines listing each operation, its valid range and meaning, the other arm keys, then the
     presets (name -> settings; the built-in PRESETS by default)."""
     presets = PRESETS if presets is None else presets
-    lines = [f"{key:16s} {param.describe():28s} {param.doc}" for key, param in PARAMS.items()]
-    lines += [f"{key:16s} {'':28s} {doc}" for key, doc in ARM_KEYS.items()]
+    # columns as wide as their longest entry, so that no value runs into the next column
+    keys = max(len(key) for key in (*PARAMS, *ARM_KEYS))
+    ranges = max(len(param.describe()) for param in PARAMS.values())
+    lines = [f"{key:{keys}s}  {param.describe():{ranges}s}  {param.doc}" for key, param in PARAMS.items()]
+    lines += [f"{key:{keys}s}  {'':{ranges}s}  {doc}" for key, doc in ARM_KEYS.items()]
     lines += ["", "presets (in an arm: preset = \"<name>\"; other keys of the arm override the preset's):"]
+    names = max(len(name) for name in presets)
     for name, settings in presets.items():
-        lines.append(f"  {name:14s} {_settings_text(settings)}")
+        lines.append(f"  {name:{names}s}  {_settings_text(settings)}")
     return lines
 
 

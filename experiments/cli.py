@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up
 # augcompare prepare's options: [data] settings, given as TOML values (--categories bedroom,tower too).
 PREPARE_OPTIONS = {
     "categories": "lsun: comma-separated, in label order",
-    "train_per_class": "training images per class",
+    "train_per_class": "training images per class, or all (every image left after val and test)",
     "val_per_class": "validation images per class (they decide: early stopping, selection)",
     "test_per_class": "test images per class (they only report)",
     "image_size": "images are resized and cropped to this size (values: their own size)",
@@ -59,8 +59,9 @@ def _parser():
     commands.add_parser("experiments", help="list the bundled experiments, which run by name (augcompare run ablation)")
 
     prepare = commands.add_parser("prepare", help="decode a data set once into a cache that training memory-maps")
-    prepare.add_argument("source", choices=["lsun", "folder", "npy"])
-    prepare.add_argument("--root", required=True, help="the LSUN folder, image folder or .npy folder")
+    prepare.add_argument("source", choices=["lsun", "folder", "npy", "arrays"])
+    prepare.add_argument("--root", required=True,
+                         help="the LSUN folder, image folder or .npy folder; arrays: the .npz file or .npy folder")
     prepare.add_argument("--out", required=True, help="the cache directory to write")
     # Each option is a [data] setting: its default and valid range live in experiments.config.
     from augcompare.experiments.config import DataConfig
@@ -158,7 +159,7 @@ def _prepare(args):
     from augcompare.experiments import config
     from augcompare.experiments.errors import UserError
     from augcompare.experiments.prepare import prepare_source
-    table = {"source": args.source, "root": args.root}
+    table = {"source": args.source, "path" if args.source == "arrays" else "root": args.root}
     for option in PREPARE_OPTIONS:
         text = getattr(args, option)
         if text is None:
@@ -216,8 +217,8 @@ def main(argv=None):
     except RunStopped as error:
         console.line(f"augcompare: {error}")
         return error.exit_code
-    except KeyboardInterrupt:
-        console.line("augcompare: interrupted")
+    except KeyboardInterrupt as error:  # Interrupted says what is kept and what continues it
+        console.line(f"augcompare: {error}" if str(error) else "augcompare: interrupted")
         return 130
     return 0
 

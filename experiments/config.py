@@ -24,7 +24,9 @@ from augcompare.experiments.lsun import CATEGORIES as LSUN_CATEGORIES
 # found wherever the package is installed).
 EXPERIMENTS_DIR = Path(str(importlib.resources.files("augcompare.experiments")))
 DEFAULT_EXPERIMENT = EXPERIMENTS_DIR / "demo.toml"
-SOURCES = ("demo", "lsun", "folder", "npy", "cache")
+SOURCES = ("demo", "lsun", "folder", "npy", "arrays", "cache")
+# data.train_per_class may also be this word: every image of a class left after val and test.
+ALL = "all"
 # What a run may declare as its primary metric: measured on the test split, which decides nothing,
 # or at the last epoch on val. "selected_" is the test metric of the weights of the epoch that
 # val chose (train.monitor).
@@ -34,14 +36,14 @@ PRIMARY_METRICS = ("test_accuracy", "test_loss", "selected_test_accuracy", "sele
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    source: str = "demo"            # where the images come from: demo | lsun | folder | npy | cache
+    source: str = "demo"            # where the images come from: demo | lsun | folder | npy | arrays | cache
     image_size: int = 64            # images are image_size x image_size (value data: its own size)
-    train_per_class: int = 300
+    train_per_class: int = 300      # or "all": every image of a class left after val and test (not the demo)
     val_per_class: int = 200        # decides: early stopping, the selected epoch, save_best
     test_per_class: int = 200       # reports: evaluated once per arm and seed at the end, decides nothing
     root: str = ""                  # lsun | folder | npy: the folder holding the data
     categories: tuple = dataclasses.field(default=(), metadata={"item": str})  # lsun categories
-    path: str = ""                  # source = "cache": the directory written by prepare
+    path: str = ""                  # cache: the directory written by prepare; arrays: an .npz file or .npy folder
     cache_dir: str = ""             # where prepared data sets are kept; "" = ~/.cache/augcompare
     seed: int = 0                   # which images are drawn (demo) or taken (lsun, folder, npy)
     workers: int = 0                # processes that decode during preparation; 0 = all cores
@@ -128,6 +130,8 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 def _check_value(key, value, default, item_type=int):
     """Checks value against the type of its default and its range; returns it as stored."""
+    if key == "data.train_per_class" and value == ALL:
+        return value
     if isinstance(default, tuple):
         kind = "integers" if item_type is int else "strings"
         if not isinstance(value, list) or (default and not value):
@@ -140,7 +144,8 @@ def _check_value(key, value, default, item_type=int):
             raise UserError(f"{key} must be a {type(default).__name__}, got {value!r}")
     elif isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{key} must be an integer, got {value!r}")
+            also = f' or "{ALL}" (every image left after val and test)' if key == "data.train_per_class" else ""
+            raise UserError(f"{key} must be an integer{also}, got {value!r}")
     elif isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise UserError(f"{key} must be a number, got {value!r}")
@@ -241,6 +246,15 @@ def _check_data(data):
     """The checks of [data] that involve more than one key or the file system."""
     if data.source == "cache" and not data.path:
         raise UserError("data.source = \"cache\" needs data.path, the directory written by prepare")
+    if data.source == "arrays":
+        if not data.path:
+            raise UserError("data.source = \"arrays\" needs data.path: an .npz file or a folder of .npy files holding "
+                            "x_train and y_train (x_val, y_val, x_test, y_test where you have them)")
+        if not Path(data.path).expanduser().exists():
+            raise UserError(f"data.path {data.path} does not exist; give an .npz file or a folder of .npy files")
+    if data.source == "demo" and data.train_per_class == ALL:
+        raise UserError(f"data.train_per_class = \"{ALL}\" takes every image a source holds; the demo draws its "
+                        "images: give a number")
     if data.source in ("lsun", "folder", "npy"):
         if not data.root:
             raise UserError(f"data.source = \"{data.source}\" needs data.root, the folder holding the data")
@@ -306,9 +320,19 @@ def parse_override(expression):
 
 
 def apply_overrides(raw, expressions):
+    """raw with each override applied: a 'KEY=VALUE' string (--set) or a (dotted key, value) pair
+    (the Python API's {"train.epochs": 3})."""
     raw = copy.deepcopy(raw)
     for expression in expressions:
-        path, value = parse_override(expression)
+        if isinstance(expression, tuple):
+            key, value = expression
+            path = str(key).split(".")
+            if not all(_NAME.match(part) for part in path):
+                raise UserError(f"bad override key {key!r}; write a dotted key, e.g. train.epochs")
+            value = list(value) if isinstance(value, tuple) else value
+            expression = f"{key}={value!r}"
+        else:
+            path, value = parse_override(expression)
         table = raw
         for part in path[:-1]:
             table = table.setdefault(part, {})

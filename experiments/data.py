@@ -1,13 +1,16 @@
 """Where a run's data comes from: every source ends as a prepared cache (experiments.cache) that
-training memory-maps. The demo is drawn here; LSUN, folders and .npy files are prepared by
-experiments.prepare.
+training memory-maps. The demo is drawn here; LSUN, folders, .npy files and arrays are
+prepared by experiments.prepare.
 """
 
 import os
+import time
 from pathlib import Path
 
-from augcompare.experiments import cache, demo_scenes
-from augcompare.experiments.errors import UserError
+from augcompare.experiments import cache, console, demo_scenes
+from augcompare.experiments.errors import Interrupted, UserError
+
+SHOW_AFTER = 2.0  # seconds of drawing before the demo's progress line appears
 
 
 def default_cache_dir():
@@ -22,10 +25,28 @@ def demo_dataset(data, cache_dir):
     directory = Path(cache_dir) / f"demo-{cache.key(params)}"
     if not cache.is_complete(directory):
         arrays = {}
-        for index, split in enumerate(cache.SPLITS):
-            per_class = getattr(data, f"{split}_per_class")
-            arrays[f"{split}_images"], arrays[f"{split}_labels"] = demo_scenes.draw_split(
-                split, per_class, data.image_size, [data.seed, index])
+        total = len(demo_scenes.CLASS_NAMES) * sum(getattr(data, f"{split}_per_class") for split in cache.SPLITS)
+        drawn, started, shown = 0, time.perf_counter(), 0.0
+
+        def on_image():
+            nonlocal drawn, shown
+            drawn += 1
+            now = time.perf_counter() - started
+            if now >= SHOW_AFTER and (now - shown >= 0.25 or drawn == total):  # a quick draw stays quiet
+                rate = drawn / max(now, 1e-9)
+                console.status(f"  drawing the demo data: {drawn:,}/{total:,} images  {rate:,.0f} images/s  "
+                               f"ETA {(total - drawn) / rate:.0f} s")
+                shown = now
+        try:
+            for index, split in enumerate(cache.SPLITS):
+                per_class = getattr(data, f"{split}_per_class")
+                arrays[f"{split}_images"], arrays[f"{split}_labels"] = demo_scenes.draw_split(
+                    split, per_class, data.image_size, [data.seed, index], on_image)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted while drawing the demo data ({drawn:,} of {total:,} images); nothing is "
+                              "kept: the same command draws it again, then caches it") from None
+        finally:
+            console.end()
         meta = cache.describe_meta(arrays, demo_scenes.CLASS_NAMES, "pixels", source="demo", params=params)
         try:
             cache.write(directory, arrays, meta)
@@ -44,7 +65,7 @@ def load_dataset(data):
         return demo_dataset(data, cache_dir)
     if data.source == "cache":
         return cache.open_cache(Path(data.path).expanduser())
-    if data.source in ("lsun", "folder", "npy"):
+    if data.source in ("lsun", "folder", "npy", "arrays"):
         from augcompare.experiments.prepare import prepare_source, source_params
         out = cache_dir / f"{data.source}-{cache.key(source_params(data))}"
         return cache.open_cache(prepare_source(data, out))

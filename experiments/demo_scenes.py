@@ -116,10 +116,14 @@ def draw_scene(label, rng, size, split="test"):
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-def draw_split(split, per_class, size, seed):
+def draw_split(split, per_class, size, seed, on_image=None):
     """per_class images of each class for a split (train, val or test), interleaved by class,
-    and their int64 labels."""
+    and their int64 labels. on_image(): called after each image (progress)."""
     rng = np.random.default_rng(seed)
     labels = np.tile(np.arange(len(CLASS_NAMES), dtype=np.int64), per_class)
-    images = np.stack([draw_scene(int(label), rng, size, split) for label in labels])
+    images = np.empty((len(labels), size, size, 3), np.uint8)
+    for index, label in enumerate(labels):
+        images[index] = draw_scene(int(label), rng, size, split)
+        if on_image is not None:
+            on_image()
     return images, labels

@@ -19,3 +19,8 @@ class RunStopped(Exception):
         super().__init__(message)
         self.run_dir = run_dir
         self.exit_code = exit_code
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while data is drawn or prepared, before anything trains: message says what is kept
+    and what continues it. A KeyboardInterrupt still, so that whatever cleans up on one does."""

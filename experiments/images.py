@@ -135,10 +135,35 @@ def close_databases():
     _DATABASES.clear()
 
 
+# Image arrays of the arrays source, per process: an .npy memory-mapped (pages read as samples
+# are), an .npz member read once (a zip entry cannot be memory-mapped).
+_ARRAYS = {}
+
+
+def open_array(path, member):
+    """The image array at path (an .npy file, member "") or member of the .npz file at path."""
+    info = os.stat(path)  # a file rewritten since is read again
+    key = (os.getpid(), path, member, info.st_size, info.st_mtime_ns)
+    if key not in _ARRAYS:
+        if member:
+            with np.load(path, allow_pickle=False) as archive:
+                _ARRAYS[key] = archive[member]
+        else:
+            _ARRAYS[key] = np.load(path, mmap_mode="r", allow_pickle=False)
+    return _ARRAYS[key]
+
+
+def close_arrays():
+    """Forgets this process's image arrays (an .npz member is held in memory until then)."""
+    _ARRAYS.clear()
+
+
 def read_item(item):
     """The raw content of an item: ("lmdb", database, key) or ("file", path) -> bytes;
-    ("npy", path) -> array."""
+    ("npy", path) -> array; ("array", path, member, index) -> one sample of an image array."""
     kind = item[0]
+    if kind == "array":
+        return np.array(open_array(item[1], item[2])[item[3]])
     if kind == "lmdb":
         with open_database(item[1]).begin(buffers=False) as txn:
             data = txn.get(item[2])
@@ -163,7 +188,7 @@ def decode_item(item, kind, image_shape):
     where the source's shorter side was below the image size; raises ValueError, OSError or
     lmdb.Error where it cannot be decoded."""
     content = read_item(item)
-    if item[0] == "npy":
+    if item[0] in ("npy", "array"):
         return from_npy(content, kind, image_shape)
     picture = open_picture(content, image_shape[0])
     return resize_and_crop(picture, image_shape[0]), min(picture.size) < image_shape[0]

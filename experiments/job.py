@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from augcompare.augment import get_generator_cyclic
 from augcompare.augment.backend import keras, tf
 from augcompare.augment.keras_layers import seed_python_random

@@ -1,8 +1,8 @@
-"""Preparing a data set once: from an LSUN release, a folder of images or a folder of .npy samples to
-the cache that training memory-maps (experiments.cache: train, val and test, which never share an
-image; val decides, test only reports).
+"""Preparing a data set once: from an LSUN release, a folder of images, a folder of .npy samples or
+whole arrays (experiments.arrays) to the cache that training memory-maps (experiments.cache: train,
+val and test, which never share an image; val decides, test only reports).
 
-1. A plan (lsun_plan, folder_plan, npy_plan): for each split and class a Group with how many
+1. A plan (lsun_plan, folder_plan, npy_plan, arrays_plan): for each split and class a Group with how many
    images it needs and its candidates in order of preference, and the kind and shape of the
    images (experiments.images).
 2. Decoding runs in worker processes, a bounded number of chunks of candidates in flight, the
@@ -21,6 +21,7 @@ the lock file beside it (.<name>.lock) prepares; the other waits, then uses the 
 
 import collections
 import concurrent.futures
+import concurrent.futures.process  # BrokenProcessPool, named in except clauses even without a pool
 import csv
 import dataclasses
 import hashlib
@@ -33,18 +34,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-from augcompare.experiments import cache, console, lsun
-from augcompare.experiments.errors import UserError
+from PIL import features
+
+from augcompare.experiments import arrays, cache, console, lsun
+from augcompare.experiments.config import ALL
+from augcompare.experiments.errors import Interrupted, UserError
 from augcompare.experiments.files import DirectoryLock, read_json, write_json
 from augcompare.experiments.images import (
     IMAGE_SUFFIXES,
+    close_arrays,
     close_databases,
     decode_chunk,
     npy_header,
     npy_sample_kind,
 )
 from augcompare.experiments.processes import end_with_parent
-from PIL import features
 
 DECODING = 2            # changes whenever the same source and settings would give other images
 RECORD_SECONDS = 2.0    # how often the progress record is brought up to date
@@ -61,21 +65,28 @@ class Group:
     label: int
     needed: int
     kind: str           # what a candidate is: "lmdb" (a key of the database `location`), "file" or
-    location: str       # "npy" (a path relative to the folder `location`)
-    candidates: list    # in order of preference
+    location: str       # "npy" (a path relative to the folder `location`), "array" (an index into the
+    candidates: list    # image array in the file `location`, its .npz member `member`); in order of preference
     where: str          # where the images come from, for messages and meta.json's split_from
     offset: int = 0     # position of its first image in the split's array
+    member: str = ""    # "array": the .npz member holding the images ("" for an .npy file)
+    array_name: str = ""  # "array": x_train, x_val or x_test, for names in messages and meta.json
 
     def item(self, index):
         """What images.decode_chunk reads for candidate `index`."""
         if self.kind == "lmdb":
             return ("lmdb", self.location, self.candidates[index])
+        if self.kind == "array":
+            return ("array", self.location, self.member, self.candidates[index])
         return (self.kind, os.path.join(self.location, self.candidates[index]))
 
     def name(self, index):
-        """Candidate `index` in words: database/key or the path relative to the source's root."""
+        """Candidate `index` in words: database/key, the path relative to the source's root, or
+        array[index]."""
         if self.kind == "lmdb":
             return f"{Path(self.location).name}/{self.candidates[index].decode('ascii')}"
+        if self.kind == "array":
+            return f"{self.array_name}[{self.candidates[index]}]"
         return self.candidates[index]
 
 
@@ -102,7 +113,7 @@ def _consecutive(candidates, wanted, max_skip_fraction):
         if position == len(wanted) - 1:
             parts[split] = candidates[start:]
             break
-        later = sum(n for _, n in wanted[position + 1:])
+        later = _least(wanted[position + 1:])
         room = len(candidates) - start - later
         end = start + max(needed, min(needed + _allowance(needed, max_skip_fraction), room))
         parts[split], start = candidates[start:end], end
@@ -113,10 +124,71 @@ def _per_class(data, split):
     return getattr(data, f"{split}_per_class")
 
 
+def _least(wanted):
+    """The fewest candidates that meet [(split, needed)]: train_per_class = "all" needs one."""
+    return sum(1 if needed == ALL else needed for _, needed in wanted)
+
+
 def _asked(wanted):
     """'300 train + 200 val + 200 test' for [(split, needed)]."""
     needs = dict(wanted)
     return " + ".join(f"{needs[s]} {s}" for s in cache.SPLITS if s in needs)
+
+
+def _fitting(fewest, wanted, max_skip_fraction):
+    """The settings that fit a class of `fewest` candidates (the smallest class), in words: the
+    largest per-class counts in the proportions asked, and where val and test fit as they are,
+    train_per_class = "all" with the train images that leaves."""
+    if fewest < len(wanted):
+        return f"each class needs at least {len(wanted)} images (one per split)"
+    held = [(split, needed) for split, needed in wanted if split != "train"]
+    held_total = sum(needed for _, needed in held)
+    weights = {split: (max(held_total, 1) if needed == ALL else needed) for split, needed in wanted}
+    fit = {split: max(1, weight * fewest // sum(weights.values())) for split, weight in weights.items()}
+    while sum(fit.values()) > fewest:  # the floor of one per split can overshoot a tiny class
+        largest = max(fit, key=fit.get)
+        fit[largest] -= 1
+    text = ("the largest counts that fit every class in these proportions: "
+            + ", ".join(f"data.{split}_per_class = {fit[split]}" for split in cache.SPLITS if split in fit))
+    if held_total < fewest:
+        left = len(_consecutive(list(range(fewest)), held + [("train", ALL)], max_skip_fraction)["train"])
+        names = " and ".join(f"data.{split}_per_class" for split, _ in held)
+        text += (f"; or keep {names} and set data.train_per_class = \"all\" (the smallest class then trains on "
+                 f"{left})" if held else "")
+    return text
+
+
+def _too_few(where, available, wanted, fewest, max_skip_fraction):
+    """The error for a class whose candidates cannot fill the counts asked of it."""
+    return UserError(f"{where} has {available} images; asked for {_asked(wanted)}; "
+                     f"{_fitting(fewest, wanted, max_skip_fraction)}")
+
+
+def _class_splits(data, own, fewest):
+    """{split: (candidates, where, needed)} of one class. own: {split: (candidates in seeded order,
+    where)} for the splits the source gives (train always); a split it lacks is held out of train's
+    candidates: test first, then val, then train, which takes the rest (train_per_class = "all":
+    all of it). fewest: {split: the fewest candidates of any class}, for the errors' hints."""
+    train, train_where = own["train"]
+    held = [split for split in ("test", "val") if split not in own]
+    wanted = [(split, _per_class(data, split)) for split in held] + [("train", data.train_per_class)]
+    if len(train) < _least(wanted):
+        raise _too_few(train_where, len(train), wanted, fewest["train"], data.max_skip_fraction)
+    parts = _consecutive(train, wanted, data.max_skip_fraction)
+    splits = {}
+    for split in cache.SPLITS:
+        needed = _per_class(data, split)
+        if split == "train":
+            splits[split] = (parts[split], train_where, len(parts[split]) if needed == ALL else needed)
+        elif split in held:
+            splits[split] = (parts[split], f"{train_where} (held out, seeded)", needed)
+        else:
+            candidates, where = own[split]
+            if len(candidates) < needed:
+                raise UserError(f"{where} has {len(candidates)} images; asked for {needed} {split}; set "
+                                f"data.{split}_per_class = {fewest[split]} (what every class's {split} holds) or less")
+            splits[split] = (candidates, where, needed)
+    return splits
 
 
 def _ordered(class_names, groups, kind, image_shape, converted=None):
@@ -139,15 +211,17 @@ def lsun_plan(data, root):
                         f"{', '.join(lsun.CATEGORIES)}")
     has_val = lsun.check_root(root, data.categories)
     groups, f = [], data.max_skip_fraction
+    counts = {category: lsun.count(lsun.database_path(root, category, "train")) for category in data.categories}
     for label, category in enumerate(data.categories):
         train_db = lsun.database_path(root, category, "train")
         held = ["val"] if has_val[category] else ["test", "val"]
         wanted = [(split, _per_class(data, split)) for split in held] + [("train", data.train_per_class)]
-        total, available = sum(n for _, n in wanted), lsun.count(train_db)
+        total, available = _least(wanted), counts[category]
         if available < total:
             raise UserError(f"{train_db} holds {available} images; asked for {total} ({_asked(wanted)}); "
-                            "lower the per-class counts")
-        keys = lsun.keys_from(train_db, data.seed, sum(n + _allowance(n, f) for _, n in wanted))
+                            f"{_fitting(min(counts.values()), wanted, f)}")
+        taken = available if data.train_per_class == ALL else sum(n + _allowance(n, f) for _, n in wanted)
+        keys = lsun.keys_from(train_db, data.seed, taken)
         parts = _consecutive(keys, wanted, f)
         location = {split: train_db for split in cache.SPLITS}
         where = {split: f"{train_db} (held out)" for split in held} | {"train": str(train_db)}
@@ -159,7 +233,10 @@ def lsun_plan(data, root):
                                 "(test comes from the official val set); lower it")
             parts["test"] = lsun.keys_from(val_db, data.seed, data.test_per_class + _allowance(data.test_per_class, f))
             location["test"], where["test"] = val_db, f"{val_db} (the official val set)"
-        groups += [Group(split, label, _per_class(data, split), "lmdb", str(location[split]), parts[split],
+        needed = {split: _per_class(data, split) for split in cache.SPLITS}
+        if needed["train"] == ALL:
+            needed["train"] = len(parts["train"])
+        groups += [Group(split, label, needed[split], "lmdb", str(location[split]), parts[split],
                          where[split]) for split in cache.SPLITS]
     size = data.image_size
     return _ordered(data.categories, groups, "pixels", (size, size, 3))
@@ -198,27 +275,26 @@ def folder_plan(data, root):
             raise UserError(f"{directory} has no images ({', '.join(IMAGE_SUFFIXES)}); add some or remove the folder")
         return _shuffled(names, seed)
 
-    groups = []
+    own = []  # per class: {split: (files in a seeded order, where)} for the splits the folder has
     for label, name in enumerate(classes):
         source = root / "train" / name if present else root / name
-        parts = {"train": images_in(source, [data.seed, label])}
-        where = {"train": str(source)}
+        own.append({"train": (images_in(source, [data.seed, label]), str(source))})
         for split in present[1:]:
-            parts[split] = images_in(root / split / name, [data.seed, label, cache.SPLITS.index(split)])
-            where[split] = str(root / split / name)
-        held = [split for split in ("test", "val") if split not in present]
-        wanted = [(split, _per_class(data, split)) for split in held] + [("train", data.train_per_class)]
-        if len(parts["train"]) < sum(n for _, n in wanted):
-            raise UserError(f"{source} has {len(parts['train'])} images; asked for {_asked(wanted)}")
-        parts.update(_consecutive(parts["train"], wanted, data.max_skip_fraction))
-        where |= {split: f"{source} (held out, seeded)" for split in held}
-        for split in cache.SPLITS:
-            if len(parts[split]) < _per_class(data, split):
-                raise UserError(f"{where[split]} has {len(parts[split])} images; asked for "
-                                f"{_per_class(data, split)} {split}")
-            groups.append(Group(split, label, _per_class(data, split), "file", str(root), parts[split], where[split]))
+            own[label][split] = (images_in(root / split / name, [data.seed, label, cache.SPLITS.index(split)]),
+                                 str(root / split / name))
+    groups = []
+    for label, splits in enumerate(_each_class(data, own)):
+        groups += [Group(split, label, needed, "file", str(root), candidates, where)
+                   for split, (candidates, where, needed) in splits.items()]
     size = data.image_size
     return _ordered(classes, groups, "pixels", (size, size, 3))
+
+
+def _each_class(data, own):
+    """_class_splits of every class (own: one {split: (candidates, where)} per class), the hints
+    taken from the smallest class of each split."""
+    fewest = {split: min(len(parts[split][0]) for parts in own) for split in own[0]}
+    return [_class_splits(data, parts, fewest) for parts in own]
 
 
 def read_npy_labels(root):
@@ -296,30 +372,83 @@ def npy_plan(data, root):
     if len(classes) < 2:
         raise UserError(f"{root} has {len(classes)} label(s); a comparison needs at least 2")
     kind, image_shape, converted = _npy_kind(root, sorted(labels), data.image_size)
-    wanted = [(split, _per_class(data, split)) for split in ("test", "val", "train")]
+    own = [{"train": (_shuffled([f for f, value in labels.items() if value == name], [data.seed, label]),
+                      f"{root} class {name!r}")} for label, name in enumerate(classes)]
     groups = []
-    for label, name in enumerate(classes):
-        members = _shuffled([f for f, value in labels.items() if value == name], [data.seed, label])
-        if len(members) < sum(n for _, n in wanted):
-            raise UserError(f"class {name!r} in {root} has {len(members)} samples; asked for {_asked(wanted)}")
-        parts = _consecutive(members, wanted, data.max_skip_fraction)
-        for split, needed in wanted:
-            where = f"{root} class {name!r}" + ("" if split == "train" else " (held out, seeded)")
-            groups.append(Group(split, label, needed, "npy", str(root), parts[split], where))
+    for label, splits in enumerate(_each_class(data, own)):
+        groups += [Group(split, label, needed, "npy", str(root), candidates, where)
+                   for split, (candidates, where, needed) in splits.items()]
     return _ordered(classes, groups, kind, image_shape, converted)
 
 
-PLANS = {"lsun": lsun_plan, "folder": folder_plan, "npy": npy_plan}
+def arrays_plan(data, path):
+    """x_train / y_train (and x_val / y_val, x_test / y_test where given) in an .npz file or a
+    folder of .npy files (experiments.arrays). A split not given is held out of train, seeded and
+    stratified, as a folder's; a given split takes each class's first images in a seeded order.
+    uint8 images are pixels (resized to image_size, channels kept); other real numbers are values,
+    kept bit for bit (float32), whose size must be image_size."""
+    found = arrays.find(path)
+    images = {split: found[f"x_{split}"] for split in cache.SPLITS if f"x_{split}" in found}
+    kinds = {split: arrays.sample_kind(image_file) for split, image_file in images.items()}
+    kind, shape = kinds["train"]
+    for split, (other_kind, other_shape) in kinds.items():
+        if other_kind != kind or (kind == "values" and other_shape != shape) or other_shape[2] != shape[2]:
+            raise UserError(f"{images[split].where} holds {images[split].dtype} {images[split].shape[1:]} samples but "
+                            f"x_train {images['train'].dtype} {images['train'].shape[1:]}; give every split the same "
+                            "dtype kind (uint8 or float) and channels (and values one shape)")
+    if kind == "values" and (shape[0] != shape[1] or shape[0] != data.image_size):
+        raise UserError(f"{images['train'].where} holds values of shape {shape}, kept exactly (never resized or "
+                        f"cropped): give square [S, S, C] samples and set data.image_size = {shape[0]}")
+    labels = {split: arrays.read_labels(found[f"y_{split}"], image_file.shape[0], image_file)
+              for split, image_file in images.items()}
+    numbers = labels["train"].dtype.kind == "i"
+    for split, values in labels.items():
+        if (values.dtype.kind == "i") != numbers:
+            raise UserError(f"y_{split} holds {'integer' if values.dtype.kind == 'i' else 'string'} labels but y_train "
+                            f"{'integer' if numbers else 'string'} ones; give every split the same kind of labels")
+    classes = np.unique(labels["train"])  # sorted: integers by value, strings alphabetically
+    if len(classes) < 2:
+        raise UserError(f"{images['train'].where}: y_train has {len(classes)} class; a comparison needs at least 2")
+    for split, values in labels.items():
+        unknown = np.setdiff1d(np.unique(values), classes)
+        if len(unknown):
+            raise UserError(f"y_{split} has class {unknown[0]!s}, which y_train does not have; every class must have "
+                            "training images")
+    own = []
+    for label, value in enumerate(classes):
+        own.append({split: (_shuffled(np.flatnonzero(values == value).tolist(),
+                                      [data.seed, label] + ([] if split == "train" else [cache.SPLITS.index(split)])),
+                            f"{images[split].where} class {value!s}")
+                    for split, values in labels.items()})
+    groups = []
+    for label, splits in enumerate(_each_class(data, own)):
+        for split, (candidates, where, needed) in splits.items():
+            source = images[split if split in images else "train"]
+            groups.append(Group(split, label, needed, "array", source.path, candidates, where,
+                                member=source.member, array_name=source.name))
+    image_shape = shape if kind == "values" else (data.image_size, data.image_size, shape[2])
+    dtype = images["train"].dtype
+    converted = {str(dtype): images["train"].where} if kind == "values" and dtype != np.float32 else {}
+    return _ordered([str(value) for value in classes], groups, kind, image_shape, converted)
+
+
+PLANS = {"lsun": lsun_plan, "folder": folder_plan, "npy": npy_plan, "arrays": arrays_plan}
 
 
 def source_params(data):
     """Everything that makes one prepared data set differ from another (data: a DataConfig):
     stored in meta.json and compared before a cache is reused."""
-    return {"source": data.source, "root": str(Path(data.root).expanduser().resolve()),
-            "categories": list(data.categories), "train_per_class": data.train_per_class,
-            "val_per_class": data.val_per_class, "test_per_class": data.test_per_class,
-            "image_size": data.image_size, "seed": data.seed, "max_skip_fraction": data.max_skip_fraction,
-            "version": cache.VERSION, "decoding": DECODING}
+    params = {"source": data.source, "root": str(Path(data.root).expanduser().resolve()),
+              "categories": list(data.categories), "train_per_class": data.train_per_class,
+              "val_per_class": data.val_per_class, "test_per_class": data.test_per_class,
+              "image_size": data.image_size, "seed": data.seed, "max_skip_fraction": data.max_skip_fraction,
+              "version": cache.VERSION, "decoding": DECODING}
+    if data.source == "arrays":
+        # the arrays' own path (file or folder) is the root, and their sizes and times tell a
+        # changed file: arrays are rewritten in place more often than image folders
+        params["root"] = str(Path(data.path).expanduser().resolve())
+        params["files"] = arrays.fingerprint(data.path)
+    return params
 
 
 @dataclasses.dataclass
@@ -345,7 +474,8 @@ def _plan_digest(plan):
     digest = hashlib.sha256(repr((plan.kind, plan.image_shape)).encode())
     for group in plan.groups:
         digest.update(repr((group.split, group.label, group.needed, group.kind, group.location)).encode())
-        digest.update(b"\n".join(c if isinstance(c, bytes) else c.encode() for c in group.candidates))
+        digest.update(repr((group.member, group.array_name)).encode() if group.kind == "array" else b"")
+        digest.update(b"\n".join(c if isinstance(c, bytes) else str(c).encode() for c in group.candidates))
     return digest.hexdigest()
 
 
@@ -448,8 +578,11 @@ def decode_groups(plan, state, files, workers, max_skip_fraction, save, progress
         for group, filled, skipped in zip(groups, state.filled, state.skipped):
             if filled < group.needed:
                 reasons = dict(collections.Counter(reason for _, reason in skipped)) or "none"
+                examples = ", ".join(group.name(index) for index, _ in skipped[:EXAMPLES])
+                named = f", e.g. {examples}" if examples else ""
                 raise UserError(f"{group.where}: only {filled} decodable images for {group.split}, asked for "
-                                f"{group.needed}; lower {group.split}_per_class (skipped: {reasons})")
+                                f"{group.needed}; fix or remove the undecodable ones, or lower "
+                                f"data.{group.split}_per_class (skipped: {reasons}{named})")
     except BaseException:
         try:
             save(snapshot)
@@ -459,6 +592,7 @@ def decode_groups(plan, state, files, workers, max_skip_fraction, save, progress
     finally:
         if executor:
             executor.shutdown(wait=True, cancel_futures=True)
+        close_arrays()
         if progress:
             console.end()
     state.seconds += time.perf_counter() - started
@@ -570,7 +704,11 @@ def _prepare(plan, params, out, data, progress):
             write_json(record, snapshot)
 
         workers = data.workers or os.cpu_count() or 1
-        decode_groups(plan, state, files, workers, data.max_skip_fraction, save, progress)
+        try:
+            decode_groups(plan, state, files, workers, data.max_skip_fraction, save, progress)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted while preparing {out}: the {sum(state.filled):,} of {total:,} images "
+                              f"prepared so far are kept in {staging}; the same command continues from them") from None
     finally:
         for image_file in files.values():
             image_file.close()

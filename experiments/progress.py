@@ -1,10 +1,13 @@
 """Live progress of a whole run: jobs done of total, epochs, elapsed time and an ETA from the
 wall time per epoch measured so far, and one line per finished job.
 
-On a terminal a rich progress bar stays at the bottom with the lines above it; otherwise (a log
-file, a pipe, CI) plain lines: one per epoch, one per finished job with the run's totals.
+On a terminal a rich progress bar stays at the bottom with the lines above it, and in a Jupyter
+notebook the same bar as a widget (rich draws it with ipywidgets, where installed); otherwise (a
+log file, a pipe, CI, a notebook without ipywidgets) plain lines: one per epoch, one per finished
+job with the run's totals.
 """
 
+import importlib.util
 import sys
 import time
 
@@ -20,6 +23,12 @@ def duration(seconds):
     if seconds >= 60:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds}s"
+
+
+def live_bar(console):
+    """True where a rich console can show a live bar: a terminal, or a notebook with ipywidgets
+    (without it rich only warns, so plain lines show the progress there)."""
+    return console.is_terminal or (console.is_jupyter and importlib.util.find_spec("ipywidgets") is not None)
 
 
 class RunProgress:
@@ -38,7 +47,7 @@ class RunProgress:
         self.started = clock()
         self.epoch_seconds = []  # of the epochs this process saw end
         self.bar = None
-        if self.console.is_terminal:
+        if live_bar(self.console):
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
                                 console=self.console, transient=True)
             self.task = self.bar.add_task("run", total=max(total_epochs, 1), completed=epochs_done, status="")

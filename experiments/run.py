@@ -30,19 +30,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from augcompare.augment.backend import keras, kernels, tf
 from augcompare.augment.params import augments, parse_function
 from augcompare.experiments import config as config_mod
 from augcompare.experiments import plots, preview, stats, timing
 from augcompare.experiments.data import load_dataset
-from augcompare.experiments.errors import RunStopped, UserError
+from augcompare.experiments.errors import Interrupted, RunStopped, UserError
 from augcompare.experiments.executors import make_executor, plan, training_flops
-from augcompare.experiments.files import (
-    DirectoryLock,
-    read_json,
-    write_json,
-    write_text,
-)
+from augcompare.experiments.files import DirectoryLock, read_json, write_json, write_text
 from augcompare.experiments.history import HistoryWriter, read_history
 from augcompare.experiments.job import (
     ROWS,
@@ -483,6 +479,14 @@ def _prepare(experiment):
     return dataset
 
 
+def interrupted(run_dir):
+    """The RunStopped of a KeyboardInterrupt that reached the run outside StopOnSignal's handler
+    (a notebook's interrupt in a thread that cannot install one, or before training starts):
+    every file is written whole or renamed into place, so the run is resumable as after a kill."""
+    return RunStopped(f"interrupted; every finished epoch is saved. Continue with: augcompare run --resume {run_dir}",
+                      run_dir, 130)
+
+
 def _data_lines(meta):
     """What preparing the data skipped or changed, for the run's output."""
     lines = []
@@ -535,6 +539,8 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
             log(warning)
         executor, started = None, executor
         return run.train(started)
+    except KeyboardInterrupt:
+        raise interrupted(run_dir) from None
     finally:
         if executor is not None:  # stopped before training: train() closes the executor it is given
             executor.close()
@@ -576,6 +582,10 @@ def resume(run_dir, log=print, per_seed=False):
         if warning := precision_warning(experiment.train.precision):
             log(warning)
         return Run(run_dir, experiment, dataset, log, per_seed, threads).train()
+    except KeyboardInterrupt as error:
+        if isinstance(error, Interrupted):  # while the data was prepared: it says what continues it
+            raise
+        raise interrupted(run_dir) from None
     finally:
         lock.release()
 
@@ -605,8 +615,11 @@ def write_outputs(run_dir, experiment, history, records, design, per_seed=False)
 def redraw(run_dir, per_seed=False):
     """Redraws every figure of a run directory from its saved history and samples."""
     run_dir = Path(run_dir)
-    if not (run_dir / "history.csv").is_file() or not (run_dir / "config.toml").is_file():
-        raise UserError(f"{run_dir} is not a run directory (no history.csv or config.toml)")
+    if not (run_dir / "config.toml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.toml)")
+    if not (run_dir / "history.csv").is_file():
+        raise UserError(f"{run_dir} never trained an epoch (no history.csv), so there is nothing to plot; continue it "
+                        f"with augcompare run --resume {run_dir}, or delete it")
     lock = DirectoryLock(run_dir / ".lock", "augcompare plot").acquire()  # a running run writes these files too
     try:
         return _redraw(run_dir, per_seed)

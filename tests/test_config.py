@@ -123,9 +123,14 @@ def test_augmentations_command_lists_operations_ranges_and_presets(tmp_path, cap
     (tmp_path / "exp.toml").write_text('preset_files = ["sets.toml"]\n[arms.baseline]\n')
     assert cli.main(["augmentations", str(tmp_path / "exp.toml")]) == 0
     out = capsys.readouterr().out
-    assert "rotation         0 to 180" in out and "fill_mode        reflect | nearest | constant | wrap" in out
-    assert "standard       rotation = 20.0, brightness = 0.2, horizontal_flip = true" in out
-    assert "tilt           rotation = 45" in out
+    assert "rotation         0 to 180" in out and "fill_mode        reflect | nearest | constant | wrap  how" in out
+    assert "standard        rotation = 20.0, brightness = 0.2, horizontal_flip = true" in out
+    assert "tilt            rotation = 45" in out
+    # every column starts where the one above it does: no value runs into the next column
+    from augcompare.augment.params import PARAMS
+    rows = [line for line in out.splitlines() if line.split(" ")[0] in PARAMS]
+    starts = {line.index("  " + PARAMS[line.split(" ")[0]].doc) for line in rows}
+    assert len(rows) == len(PARAMS) and len(starts) == 1
 
 
 def test_bundled_experiments_run_by_name_and_are_listed(capsys):

@@ -215,3 +215,44 @@ def test_float_values_are_refused_outside_the_augmentations_range(images):
         next(get_generator(values, y, 4, augment=Augmentation(brightness=0.3)))
     kept = next(get_generator(values, y, 4, augment=Augmentation(brightness=0.3, value_range=(-1, 1)), normalize=None))
     assert kept[0].min() < -0.5 and kept[0].max() <= 1.0  # negative values survive, clipped to the data's range
+
+
+def test_data_generator_takes_dim_from_the_source_and_labels_as_documented(images, tmp_path):
+    x, y = images
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    by_index = DataGenerator(range(16), y, source=mapped, batch_size=4, shuffle=False)
+    assert by_index.dim == (24, 24, 3)  # the array's shape, not (64, 64, 3)
+    assert np.array_equal(by_index[1][1], y[4:8])
+    subset = DataGenerator([15, 3, 7], y, source=mapped, batch_size=3, shuffle=False)  # labels parallel to source
+    assert np.array_equal(subset[0][1], y[[15, 3, 7]])
+    ids, mapping = write_npy_samples(tmp_path, x, y)
+    from_files = DataGenerator(ids, y, directory=tmp_path, batch_size=4, shuffle=False)  # parallel to list_IDs
+    assert from_files.dim == (24, 24, 3) and np.array_equal(from_files[3][1], y[12:])
+    assert np.array_equal(DataGenerator(ids, mapping, directory=tmp_path, batch_size=4, shuffle=False)[3][1], y[12:])
+    assert DataGenerator(ids, None, directory=tmp_path, train=False)[0].shape == (16, 24, 24, 3)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(list_IDs=["sample000", "sample001"], labels=np.zeros(16)), r"labels has 16 entries for 2 list_IDs"),
+    (dict(list_IDs=["sample000", "sample001"], labels={"sample000": 0}),
+     r"labels has no entry for ID 'sample001' \(1 of 2 IDs lack one\)"),
+    (dict(list_IDs=["sample000"], labels=3),
+     r"labels must be a mapping \{ID: label\} or a sequence of labels, got int"),
+    (dict(list_IDs=["sample000"], labels="cat"), r"got str"),
+    (dict(list_IDs=["sample000"], labels=None), r"labels is None but train=True"),
+    (dict(list_IDs=["missing"], labels=[0]), r"missing.npy cannot be read as a sample"),
+    (dict(list_IDs=range(4), labels=np.zeros(4), source="x"), r"labels has 4 entries but the source has 16 samples"),
+    (dict(list_IDs=["a", "b"], labels=np.zeros(16), source="x"), r"list_IDs are integer indices into the source"),
+    (dict(list_IDs=[0, 16], labels=np.zeros(16), source="x"), r"list_IDs holds index 16 but the source has 16"),
+])
+def test_data_generator_mistakes_are_one_line_value_errors(images, tmp_path, arguments, message):
+    x, y = images
+    write_npy_samples(tmp_path, x, y)
+    if arguments.get("source") == "x":
+        arguments["source"] = x
+    else:
+        arguments["directory"] = tmp_path
+    with pytest.raises(ValueError, match=message) as error:
+        DataGenerator(**arguments)
+    assert "\n" not in str(error.value)

@@ -36,3 +36,18 @@ def test_plain_lines_with_totals_and_an_eta_from_the_measured_epochs():
 
 def test_durations_read_at_a_glance():
     assert [duration(s) for s in (12, 185, 3725)] == ["12s", "3m05s", "1h02m"]
+
+
+def test_a_notebook_gets_the_live_bar_where_rich_can_draw_it(monkeypatch):
+    import importlib.util
+
+    from rich.console import Console
+
+    from augcompare.experiments import progress
+    notebook = Console(file=io.StringIO(), force_jupyter=True, force_terminal=False)
+    log_file = Console(file=io.StringIO(), force_jupyter=False, force_terminal=False)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "ipywidgets" else find_spec(name))
+    assert progress.live_bar(notebook) and not progress.live_bar(log_file)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "ipywidgets" else find_spec(name))
+    assert not progress.live_bar(notebook)  # rich would only warn: plain lines instead

@@ -39,3 +39,29 @@ def test_the_demo_reference_is_the_default_run_and_meets_the_positive_control():
     assert primary["metric"] == "test_accuracy" and primary["seeds"] == len(config.load().train.seeds)
     low, high = primary["ci95"]
     assert (high - low) / 2 <= 0.03
+
+
+def test_the_data_generator_snippet_runs_as_written_with_its_placeholders_filled_in(tmp_path, monkeypatch):
+    import numpy as np
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    (snippet,) = [block for block in blocks if block.startswith("# DataGenerator: your samples")]
+    filled = snippet.replace(", ...]", "]").replace(", ...}", "}")  # the placeholders: the user's other samples
+    assert "..." not in filled.split("#")[0]
+    rng = np.random.default_rng(0)
+    (tmp_path / "data").mkdir()
+    for name in ("cat_001", "dog_001"):
+        np.save(tmp_path / "data" / f"{name}.npy", rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    np.save(tmp_path / "x_train.npy", rng.integers(0, 256, (40, 24, 24, 3), dtype=np.uint8))
+    np.save(tmp_path / "y_train.npy", np.arange(40) % 2)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(filled, "README.md", "exec"), namespace)
+    x, y = namespace["x"], namespace["y"]
+    assert x.shape == (32, 24, 24, 3) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    order = namespace["from_array"]._order[:32]  # shuffled (shuffle=True by default)
+    assert y.tolist() == (order % 2).tolist()  # each image's own label
+    from_files = namespace["from_files"]
+    files_x, files_y = from_files[0]
+    assert files_x.shape == (2, 24, 24, 3)
+    assert files_y.tolist() == [{"cat_001": 0, "dog_001": 1}[from_files.list_IDs[i]] for i in from_files._order]

@@ -1,0 +1,154 @@
+"""The Python API: run_experiment runs what `augcompare run` runs and answers with objects;
+load_run reads a run back; Ctrl-C in a notebook (the kernel's SIGINT in the main thread, or a
+KeyboardInterrupt in a thread that cannot install signal handlers) stops a run resumably."""
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import rows_in
+
+from augcompare.experiments import cli, config, load_run, resume_run, run_experiment
+from augcompare.experiments.errors import RunStopped, UserError
+from augcompare.experiments.history import read_history
+
+EXPERIMENT = {
+    "name": "mine",
+    "data": {"source": "arrays", "image_size": 16, "train_per_class": "all", "val_per_class": 6,
+             "test_per_class": 6},
+    "train": {"epochs": 2, "batch_size": 16, "seeds": [0]},
+    "model": {"filters": [8], "dense_units": 8},
+    "arms": {"baseline": {}, "flipped": {"horizontal_flip": True}},
+}
+
+
+def numbers(rows):
+    return [{key: value for key, value in row.items() if key != "epoch_seconds"} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def arrays_experiment(tmp_path_factory):
+    """The experiment dict on an .npz of two classes of 30 images each (Keras' names, no val or test)."""
+    folder = tmp_path_factory.mktemp("api")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (60, 16, 16, 3), dtype=np.uint8)
+    y = np.arange(60) % 2
+    x[y == 1, :8] //= 3  # a class darker in its top half: something to learn
+    np.savez(folder / "data.npz", x_train=x, y_train=y)
+    experiment = {**EXPERIMENT, "data": {**EXPERIMENT["data"], "path": str(folder / "data.npz"),
+                                         "cache_dir": str(folder / "cache")}}
+    return folder, experiment
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(arrays_experiment):
+    folder, experiment = arrays_experiment
+    return run_experiment(experiment, out=folder / "results", run_id="whole")
+
+
+def test_run_experiment_answers_with_objects_and_writes_what_the_command_line_writes(arrays_experiment,
+                                                                                     uninterrupted, capsys):
+    folder, experiment = arrays_experiment
+    result = uninterrupted
+    assert result.run_dir == folder / "results" / "mine" / "whole"
+    assert result.summary == load_run(result.run_dir).summary
+    assert set(result.summary["arms"]) == {"baseline", "flipped"}
+    assert len(result.history) == 2 * 1 * 2 and {row["arm"] for row in result.history} == {"baseline", "flipped"}
+    assert set(result.verdicts) == {"flipped"}
+    assert result.verdicts["flipped"] in ("better", "worse", "equivalent", "inconclusive")
+    assert result.verdicts["flipped"] == result.summary["vs_baseline"]["flipped"]["primary"]["verdict"]
+    again = load_run(result.run_dir)
+    assert (again.history, again.verdicts) == (result.history, result.verdicts)
+    # the command line on the run's config.toml gives the same numbers
+    assert cli.main(["run", str(result.run_dir / "config.toml"), "--out", str(folder / "cli"), "--run-id", "c"]) == 0
+    assert numbers(read_history(folder / "cli" / "mine" / "c" / "history.csv")) == numbers(result.history)
+    capsys.readouterr()
+
+
+def test_experiments_by_name_or_path_with_overrides_and_mistakes_as_errors(tmp_path):
+    from augcompare.experiments.api import _experiment
+    by_name = _experiment("demo", {"train.epochs": 3, "train.seeds": (0, 1)})
+    assert by_name.train.epochs == 3 and by_name.train.seeds == (0, 1)
+    assert _experiment(config.DEFAULT_EXPERIMENT, ["train.epochs=4"]).train.epochs == 4
+    with pytest.raises(UserError, match="unknown key train.epoch;"):
+        _experiment("demo", {"train.epoch": 3})
+    with pytest.raises(UserError, match="overrides must be a dict"):
+        _experiment("demo", "train.epochs=3")
+    with pytest.raises(UserError, match="no arms"):
+        run_experiment({"name": "x"}, out=tmp_path)
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(UserError, match="is not a run directory"):
+        load_run(tmp_path)
+
+
+def wait_for_a_row(folder, timeout=120):
+    """Waits until some job of the run under folder has checkpointed an epoch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(rows_in(path) for path in folder.glob("results/mine/*/jobs/*/rows.csv")):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_ctrl_c_in_a_thread_without_signal_handlers_stops_resumably(arrays_experiment, uninterrupted, tmp_path):
+    """A notebook's KeyboardInterrupt raised in a thread that runs the experiment (no signal
+    handler can be installed there)."""
+    _, experiment = arrays_experiment
+    outcome = {}
+
+    def target():
+        try:
+            outcome["result"] = run_experiment(experiment, out=tmp_path / "results", run_id="r")
+        except BaseException as error:  # noqa: B036  (what the interrupted call raised, checked below)
+            outcome["error"] = error
+    thread = threading.Thread(target=target)
+    thread.start()
+    assert wait_for_a_row(tmp_path)
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt))
+    thread.join(120)
+    run_dir = tmp_path / "results" / "mine" / "r"
+    error = outcome.get("error")
+    assert isinstance(error, RunStopped), outcome
+    assert str(error) == ("interrupted; every finished epoch is saved. Continue with: "
+                          f"augcompare run --resume {run_dir} "
+                          f"(from Python: resume_run({str(run_dir)!r}))")
+    resumed = resume_run(run_dir)
+    assert numbers(resumed.history) == numbers(uninterrupted.history)
+    assert resumed.verdicts == uninterrupted.verdicts
+
+
+def test_the_kernels_sigint_in_the_main_thread_stops_resumably(arrays_experiment, uninterrupted, tmp_path):
+    _, experiment = arrays_experiment
+    watcher = threading.Thread(target=lambda: wait_for_a_row(tmp_path) and os.kill(os.getpid(), signal.SIGINT))
+    watcher.start()
+    with pytest.raises(RunStopped, match="stopped by SIGINT; every finished epoch is saved") as error:
+        run_experiment(experiment, out=tmp_path / "results", run_id="r")
+    watcher.join()
+    assert error.value.exit_code == 130 and "resume_run(" in str(error.value)
+    assert numbers(resume_run(error.value.run_dir).history) == numbers(uninterrupted.history)
+
+
+def test_tensorflow_start_up_lines_stay_off_when_augcompare_is_imported_first():
+    script = ("from augcompare.experiments import run_experiment; import tensorflow as tf; "
+              "print(int(tf.constant(2) + 1))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "3\n", "")
+
+
+def test_a_run_that_never_trained_is_named_as_such_by_plot_and_load_run(tmp_path, capsys):
+    run_dir = tmp_path / "results" / "demo" / "r"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text(config.dumps(config.to_dict(config.load())))
+    assert cli.main(["plot", str(run_dir)]) == 2
+    error = capsys.readouterr().err
+    assert error == (f"augcompare: error: {run_dir} never trained an epoch (no history.csv), so there is nothing to "
+                     f"plot; continue it with augcompare run --resume {run_dir}, or delete it\n")
+    with pytest.raises(UserError, match=r"has not finished \(no summary.json yet\): continue it with resume_run\("):
+        load_run(run_dir)
