@@ -209,7 +209,7 @@ class Run:
         self.run_dir, self.experiment, self.dataset = Path(run_dir), experiment, dataset
         self.log, self.per_seed = log, per_seed
         self.arms = list(experiment.arms)
-        self.baseline = stats.baseline_arm(experiment.arms, augments)
+        self.baseline = stats.baseline_arm(experiment.arms, augments, experiment.analysis.baseline)
         self.candidates = candidate_seeds(experiment)
         self.history_path = self.run_dir / "history.csv"
         self.records, self.design = read_runs(self.run_dir)
@@ -514,8 +514,8 @@ def resume(run_dir, log=print, per_seed=False):
         lock.release()
 
 
-def write_outputs(run_dir, experiment, history, records, design, per_seed=False):
-    """summary.json, summary.md and the figures, from history rows and the job records."""
+def summary_of(run_dir, experiment, history, records, design):
+    """(summary.json's content, summary.md's text) of a run, from its history rows and job records."""
     run_dir = Path(run_dir)
     data = read_json(run_dir / "data.json", "delete it to leave the noise floor out") if (
         run_dir / "data.json").is_file() else {}
@@ -523,16 +523,27 @@ def write_outputs(run_dir, experiment, history, records, design, per_seed=False)
     analysis = experiment.analysis
     summary = stats.summarize(history, list(experiment.arms), experiment.train.epochs, records,
                               primary=analysis.primary, min_effect=analysis.min_effect,
-                              baseline=stats.baseline_arm(experiment.arms, augments), test_count=test_count,
-                              design=design)
+                              baseline=stats.baseline_arm(experiment.arms, augments, analysis.baseline),
+                              test_count=test_count, design=design, comparisons=analysis.comparisons,
+                              sweeps=experiment.sweeps)
     summary = {"name": experiment.name, **summary}
+    return summary, stats.to_markdown(summary, experiment.name)
+
+
+def write_outputs(run_dir, experiment, history, records, design, per_seed=False):
+    """summary.json, summary.md and the figures, from history rows and the job records."""
+    run_dir = Path(run_dir)
+    summary, markdown = summary_of(run_dir, experiment, history, records, design)
     write_json(run_dir / "summary.json", summary)
-    markdown = stats.to_markdown(summary, experiment.name)
     write_text(run_dir / "summary.md", markdown)
     titles = {arm: preview.arm_title(settings) for arm, settings in experiment.arms.items()}
     for metric in ("accuracy", "loss"):
         plots.curves_figure(history, titles, metric, run_dir / f"{metric}.png", per_seed)
     plots.differences_figure(summary, run_dir / "ablation.png")
+    if "pairs" in summary:
+        plots.pairs_figure(summary, run_dir / "pairs.png")
+    if summary.get("sweeps"):
+        plots.strength_figure(summary, run_dir / "strength.png")
     return markdown
 
 
