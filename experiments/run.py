@@ -202,6 +202,35 @@ def candidate_seeds(experiment):
     return seeds[:experiment.analysis.max_seeds]
 
 
+def plan_lines(experiment):
+    """What a run will train and compare, printed at its start: jobs (arms x seeds, sweeps
+    included: a sweep of k values is k arms, so k jobs per seed), the sweeps and the comparisons."""
+    analysis, arms = experiment.analysis, list(experiment.arms)
+    epochs = experiment.train.epochs
+    if analysis.target_half_width:
+        most = len(candidate_seeds(experiment))
+        jobs = (f"{len(arms)} arms x {analysis.pilot_seeds} pilot seeds = {len(arms) * analysis.pilot_seeds} jobs, "
+                f"then {len(arms)} per further seed, at most {len(arms) * most} jobs ({most} seeds)")
+    else:
+        seeds = len(experiment.train.seeds)
+        jobs = f"{len(arms)} arms x {seeds} seeds = {len(arms) * seeds} jobs"
+    lines = [f"plan: {jobs} of {epochs} epochs"]
+    for name, sweep in experiment.sweeps.items():
+        values = ", ".join(f"{value:g}" for value in sweep["values"])
+        lines.append(f"sweep {name}: {sweep['setting']} = {values} ({len(sweep['arms'])} arms: "
+                     f"{', '.join(sweep['arms'])})")
+    baseline = stats.baseline_arm(experiment.arms, augments, analysis.baseline)
+    pairs = stats.compared_pairs(arms, baseline, analysis.comparisons)
+    if len(arms) >= 2:
+        every = len(arms) * (len(arms) - 1) // 2
+        lines.append("compared: " + (f"each arm against {baseline} ({len(pairs)} comparisons, Holm across them)"
+                                     if baseline is not None and analysis.comparisons == "baseline" else
+                                     f"every pair ({len(pairs)} comparisons, Holm across them)"
+                                     + ("" if baseline is not None else "; no baseline arm"))
+                     + (f"; the ranking from all {every} pairs" if len(arms) >= 3 else ""))
+    return lines
+
+
 class Run:
     """Plans, hands out and merges the jobs of one run directory (held locked by this process)."""
 
@@ -329,24 +358,25 @@ class Run:
 
     def plan_second_stage(self):
         """Stein's two-stage design: from the pilot's paired standard deviations (the largest over
-        the arms), the seeds that reach analysis.target_half_width, capped by max_seeds."""
+        the comparisons analysis.comparisons names: each arm against the baseline, or every pair),
+        the seeds that reach analysis.target_half_width, capped by max_seeds."""
         analysis = self.experiment.analysis
         pilot = self.candidates[:analysis.pilot_seeds]
-        base = self.primary_values(self.baseline, pilot)
         scale = 100.0  # the design's half-width is in points
         pilot_sd, pairs = {}, []
-        for arm in self.arms:
-            if arm == self.baseline:
-                continue
-            values = self.primary_values(arm, pilot)
+        against_baseline = self.baseline is not None and analysis.comparisons == "baseline"
+        for arm, other in stats.compared_pairs(self.arms, self.baseline, analysis.comparisons):
+            values, base = self.primary_values(arm, pilot), self.primary_values(other, pilot)
             shared = [seed for seed in pilot if seed in values and seed in base]
             # A failed pilot job leaves fewer pairs, and fewer degrees of freedom.
             if len(shared) >= 2:
-                pilot_sd[arm] = float(np.std([values[s] - base[s] for s in shared], ddof=1))
+                key = arm if against_baseline else f"{arm} - {other}"
+                pilot_sd[key] = float(np.std([values[s] - base[s] for s in shared], ddof=1))
                 pairs.append(len(shared))
         if not pilot_sd:
-            raise UserError(f"the two-stage design cannot plan the seeds: no arm has two pilot seeds paired with "
-                            f"{self.baseline} (the failed jobs are in {self.run_dir / 'runs.json'}); fix what made "
+            paired_with = f"paired with {self.baseline}" if against_baseline else "paired with another arm"
+            raise UserError(f"the two-stage design cannot plan the seeds: no arm has two pilot seeds {paired_with} "
+                            f"(the failed jobs are in {self.run_dir / 'runs.json'}); fix what made "
                             "them fail, or list train.seeds and leave analysis.target_half_width at 0")
         planning_sd = max(pilot_sd.values())
         pilot_pairs = min(pairs)
@@ -398,9 +428,9 @@ class Run:
     def train(self):
         """Trains every job that has not ended, then writes the summary and the figures."""
         self.load()
-        if self.experiment.analysis.target_half_width and (self.baseline is None or len(self.arms) < 2):
-            raise UserError("analysis.target_half_width needs a baseline arm (one named baseline or without "
-                            "augmentation) and another arm to plan the seeds from their paired differences")
+        if self.experiment.analysis.target_half_width and len(self.arms) < 2:
+            raise UserError("analysis.target_half_width needs two arms or more, to plan the seeds from their paired "
+                            "differences; add an arm (a baseline, without augmentation) or list train.seeds")
         executor = make_executor(self.experiment.run)
         self.progress = RunProgress(0, 0, 0, self.format_primary)
         try:
@@ -478,7 +508,7 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
         log(f"{experiment.name}: {counts['train']} train / {counts['val']} val / {counts['test']} test "
             f"{dataset.kind} of {', '.join(dataset.class_names)}; arms {', '.join(experiment.arms)}; {seeds_text}; "
             f"{experiment.train.epochs} epochs; primary metric {experiment.analysis.primary} -> {run_dir}")
-        for line in _data_lines(dataset.meta):
+        for line in plan_lines(experiment) + _data_lines(dataset.meta):
             log(line)
         return Run(run_dir, experiment, dataset, log, per_seed).train()
     finally:

@@ -249,7 +249,7 @@ def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1
         by_job.setdefault((row["arm"], row["seed"]), []).append(row)
     counted = {key: job_metrics(sorted(by_job[key], key=lambda r: r["epoch"]), record)
                for key, record in jobs.items() if record["status"] != "failed" and key in by_job}
-    extended = _extended(arms, comparisons, sweeps)
+    extended = _extended(arms, comparisons, sweeps) or (baseline is None and len(arms) >= 2)
     every_pair = comparisons == "all" or baseline is None
     family = compared_pairs(arms, baseline, comparisons)
     correction = (f"Holm across every pair of arms ({len(family)} comparisons)" if every_pair
@@ -579,7 +579,7 @@ def to_markdown(summary, name):
     if extended and summary["comparisons"] == "all" and summary["pairs"]:
         pairs = summary["pairs"]
         lines += [f"Declared before the run (analysis.primary). Every pair of arms over the seeds both ran: arm - other, "
-                  f"mean, 95% paired-t interval, p-values Holm-adjusted across all {len(pairs)} pairs (every pair is "
+                  f"mean, 95% paired-t interval, p-values Holm-adjusted across all {len(pairs)} pair(s) (every pair is "
                   f"one more chance of a false finding, so the family is larger and each correction stricter than "
                   f"against one baseline), a sign-flip permutation test as a check (exact up to {EXACT_SIGN_FLIPS} "
                   f"seeds); smallest effect of interest ±{points(metric, primary['min_effect'])}{unit}."
@@ -593,7 +593,8 @@ def to_markdown(summary, name):
                          f"| {_interval(metric, entry['ci95'])} | {_improvement(entry['prob_improvement'])} | "
                          f"{_p(entry['p_holm'])} | {_p(entry['p_sign_flip'])} | {entry['verdict']} | "
                          f"{points(metric, entry['mde'])} | {_efficiency(entry)} |")
-        lines.append("")
+        if compared:
+            lines.append("")
         lines += [verdict_sentence(arm, baseline, entry, primary["min_effect"]) for arm, entry in compared.items()]
     elif compared:
         lines += [f"Declared before the run (analysis.primary). Arm - `{baseline}` over paired seeds: mean, 95% "
