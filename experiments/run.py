@@ -8,8 +8,8 @@ the augmentation is the only difference between arms.
 
 Run directory: config.toml, environment.json, data.json (what the data set holds and what was
 skipped preparing it), history.csv, runs.json (the ended jobs with their test results, and the
-two-stage design), summary.json, summary.md, accuracy.png, loss.png, ablation.png,
-augmentations.png, preview_samples.npy, weights/initial-seed<S>.weights.h5, jobs/<arm>-seed<S>/
+two-stage design), summary.json, summary.md, accuracy.png, loss.png, ablation.png, pairs.png (three
+arms or more), strength.png (a sweep), augmentations.png, preview_samples.npy, weights/initial-seed<S>.weights.h5, jobs/<arm>-seed<S>/
 (while a job is unfinished), best/<arm>-seed<S>.keras (train.save_best), tensorboard/ (train.
 tensorboard), and .lock, which the running process holds.
 

@@ -492,10 +492,11 @@ def _sweep_lines(summary):
                      f"**{_value(sweep['best'])}** (`{sweep['best_arm']}`); "
                      + (f"not shown worse than it: {others}." if others else "every other value is shown worse."))
         for point in sweep["points"]:
-            against = f"- {point['against']}" if point["against"] else "(no baseline: the arm's own mean)"
-            lines.append(f"  - {sweep['setting']} = {_value(point['value'])}: {against} "
+            against = (f"against {point['against']}, {point['verdict']}" if point["against"]
+                       else "the arm's own mean (no baseline)")
+            lines.append(f"  - {sweep['setting']} = {_value(point['value'])}: "
                          f"{points(metric, point['mean'], bool(point['against']))} "
-                         f"{_interval(metric, point['ci95'])}" + (f", {point['verdict']}" if point["verdict"] else ""))
+                         f"{_interval(metric, point['ci95'])} {against}")
     return lines
 
 

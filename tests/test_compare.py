@@ -346,3 +346,20 @@ def test_the_two_stage_design_plans_from_the_widest_comparison_that_matters(tmp_
     widest = max(np.std(differences[key.replace(" - baseline", "")], ddof=1) for key in keys)
     assert design["planning_sd"] == pytest.approx(widest)
     assert len(design["seeds"]) == stats.stein_seeds(widest * 100, 3, 1.0, 40)
+
+
+@pytest.mark.parametrize("magnitude", [0.0, 0.25, 0.5])
+def test_trivial_strength_scales_every_trivialaugment_strength(magnitude):
+    """TrivialAugment's draws at trivial_strength t are t x those of the wide space, operation by
+    operation and image by image, with the same choices (so a strength sweep changes one thing)."""
+    import tensorflow as tf
+
+    from augcompare.augment import Augmentation
+    from augcompare.augment.params import TRIVIAL_AUGMENT
+    seed = tf.constant([3, 7], tf.int64)
+    choice, full = Augmentation.trivial_draws(seed, 64)
+    scaled_choice, scaled = Augmentation.trivial_draws(seed, 64, magnitude)
+    assert np.array_equal(choice.numpy(), scaled_choice.numpy())
+    for name in TRIVIAL_AUGMENT:
+        assert scaled(name).numpy() == pytest.approx(magnitude * full(name).numpy(), abs=1e-6)
+    assert Augmentation(trivial_augment=True, trivial_strength=magnitude).params["trivial_strength"] == magnitude
