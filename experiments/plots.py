@@ -322,11 +322,11 @@ def draw_strength(summary):
         axis.plot(x, y, "-", color="tab:blue", alpha=0.6)
         for point, x_, y_, error in zip(points_, x, y, errors):
             colour = _VERDICT_COLOURS.get(point["verdict"], "tab:blue")
-            axis.errorbar([x_], [y_], yerr=error.reshape(2, 1), fmt="o", capsize=4, color=colour)
+            axis.errorbar([x_], [y_], yerr=error.reshape(2, 1), fmt="o", capsize=4, color=colour, zorder=6)
         if sweep["best"] is not None:
             best = next(point for point in points_ if point["value"] == sweep["best"])
-            axis.plot([best["value"]], [best["mean"] * scale], "*", markersize=14, color="gold",
-                      markeredgecolor="black", zorder=5)
+            axis.plot([best["value"]], [best["mean"] * scale], "*", markersize=18, color="gold",
+                      markeredgecolor="black", zorder=5)  # under the point and its bars, which stay readable
             for point in points_:
                 if point["value"] in sweep["not_worse"]:
                     axis.plot([point["value"]], [point["mean"] * scale], "o", markersize=11, fillstyle="none",
