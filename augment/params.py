@@ -243,7 +243,8 @@ def describe(presets=None):
     presets = PRESETS if presets is None else presets
     lines = [f"{key:16s} {param.describe():28s} {param.doc}" for key, param in PARAMS.items()]
     lines += [f"{key:16s} {'':28s} {doc}" for key, doc in ARM_KEYS.items()]
-    lines += ["", "presets (in an arm: preset = \"<name>\"; other keys of the arm override the preset's):"]
+    lines += ["", "presets (in an arm: preset = \"<name>\"; other keys of the arm override the preset's; "
+                  "strength = k multiplies its magnitudes, strength = [0.5, 1, 2] sweeps them):"]
     for name, settings in presets.items():
         lines.append(f"  {name:14s} {_settings_text(settings)}")
     return lines
