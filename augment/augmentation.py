@@ -135,7 +135,7 @@ class Augmentation:
             crop = ops.crop_boxes(seeds["crop"], batch, height, width, s["crop_scale"], s.get("crop_ratio") or 1.0)
         shear_x = shear_y = trivial_angle = None
         if trivial:
-            choice, strength = self.trivial_draws(seeds["trivial_augment"], batch)
+            choice, strength = self.trivial_draws(seeds["trivial_augment"], batch, s.get("trivial_strength", 1.0))
 
             def chosen(name, value):
                 return tf.where(tf.equal(choice, _TRIVIAL[name]), value, zeros)
@@ -149,13 +149,13 @@ class Augmentation:
                                      shear_x, shear_y, crop, trivial_angle)
 
     @staticmethod
-    def trivial_draws(seed, batch):
+    def trivial_draws(seed, batch, magnitude=1.0):
         """TrivialAugment's draws: the operation number [B] (int32, index into TRIVIAL_AUGMENT)
         and strength(name) -> [B], that operation's signed strength for every image (uniform in
-        [0, max] x a random sign where the operation is signed)."""
+        [0, magnitude x max] x a random sign where the operation is signed; magnitude in [0, 1])."""
         choice_seed, strength_seed, sign_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=3))
         choice = tf.random.stateless_uniform([batch], seed=choice_seed, maxval=len(TRIVIAL_AUGMENT), dtype=tf.int32)
-        unit = ops.uniform(strength_seed, batch, 0.0, 1.0)
+        unit = ops.uniform(strength_seed, batch, 0.0, magnitude)
         sign = ops.coin(sign_seed, batch)
 
         def strength(name):
@@ -182,7 +182,7 @@ class Augmentation:
         if s.get("cutout"):
             draws["cutout_rows"], draws["cutout_cols"] = ops.cutout_centres(seeds["cutout"], batch, height, width)
         if s.get("trivial_augment"):
-            choice, strength = self.trivial_draws(seeds["trivial_augment"], batch)
+            choice, strength = self.trivial_draws(seeds["trivial_augment"], batch, s.get("trivial_strength", 1.0))
             draws["trivial_choice"] = choice
             for name in ("brightness", "contrast", "colour", "sharpness", "solarize", "posterize"):
                 draws[f"trivial_{name}"] = strength(name)

@@ -74,10 +74,12 @@ PARAMS = {
     "grayscale": Param(float, 0, 1, "probability of replacing an image by its luma in all 3 channels"),
     "trivial_augment": Param(bool, 0, 1, f"TrivialAugment: per image one of {', '.join(TRIVIAL_AUGMENT)}, "
                                          "chosen uniformly, strength uniform in [0, max], a random sign where signed"),
+    "trivial_strength": Param(float, 0, 1, "with trivial_augment: its strengths uniform in [0, t x max] instead "
+                                           "(1, the default, is the paper's wide space)"),
 }
 DEFAULTS = {"fill_mode": "reflect", "fill_value": 0.0}
 # Keys that only shape another operation: on their own they would change nothing.
-REQUIRES = {"crop_ratio": "crop_scale"}
+REQUIRES = {"crop_ratio": "crop_scale", "trivial_strength": "trivial_augment"}
 # Composed into one affine matrix per image (one warp); trivial_augment adds to it as well.
 GEOMETRIC = ("rotation", "width_shift", "height_shift", "zoom", "horizontal_flip", "vertical_flip", "crop_scale",
              "translate")
@@ -199,6 +201,42 @@ def augments(arm):
             or bool(arm.get("keras")) or bool(arm.get("function")) or any(arm.get(key) for key in MIXING))
 
 
+# What a preset's `strength` multiplies (see scale_preset): the magnitudes of the operations. Not
+# the switches, the fill, nor crop_scale and crop_ratio, where a larger number means a milder crop.
+MAGNITUDES = tuple(key for key, param in PARAMS.items() if param.kind in (int, float)
+                   and key not in ("fill_value", "crop_scale", "crop_ratio", "trivial_strength"))
+
+
+def scale_preset(name, settings, strength):
+    """A preset's settings at `strength` x its own (1: as defined; 0.5: half; 2: twice): every
+    operation magnitude (MAGNITUDES; whole-pixel ones rounded), MixUp's and CutMix's alpha, the
+    factor (its magnitude, in [0, 1]) of a Keras RandAugment layer, and TrivialAugment's strength
+    (trivial_strength, 1 when unset). The result is checked like any arm's settings by the caller;
+    ValueError where the preset holds nothing to scale."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 100:
+        raise ValueError(f"strength multiplies preset {name!r}'s magnitudes; give a number from 0 to 100, "
+                         f"got {strength!r}")
+    scaled, changed = dict(settings), False
+    for key, value in settings.items():
+        if key in MAGNITUDES or key in MIXING:
+            value = value * strength
+            scaled[key] = round(value) if key in PARAMS and PARAMS[key].kind is int else float(value)
+            changed = True
+    if settings.get("trivial_augment"):
+        scaled["trivial_strength"] = float(settings.get("trivial_strength", 1.0) * strength)
+        changed = True
+    if settings.get("keras"):
+        scaled["keras"] = [dict(layer) for layer in settings["keras"]]
+        for layer in scaled["keras"]:
+            if layer.get("layer") == "RandAugment" and isinstance(layer.get("factor"), (int, float)):
+                layer["factor"] = float(layer["factor"] * strength)
+                changed = True
+    if not changed:
+        raise ValueError(f"preset {name!r} has no magnitude for strength to scale (only switches or layers "
+                         "without one); sweep one of its settings instead")
+    return scaled
+
+
 def describe(presets=None):
     """Lines listing each operation, its valid range and meaning, the other arm keys, then the
     presets (name -> settings; the built-in PRESETS by default)."""
@@ -208,7 +246,8 @@ def describe(presets=None):
     ranges = max(len(param.describe()) for param in PARAMS.values())
     lines = [f"{key:{keys}s}  {param.describe():{ranges}s}  {param.doc}" for key, param in PARAMS.items()]
     lines += [f"{key:{keys}s}  {'':{ranges}s}  {doc}" for key, doc in ARM_KEYS.items()]
-    lines += ["", "presets (in an arm: preset = \"<name>\"; other keys of the arm override the preset's):"]
+    lines += ["", "presets (in an arm: preset = \"<name>\"; other keys of the arm override the preset's; "
+                  "strength = k multiplies its magnitudes, strength = [0.5, 1, 2] sweeps them):"]
     names = max(len(name) for name in presets)
     for name, settings in presets.items():
         lines.append(f"  {name:{names}s}  {_settings_text(settings)}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import tomli_w
 
-from augcompare.augment.params import NORMALIZATIONS, PRESETS, check_arm, parse_function
+from augcompare.augment.params import MIXING, NORMALIZATIONS, PARAMS, PRESETS, check_arm, parse_function, scale_preset
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.lsun import CATEGORIES as LSUN_CATEGORIES
 
@@ -32,6 +32,9 @@ ALL = "all"
 # val chose (train.monitor).
 PRIMARY_METRICS = ("test_accuracy", "test_loss", "selected_test_accuracy", "selected_test_loss",
                    "final_val_accuracy", "final_val_loss")
+# The arm settings a list of values sweeps: every numeric operation, MixUp's and CutMix's alpha,
+# and a preset's strength (a multiplier of its magnitudes, augment.params.scale_preset).
+SWEEPABLE = (*(key for key, param in PARAMS.items() if param.kind in (int, float)), *MIXING, "strength")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +85,9 @@ class AnalysisConfig:
     target_half_width: float = 0.0  # > 0: choose the seed count for this 95% half-width (points), Stein's two stages
     pilot_seeds: int = 5            # first stage of the two-stage design
     max_seeds: int = 30             # the two-stage design never runs more seeds than this
+    baseline: str = ""              # the arm the others are compared with; "" = the one named baseline, else the
+                                    # first without augmentation (none: every pair is compared)
+    comparisons: str = "baseline"   # baseline (each arm against it) | all (every pair, Holm across all of them)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +108,8 @@ class Experiment:
     analysis: AnalysisConfig
     run: RunConfig
     arms: dict  # arm name -> its settings (built-in operations, keras, function, mixup, cutmix), in file order
+    # sweep name -> {"setting", "values", "arms"}: the arms a list-valued setting expanded into
+    sweeps: dict = dataclasses.field(default_factory=dict)
 
 
 SECTIONS = {"data": DataConfig, "train": TrainConfig, "model": ModelConfig, "analysis": AnalysisConfig,
@@ -124,6 +132,7 @@ _CHOICES = {"data.source": SOURCES, "train.normalize": NORMALIZATIONS,
             "train.monitor": ("val_loss", "val_accuracy"), "train.lr_schedule": ("cosine", "constant"),
             "train.strategy": ("default", "mirrored", "multi_worker"), "analysis.primary": PRIMARY_METRICS,
             "train.precision": ("float32", "mixed_bfloat16", "mixed_float16"),
+            "analysis.comparisons": ("baseline", "all"),
             "run.executor": ("local", "ray")}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -220,12 +229,21 @@ def _arm(arm, table, presets, base_dir):
         raise UserError(f"arms.{arm} must be a table of augmentation settings, got {table!r}")
     table = dict(table)
     preset = table.pop("preset", None)
+    strength = table.pop("strength", None)
     settings = {}
     if preset is not None:
         if preset not in presets:
             raise UserError(f"arms.{arm}: unknown preset {preset!r}; presets: {', '.join(presets)} "
                             "(add your own with preset_files)")
         settings.update(copy.deepcopy(presets[preset]))
+    if strength is not None:
+        if preset is None:
+            raise UserError(f"arms.{arm}: strength scales a preset's magnitudes; name one (preset = \"standard\") or "
+                            "set the operations themselves")
+        try:
+            settings = scale_preset(preset, settings, strength)
+        except ValueError as error:
+            raise UserError(f"arms.{arm}: {error}") from None
     settings.update(table)
     try:
         settings = check_arm(settings)
@@ -240,6 +258,69 @@ def _arm(arm, table, presets, base_dir):
     if settings.get("function"):
         settings["function"] = _function(arm, settings["function"], base_dir)
     return settings
+
+
+def _value_name(value):
+    """A swept value as its arm's name ends: 10, 0.25."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _sweep(arm, table):
+    """(setting, values) of an arm whose setting is given as a list of numbers, else None."""
+    listed = [key for key, value in table.items() if isinstance(value, list) and key != "keras"]
+    if not listed:
+        return None
+    if len(listed) > 1:
+        raise UserError(f"arms.{arm} sweeps both {listed[0]} and {listed[1]}; sweep one setting per arm (make an arm "
+                        "for each)")
+    key, values = listed[0], table[listed[0]]
+    if key not in SWEEPABLE:
+        raise UserError(f"arms.{arm}: {key} = {values!r} is a list, but only a numeric setting can be swept: "
+                        f"{', '.join(SWEEPABLE)}")
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                             for v in values):
+        raise UserError(f"arms.{arm}: a sweep of {key} is a list of numbers, e.g. {key} = [10, 30], got {values!r}")
+    names = [_value_name(value) for value in values]
+    if len(set(names)) != len(names):
+        raise UserError(f"arms.{arm}: {key} = {values!r} lists a value twice; list each value once")
+    return key, values
+
+
+def _arms(arms_table, presets, base_dir):
+    """The arms, each sweep expanded into an arm per value named <arm>-<value> in its place, and
+    the sweeps: name -> {setting, values, arms}."""
+    arms, sweeps = {}, {}
+    for arm, table in arms_table.items():
+        sweep = _sweep(arm, table) if isinstance(table, dict) else None
+        if sweep is None:
+            arms[arm] = _arm(arm, table, presets, base_dir)
+            continue
+        key, values = sweep
+        names = [f"{arm}-{_value_name(value)}" for value in values]
+        for name, value in zip(names, values):
+            if name in arms_table:
+                raise UserError(f"arms.{arm}: its sweep's arm {name} is also an arm of the file; rename one")
+            arms[name] = _arm(name, {**table, key: value}, presets, base_dir)
+        sweeps[arm] = {"setting": key, "values": list(values), "arms": names}
+    return arms, sweeps
+
+
+def _recorded_sweeps(table, arms):
+    """The sweeps a run's config.toml records (its arms are written out one per value)."""
+    if not isinstance(table, dict):
+        raise UserError(f"sweeps must be a table of sweeps, got {table!r}")
+    for name, sweep in table.items():
+        valid = (isinstance(sweep, dict) and set(sweep) == {"setting", "values", "arms"}
+                 and sweep["setting"] in SWEEPABLE and isinstance(sweep["arms"], list)
+                 and isinstance(sweep["values"], list) and len(sweep["values"]) == len(sweep["arms"])
+                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sweep["values"]))
+        if not valid:
+            raise UserError(f"sweeps.{name} must be {{setting = <a numeric setting>, values = [numbers], arms = [one "
+                            f"arm per value]}}, got {sweep!r}")
+        missing = [arm for arm in sweep["arms"] if arm not in arms]
+        if missing:
+            raise UserError(f"sweeps.{name} names arm {missing[0]!r}, which is not an arm; arms: {', '.join(arms)}")
+    return {name: dict(sweep) for name, sweep in table.items()}
 
 
 def _check_data(data):
@@ -279,7 +360,7 @@ def data_config(table):
 def build(raw, base_dir=None):
     """An Experiment from a parsed TOML document (a dict), checked in full. base_dir: where
     relative preset_files and function files are found."""
-    known = ("name", "preset_files", *SECTIONS, "arms")
+    known = ("name", "preset_files", *SECTIONS, "arms", "sweeps")
     for key in raw:
         if key not in known:
             raise UserError(f"unknown top-level key {key!r}; valid: {', '.join(known)}")
@@ -298,8 +379,15 @@ def build(raw, base_dir=None):
     if not isinstance(arms_table, dict) or not arms_table:
         raise UserError("no arms: add at least one [arms.<name>] table, e.g. [arms.baseline]")
     presets = read_presets(raw.get("preset_files", []), base_dir)
-    arms = {arm: _arm(arm, table, presets, base_dir) for arm, table in arms_table.items()}
-    return Experiment(name=name, arms=arms, **sections)
+    arms, sweeps = _arms(arms_table, presets, base_dir)
+    recorded = _recorded_sweeps(raw.get("sweeps", {}), arms)
+    for sweep in recorded:
+        if sweep in sweeps:
+            raise UserError(f"sweeps.{sweep} is also an arm swept by a list; remove the sweeps table or the list")
+    sweeps.update(recorded)
+    if analysis.baseline and analysis.baseline not in arms:
+        raise UserError(f"analysis.baseline = {analysis.baseline!r} is not an arm; choose one of {', '.join(arms)}")
+    return Experiment(name=name, arms=arms, sweeps=sweeps, **sections)
 
 
 def parse_override(expression):
@@ -406,8 +494,11 @@ def to_dict(experiment):
     def table(config):
         return {key: list(value) if isinstance(value, tuple) else value
                 for key, value in dataclasses.asdict(config).items()}
-    return {"name": experiment.name, **{section: table(getattr(experiment, section)) for section in SECTIONS},
-            "arms": copy.deepcopy(experiment.arms)}
+    document = {"name": experiment.name, **{section: table(getattr(experiment, section)) for section in SECTIONS},
+                "arms": copy.deepcopy(experiment.arms)}
+    if experiment.sweeps:
+        document["sweeps"] = copy.deepcopy(experiment.sweeps)
+    return document
 
 
 def dumps(document):

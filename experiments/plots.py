@@ -218,6 +218,145 @@ def differences_figure(summary, path):
     plt.close(figure)
 
 
+_VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue", "inconclusive": "tab:grey"}
+
+
+def draw_pairs(summary):
+    """The Figure of pairs_figure (see there), unsaved."""
+    from augcompare.experiments.stats import LABELS, is_fraction
+    metric = summary["primary"]["metric"]
+    scale, unit = (100.0, " (points)") if is_fraction(metric) else (1.0, "")
+    order = (summary.get("ranking") or {}).get("order") or [arm for arm in summary["arms"]
+                                                              if summary["arms"][arm].get(metric)]
+    entries = {}
+    for pair in summary["pairs"]:
+        entry = pair["primary"]
+        entries[pair["arm"], pair["other"]] = (entry["mean"], entry["ci95"], entry["verdict"])
+        flipped = None if entry["ci95"] is None else [-entry["ci95"][1], -entry["ci95"][0]]
+        opposite = {"better": "worse", "worse": "better"}.get(entry["verdict"], entry["verdict"])
+        entries[pair["other"], pair["arm"]] = (-entry["mean"], flipped, opposite)
+    count = len(order)
+    cell = 1.0 if count <= 7 else 0.85
+    label_width = 0.3 + max([_text_width(arm, 9) for arm in order] + [1.0])
+    figure = Figure(figsize=(label_width + cell * max(count, 1) + 1.6, label_width * 0.6 + cell * max(count, 1) + 1.3),
+                    layout="constrained")
+    axis = figure.subplots()
+    values = np.full((count, count), np.nan)
+    for i, row in enumerate(order):
+        for j, column in enumerate(order):
+            if (row, column) in entries:
+                values[i, j] = entries[row, column][0] * scale
+    limit = np.nanmax(np.abs(values)) if np.isfinite(values).any() else 1.0
+    image = axis.imshow(values, cmap="RdBu", vmin=-limit, vmax=limit)
+    fontsize = 7 if count <= 7 else 6
+    for i, row in enumerate(order):
+        for j, column in enumerate(order):
+            if i == j:
+                axis.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#dddddd", edgecolor="none"))
+                continue
+            if (row, column) not in entries:
+                axis.text(j, i, "n/a", ha="center", va="center", fontsize=fontsize)
+                continue
+            mean, interval, verdict_ = entries[row, column]
+            mean *= scale
+            text = f"{mean:+.1f}" if scale != 1 else f"{mean:+.3f}"
+            if interval is not None:
+                low, high = interval[0] * scale, interval[1] * scale
+                text += f"\n[{low:+.1f}, {high:+.1f}]" if scale != 1 else f"\n[{low:+.3f}, {high:+.3f}]"
+            text += f"\n{verdict_}"
+            strong = abs(mean) > 0.6 * limit
+            axis.text(j, i, text, ha="center", va="center", fontsize=fontsize, linespacing=1.1,
+                      color="white" if strong else "black",
+                      fontweight="bold" if verdict_ in ("better", "worse") else "normal")
+            if verdict_ in ("better", "worse"):
+                axis.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False,
+                                         edgecolor=_VERDICT_COLOURS[verdict_], linewidth=1.5))
+    axis.set_xticks(np.arange(count), order, rotation=40, ha="right", fontsize=9)
+    axis.set_yticks(np.arange(count), order, fontsize=9)
+    axis.set_xlabel("column arm")
+    axis.set_ylabel("row arm")
+    correction = summary["primary"].get("correction", "")
+    every = f"Holm across all {len(summary['pairs'])} pairs"
+    figure.suptitle(f"{LABELS[metric]}: row - column{unit}, mean over paired seeds\n95% CI (paired t); verdict "
+                    f"{'as in the summary, ' + correction if summary.get('comparisons') == 'all' else 'with ' + every}"
+                    "; best first", fontsize=9)
+    figure.colorbar(image, ax=axis, shrink=0.7, label=f"row - column{unit}")
+    return figure
+
+
+def pairs_figure(summary, path):
+    """Saves pairs.png: a matrix of every pair's primary difference (row arm - column arm, arms
+    best first), each cell with its 95% interval and verdict, coloured by the difference; framed
+    where the Holm-adjusted test across every pair finds a difference."""
+    draw_pairs(summary).savefig(path, dpi=DPI)
+
+
+_SETTING_UNITS = {"rotation": "degrees", "strength": "x the preset's magnitudes", "mixup": "alpha",
+                  "cutmix": "alpha", "translate": "pixels"}
+
+
+def draw_strength(summary):
+    """The Figure of strength_figure (see there), unsaved."""
+    from augcompare.experiments.stats import LABELS, is_fraction
+    primary = summary["primary"]
+    metric = primary["metric"]
+    scale, unit = (100.0, " (points)") if is_fraction(metric) else (1.0, "")
+    sweeps = summary["sweeps"]
+    columns = min(len(sweeps), PANELS_PER_ROW)
+    rows = math.ceil(len(sweeps) / columns)
+    figure = Figure(figsize=(_PANEL_WIDTH * columns + 0.6, _PANEL_HEIGHT * rows + 0.9), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False, sharey=True).ravel()
+    for axis in axes[len(sweeps):]:
+        figure.delaxes(axis)
+    against = summary["baseline"]
+    for axis, (name, sweep) in zip(axes, sweeps.items()):
+        points_ = sorted(sweep["points"], key=lambda point: point["value"])
+        x = [point["value"] for point in points_]
+        y = [point["mean"] * scale for point in points_]
+        errors = np.array([[point["mean"] * scale - point["ci95"][0] * scale, point["ci95"][1] * scale
+                            - point["mean"] * scale] if point["ci95"] else [0.0, 0.0] for point in points_]).reshape(-1, 2)
+        if against:
+            axis.axhline(0, color="black", linewidth=0.8)
+            threshold = primary["min_effect"] * scale
+            axis.axhspan(-threshold, threshold, color="grey", alpha=0.15, linewidth=0)
+        axis.plot(x, y, "-", color="tab:blue", alpha=0.6)
+        for point, x_, y_, error in zip(points_, x, y, errors):
+            colour = _VERDICT_COLOURS.get(point["verdict"], "tab:blue")
+            axis.errorbar([x_], [y_], yerr=error.reshape(2, 1), fmt="o", capsize=4, color=colour, zorder=6)
+        if sweep["best"] is not None:
+            best = next(point for point in points_ if point["value"] == sweep["best"])
+            axis.plot([best["value"]], [best["mean"] * scale], "*", markersize=18, color="gold",
+                      markeredgecolor="black", zorder=5)  # under the point and its bars, which stay readable
+            for point in points_:
+                if point["value"] in sweep["not_worse"]:
+                    axis.plot([point["value"]], [point["mean"] * scale], "o", markersize=11, fillstyle="none",
+                              color="goldenrod", zorder=4)
+        axis.set_xticks(x, [f"{value:g}" for value in x])
+        axis.set_title(f"{name}: {sweep['setting']}", fontsize=10)
+        axis.set_xlabel(f"{sweep['setting']} ({_SETTING_UNITS.get(sweep['setting'], 'value')})")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel(f"arm - {against}{unit}" if against else f"{LABELS[metric]}{unit}")
+    handles = [Line2D([], [], marker="o", linestyle="none", color=colour, label=verdict_)
+               for verdict_, colour in _VERDICT_COLOURS.items()]
+    handles += [Line2D([], [], marker="*", linestyle="none", markersize=12, color="gold", markeredgecolor="black",
+                       label="best value"),
+                Line2D([], [], marker="o", linestyle="none", markersize=10, fillstyle="none", color="goldenrod",
+                       label="not shown worse than the best")]
+    if against:
+        handles.append(Patch(color="grey", alpha=0.15, linewidth=0, label="smallest effect of interest"))
+    figure.suptitle(f"{LABELS[metric]} against each swept value: "
+                    + (f"difference from {against}" if against else "mean") + ", bars = 95% CI", fontsize=10)
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8, frameon=False)
+    return figure
+
+
+def strength_figure(summary, path):
+    """Saves strength.png: a panel per sweep, the primary metric's difference from the baseline
+    (the arm's own mean where there is none) against the swept value with 95% intervals coloured
+    by verdict; the best value starred, the values not shown worse than it ringed."""
+    draw_strength(summary).savefig(path, dpi=DPI)
+
+
 _CELL = 1.1
 # Smaller images no longer read: past this the figure grows beyond the limits instead.
 _MIN_CELL = 0.35

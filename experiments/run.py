@@ -8,8 +8,8 @@ the augmentation is the only difference between arms.
 
 Run directory: config.toml, environment.json, data.json (what the data set holds and what was
 skipped preparing it), history.csv, runs.json (the ended jobs with their test results, and the
-two-stage design), summary.json, summary.md, accuracy.png, loss.png, ablation.png,
-augmentations.png, preview_samples.npy, weights/initial-seed<S>.weights.h5, jobs/<arm>-seed<S>/
+two-stage design), summary.json, summary.md, accuracy.png, loss.png, ablation.png, pairs.png (three
+arms or more), strength.png (a sweep), augmentations.png, preview_samples.npy, weights/initial-seed<S>.weights.h5, jobs/<arm>-seed<S>/
 (while a job is unfinished), best/<arm>-seed<S>.keras (train.save_best), tensorboard/ (train.
 tensorboard), and .lock, which the running process holds.
 
@@ -220,6 +220,35 @@ def candidate_seeds(experiment):
     return seeds[:experiment.analysis.max_seeds]
 
 
+def plan_lines(experiment):
+    """What a run will train and compare, printed at its start: jobs (arms x seeds, sweeps
+    included: a sweep of k values is k arms, so k jobs per seed), the sweeps and the comparisons."""
+    analysis, arms = experiment.analysis, list(experiment.arms)
+    epochs = experiment.train.epochs
+    if analysis.target_half_width:
+        most = len(candidate_seeds(experiment))
+        jobs = (f"{len(arms)} arms x {analysis.pilot_seeds} pilot seeds = {len(arms) * analysis.pilot_seeds} jobs, "
+                f"then {len(arms)} per further seed, at most {len(arms) * most} jobs ({most} seeds)")
+    else:
+        seeds = len(experiment.train.seeds)
+        jobs = f"{len(arms)} arms x {seeds} seeds = {len(arms) * seeds} jobs"
+    lines = [f"plan: {jobs} of {epochs} epochs"]
+    for name, sweep in experiment.sweeps.items():
+        values = ", ".join(f"{value:g}" for value in sweep["values"])
+        lines.append(f"sweep {name}: {sweep['setting']} = {values} ({len(sweep['arms'])} arms: "
+                     f"{', '.join(sweep['arms'])})")
+    baseline = stats.baseline_arm(experiment.arms, augments, analysis.baseline)
+    pairs = stats.compared_pairs(arms, baseline, analysis.comparisons)
+    if len(arms) >= 2:
+        every = len(arms) * (len(arms) - 1) // 2
+        lines.append("compared: " + (f"each arm against {baseline} ({len(pairs)} comparisons, Holm across them)"
+                                     if baseline is not None and analysis.comparisons == "baseline" else
+                                     f"every pair ({len(pairs)} comparisons, Holm across them)"
+                                     + ("" if baseline is not None else "; no baseline arm"))
+                     + (f"; the ranking from all {every} pairs" if len(arms) >= 3 else ""))
+    return lines
+
+
 class Run:
     """Plans, hands out and merges the jobs of one run directory (held locked by this process)."""
 
@@ -227,7 +256,7 @@ class Run:
         self.run_dir, self.experiment, self.dataset = Path(run_dir), experiment, dataset
         self.log, self.per_seed = log, per_seed
         self.arms = list(experiment.arms)
-        self.baseline = stats.baseline_arm(experiment.arms, augments)
+        self.baseline = stats.baseline_arm(experiment.arms, augments, experiment.analysis.baseline)
         self.candidates = candidate_seeds(experiment)
         self.history_path = self.run_dir / "history.csv"
         self.records, self.design = read_runs(self.run_dir)
@@ -348,24 +377,25 @@ class Run:
 
     def plan_second_stage(self):
         """Stein's two-stage design: from the pilot's paired standard deviations (the largest over
-        the arms), the seeds that reach analysis.target_half_width, capped by max_seeds."""
+        the comparisons analysis.comparisons names: each arm against the baseline, or every pair),
+        the seeds that reach analysis.target_half_width, capped by max_seeds."""
         analysis = self.experiment.analysis
         pilot = self.candidates[:analysis.pilot_seeds]
-        base = self.primary_values(self.baseline, pilot)
         scale = 100.0  # the design's half-width is in points
         pilot_sd, pairs = {}, []
-        for arm in self.arms:
-            if arm == self.baseline:
-                continue
-            values = self.primary_values(arm, pilot)
+        against_baseline = self.baseline is not None and analysis.comparisons == "baseline"
+        for arm, other in stats.compared_pairs(self.arms, self.baseline, analysis.comparisons):
+            values, base = self.primary_values(arm, pilot), self.primary_values(other, pilot)
             shared = [seed for seed in pilot if seed in values and seed in base]
             # A failed pilot job leaves fewer pairs, and fewer degrees of freedom.
             if len(shared) >= 2:
-                pilot_sd[arm] = float(np.std([values[s] - base[s] for s in shared], ddof=1))
+                key = arm if against_baseline else f"{arm} - {other}"
+                pilot_sd[key] = float(np.std([values[s] - base[s] for s in shared], ddof=1))
                 pairs.append(len(shared))
         if not pilot_sd:
-            raise UserError(f"the two-stage design cannot plan the seeds: no arm has two pilot seeds paired with "
-                            f"{self.baseline} (the failed jobs are in {self.run_dir / 'runs.json'}); fix what made "
+            paired_with = f"paired with {self.baseline}" if against_baseline else "paired with another arm"
+            raise UserError(f"the two-stage design cannot plan the seeds: no arm has two pilot seeds {paired_with} "
+                            f"(the failed jobs are in {self.run_dir / 'runs.json'}); fix what made "
                             "them fail, or list train.seeds and leave analysis.target_half_width at 0")
         planning_sd = max(pilot_sd.values())
         pilot_pairs = min(pairs)
@@ -428,9 +458,10 @@ class Run:
         executor: one already started for this run (its workers load while the run prepares)."""
         try:
             self.load()
-            if self.experiment.analysis.target_half_width and (self.baseline is None or len(self.arms) < 2):
-                raise UserError("analysis.target_half_width needs a baseline arm (one named baseline or without "
-                                "augmentation) and another arm to plan the seeds from their paired differences")
+            if self.experiment.analysis.target_half_width and len(self.arms) < 2:
+                raise UserError("analysis.target_half_width needs two arms or more, to plan the seeds from their "
+                                "paired differences; add an arm (a baseline, without augmentation) or list "
+                                "train.seeds")
             if executor is None:
                 executor = make_executor(self.experiment.run, *self.executor_plan())
         except BaseException:
@@ -533,7 +564,7 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
         log(f"{experiment.name}: {counts['train']} train / {counts['val']} val / {counts['test']} test "
             f"{dataset.kind} of {', '.join(dataset.class_names)}; arms {', '.join(experiment.arms)}; {seeds_text}; "
             f"{experiment.train.epochs} epochs; primary metric {experiment.analysis.primary} -> {run_dir}")
-        for line in _data_lines(dataset.meta):
+        for line in plan_lines(experiment) + _data_lines(dataset.meta):
             log(line)
         if warning := precision_warning(experiment.train.precision):
             log(warning)
@@ -590,8 +621,8 @@ def resume(run_dir, log=print, per_seed=False):
         lock.release()
 
 
-def write_outputs(run_dir, experiment, history, records, design, per_seed=False):
-    """summary.json, summary.md and the figures, from history rows and the job records."""
+def summary_of(run_dir, experiment, history, records, design):
+    """(summary.json's content, summary.md's text) of a run, from its history rows and job records."""
     run_dir = Path(run_dir)
     data = read_json(run_dir / "data.json", "delete it to leave the noise floor out") if (
         run_dir / "data.json").is_file() else {}
@@ -599,16 +630,27 @@ def write_outputs(run_dir, experiment, history, records, design, per_seed=False)
     analysis = experiment.analysis
     summary = stats.summarize(history, list(experiment.arms), experiment.train.epochs, records,
                               primary=analysis.primary, min_effect=analysis.min_effect,
-                              baseline=stats.baseline_arm(experiment.arms, augments), test_count=test_count,
-                              design=design)
+                              baseline=stats.baseline_arm(experiment.arms, augments, analysis.baseline),
+                              test_count=test_count, design=design, comparisons=analysis.comparisons,
+                              sweeps=experiment.sweeps)
     summary = {"name": experiment.name, **summary}
+    return summary, stats.to_markdown(summary, experiment.name)
+
+
+def write_outputs(run_dir, experiment, history, records, design, per_seed=False):
+    """summary.json, summary.md and the figures, from history rows and the job records."""
+    run_dir = Path(run_dir)
+    summary, markdown = summary_of(run_dir, experiment, history, records, design)
     write_json(run_dir / "summary.json", summary)
-    markdown = stats.to_markdown(summary, experiment.name)
     write_text(run_dir / "summary.md", markdown)
     titles = {arm: preview.arm_title(settings) for arm, settings in experiment.arms.items()}
     for metric in ("accuracy", "loss"):
         plots.curves_figure(history, titles, metric, run_dir / f"{metric}.png", per_seed)
     plots.differences_figure(summary, run_dir / "ablation.png")
+    if "pairs" in summary:
+        plots.pairs_figure(summary, run_dir / "pairs.png")
+    if summary.get("sweeps"):
+        plots.strength_figure(summary, run_dir / "strength.png")
     return markdown
 
 

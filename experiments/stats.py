@@ -186,31 +186,77 @@ def binomial_noise_floor(accuracy, count, confidence=1 - ALPHA):
             "ci95_half_width": (interval.high - interval.low) / 2}
 
 
-def baseline_arm(arms, augments):
-    """The arm others are compared with: the one named baseline, else the first that does not
-    augment, else None. augments(settings) tells whether an arm's settings augment."""
+def baseline_arm(arms, augments, named=""):
+    """The arm others are compared with: the one named (analysis.baseline), else the one named
+    baseline, else the first that does not augment, else None. augments(settings) tells whether
+    an arm's settings augment."""
+    if named:
+        return named
     if "baseline" in arms:
         return "baseline"
     return next((name for name, settings in arms.items() if not augments(settings)), None)
 
 
+def compared_pairs(arms, baseline, comparisons="baseline"):
+    """The (arm, other) pairs of the primary comparisons, each read as arm - other: every arm
+    against the baseline, or every pair (comparisons = "all", or no baseline), the later arm in
+    display order against the earlier with the baseline first."""
+    if baseline is not None and comparisons == "baseline":
+        return [(arm, baseline) for arm in arms if arm != baseline]
+    ordered = ([baseline] if baseline is not None else []) + [arm for arm in arms if arm != baseline]
+    return [(ordered[j], ordered[i]) for i in range(len(ordered)) for j in range(i + 1, len(ordered))]
+
+
+def probability_of_improvement(treated, control, metric, confidence=1 - ALPHA):
+    """P(treated beats control on a seed drawn at random), over paired seeds (Bouthillier et al.
+    2021): (wins + ties / 2) / n. Its interval is exact (Clopper-Pearson, scipy.stats.binomtest):
+    the lower end is that of the wins alone and the upper end that of wins and ties together, so
+    it holds the tie-splitting estimate's target at the stated level whatever the ties (with
+    none, it is Clopper-Pearson's interval). A bootstrap interval would not do at a handful of
+    seeds: it takes only n + 1 values and undercovers."""
+    differences = np.subtract(np.asarray(treated, dtype=float), np.asarray(control, dtype=float))
+    n = len(differences)
+    wins = int(np.sum(differences < 0 if lower_is_better(metric) else differences > 0))
+    ties = int(np.sum(differences == 0))
+    if not n:
+        return None
+    low = stats.binomtest(wins, n).proportion_ci(confidence_level=confidence).low
+    high = stats.binomtest(wins + ties, n).proportion_ci(confidence_level=confidence).high
+    return {"estimate": (wins + ties / 2) / n, "ci95": [float(low), float(high)], "wins": wins, "ties": ties,
+            "seeds": n}
+
+
+def _extended(arms, comparisons, sweeps):
+    """Whether a run asks for more than a two-arm comparison with the baseline: then the summary
+    adds every pair, the probability of improvement, a ranking (three arms or more) and sweeps.
+    A two-arm run's summary stays as it was."""
+    return len(arms) >= 3 or comparisons == "all" or bool(sweeps)
+
+
 def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1.0, baseline=None,
-              test_count=None, design=None):
+              test_count=None, design=None, comparisons="baseline", sweeps=None):
     """summary.json's content.
 
     history: rows of history.csv; arms: names in display order; jobs: (arm, seed) -> record of an
     ended job (runs.json), with its status (finished | stopped_early | failed) and test results.
     Finished and early-stopped jobs count; failed ones are listed with their reason. Paired
     differences use the seeds counted in both arms. min_effect is in points (see the module).
+    comparisons: "baseline" or "all" (analysis.comparisons; without a baseline every pair is
+    compared); sweeps: the experiment's sweeps (name -> {setting, values, arms}).
     """
     by_job = {}
     for row in history:
         by_job.setdefault((row["arm"], row["seed"]), []).append(row)
     counted = {key: job_metrics(sorted(by_job[key], key=lambda r: r["epoch"]), record)
                for key, record in jobs.items() if record["status"] != "failed" and key in by_job}
+    extended = _extended(arms, comparisons, sweeps) or (baseline is None and len(arms) >= 2)
+    every_pair = comparisons == "all" or baseline is None
+    family = compared_pairs(arms, baseline, comparisons)
+    correction = (f"Holm across every pair of arms ({len(family)} comparisons)" if every_pair
+                  else "Holm across the arms compared with the baseline")
     summary = {"epochs": epochs, "baseline": baseline, "arms": {}, "vs_baseline": {},
                "primary": {"metric": primary, "label": LABELS[primary], "min_effect": min_effect / 100,
-                           "confidence": 1 - ALPHA, "correction": "Holm across the arms compared with the baseline"},
+                           "confidence": 1 - ALPHA, "correction": correction},
                "design": design}
     for arm in arms:
         seeds = sorted(seed for (name, seed) in counted if name == arm)
@@ -231,7 +277,7 @@ def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1
             summary["primary"]["noise_floor"] = binomial_noise_floor(base_primary, test_count)
     compared = [arm for arm in arms if baseline is not None and arm != baseline]
     for arm in compared:
-        shared = sorted(seed for (name, seed) in counted if name == arm and (baseline, seed) in counted)
+        shared = _shared(counted, arm, baseline)
         if not shared:
             continue
         entry = {"seeds": shared}
@@ -239,36 +285,151 @@ def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1
             if all(metric in counted[a, s] for a in (arm, baseline) for s in shared):
                 entry[metric] = paired_difference([counted[arm, s][metric] for s in shared],
                                                   [counted[baseline, s][metric] for s in shared])
+        if primary in entry:
+            entry["primary"] = _comparison(counted, arm, baseline, shared, primary, design, extended, baseline)
         summary["vs_baseline"][arm] = entry
-    _primary_comparisons(summary, counted, primary, min_effect / 100)
+    if not extended:
+        _adjust([entry["primary"] for entry in summary["vs_baseline"].values() if "primary" in entry], min_effect / 100)
+        return summary
+    # Every pair, with Holm across all of them: the ranking and the sweeps' best values are read
+    # from this family whatever analysis.comparisons says, because the best arm is picked by the
+    # same seeds and only a correction over every pair covers whichever arm comes out on top.
+    pairs = []
+    for arm, other in compared_pairs(arms, baseline, "all"):
+        shared = _shared(counted, arm, other)
+        if shared and all(primary in counted[a, s] for a in (arm, other) for s in shared):
+            pairs.append({"arm": arm, "other": other, "seeds": shared,
+                          "primary": _comparison(counted, arm, other, shared, primary, design, True, baseline)})
+    _adjust([pair["primary"] for pair in pairs], min_effect / 100)
+    vs_baseline = [entry["primary"] for entry in summary["vs_baseline"].values() if "primary" in entry]
+    if every_pair:
+        by_pair = {(pair["arm"], pair["other"]): pair["primary"] for pair in pairs}
+        for arm, entry in summary["vs_baseline"].items():
+            if "primary" in entry:
+                entry["primary"].update(p_holm=by_pair[arm, baseline]["p_holm"], verdict=by_pair[arm, baseline]["verdict"])
+    else:
+        _adjust(vs_baseline, min_effect / 100)
+    summary["comparisons"] = "all" if every_pair else "baseline"
+    summary["pairs"] = pairs
+    ranking = _ranking(summary, pairs, primary, arms)
+    if ranking:
+        summary["ranking"] = ranking
+    if sweeps:
+        summary["sweeps"] = {name: _sweep_summary(summary, pairs, primary, sweep) for name, sweep in sweeps.items()}
     return summary
 
 
-def _primary_comparisons(summary, counted, primary, min_effect):
-    """vs_baseline.<arm>.primary for every compared arm, with Holm across them."""
+def _shared(counted, arm, other):
+    return sorted(seed for (name, seed) in counted if name == arm and (other, seed) in counted)
+
+
+def _comparison(counted, arm, other, seeds, primary, design, with_improvement, baseline):
+    """The primary comparison arm - other over the paired seeds, before Holm's adjustment
+    (_adjust fills p_holm and the verdict)."""
+    treated = [counted[arm, s][primary] for s in seeds]
+    control = [counted[other, s][primary] for s in seeds]
+    differences = np.subtract(treated, control)
+    difference = paired_difference(treated, control)
+    sd = float(np.std(differences, ddof=1)) if len(seeds) > 1 else None
+    entry = {
+        "metric": primary, "mean": difference["mean"], "ci95": difference["ci95"],
+        "ci90": paired_difference(treated, control, confidence=EQUIVALENCE)["ci95"], "p": difference["p"],
+        "p_holm": None, "p_sign_flip": sign_flip_p(differences), "verdict": None, "seeds": len(seeds), "sd": sd,
+        "mde": minimum_detectable_effect(sd, len(seeds)), "pairing_efficiency": pairing_efficiency(treated, control)}
+    # The two-stage design keys each pilot sd by the arm (against the baseline) or by "arm - other".
+    pilot_sd = (design or {}).get("pilot_sd", {})
+    sd_of_pilot = pilot_sd.get(f"{arm} - {other}") or (pilot_sd.get(arm) if other == baseline else None)
+    if sd_of_pilot:
+        entry["stein_ci95"] = stein_interval(differences, sd_of_pilot,
+                                             design.get("pilot_pairs", len(design["pilot_seeds"])))
+    if with_improvement:
+        entry["prob_improvement"] = probability_of_improvement(treated, control, primary)
+    return entry
+
+
+def _adjust(entries, min_effect):
+    """Holm's adjustment across a family of primary comparisons, and each one's verdict."""
+    testable = [entry for entry in entries if entry["p"] is not None]
+    for entry, p_holm in zip(testable, holm([entry["p"] for entry in testable]) if testable else []):
+        entry["p_holm"] = p_holm
+    for entry in entries:
+        entry["verdict"] = verdict(entry["metric"], entry["mean"], entry["ci90"], entry["p_holm"], min_effect)
+
+
+_OPPOSITE = {"better": "worse", "worse": "better", "equivalent": "equivalent", "inconclusive": "inconclusive"}
+
+
+def _against(pairs, arm, other):
+    """The comparison arm - other from the pairs, turned around where it is stored as other - arm."""
+    for pair in pairs:
+        if (pair["arm"], pair["other"]) == (arm, other):
+            return pair["primary"]
+        if (pair["arm"], pair["other"]) == (other, arm):
+            entry = pair["primary"]
+            improvement = entry["prob_improvement"]
+            return {**entry, "mean": -entry["mean"],
+                    "ci95": None if entry["ci95"] is None else [-entry["ci95"][1], -entry["ci95"][0]],
+                    "ci90": None if entry["ci90"] is None else [-entry["ci90"][1], -entry["ci90"][0]],
+                    "verdict": _OPPOSITE[entry["verdict"]],
+                    "prob_improvement": {**improvement, "estimate": 1 - improvement["estimate"],
+                                         "ci95": [1 - improvement["ci95"][1], 1 - improvement["ci95"][0]],
+                                         "wins": improvement["seeds"] - improvement["wins"] - improvement["ties"]}}
+    return None
+
+
+def _best_first(summary, primary, arms):
+    """The arms with a primary metric, best mean first."""
+    measured = [arm for arm in arms if summary["arms"][arm].get(primary)]
+    return sorted(measured, key=lambda arm: summary["arms"][arm][primary]["mean"],
+                  reverse=not lower_is_better(primary))
+
+
+def _evidence(entry):
+    keys = ("mean", "ci95", "p_holm", "verdict", "seeds", "prob_improvement")
+    return None if entry is None else {key: entry.get(key) for key in keys}
+
+
+def _ranking(summary, pairs, primary, arms):
+    """Arms by the primary metric's mean, the best, and the arms not shown worse than it (a
+    verdict other than worse against the best, from the every-pair family), with each arm's
+    comparison with the best as the evidence. None with fewer than three measured arms."""
+    order = _best_first(summary, primary, arms)
+    if len(order) < 3:
+        return None
+    best = order[0]
+    evidence = {arm: _evidence(_against(pairs, arm, best)) for arm in order[1:]}
+    not_worse = [best] + [arm for arm in order[1:] if evidence[arm] is None or evidence[arm]["verdict"] != "worse"]
+    return {"order": order, "best": best, "not_worse": not_worse, "vs_best": evidence}
+
+
+def _sweep_summary(summary, pairs, primary, sweep):
+    """A sweep's best value (by the primary metric's mean), the values not shown worse than it
+    (from the every-pair family), and each value's difference from the baseline (from the arm's
+    own mean and 95% t interval where there is no baseline)."""
+    values = dict(zip(sweep["arms"], sweep["values"]))
+    order = _best_first(summary, primary, sweep["arms"])
+    result = {"setting": sweep["setting"], "values": sweep["values"], "arms": sweep["arms"], "best": None,
+              "best_arm": None, "not_worse": [], "points": []}
+    if not order:
+        return result
+    best = order[0]
+    not_worse = [arm for arm in order[1:] if (_against(pairs, arm, best) or {}).get("verdict") != "worse"]
+    result.update(best=values[best], best_arm=best, not_worse=[values[arm] for arm in not_worse])
     baseline = summary["baseline"]
-    entries = {arm: entry for arm, entry in summary["vs_baseline"].items() if primary in entry}
-    p_values = [entries[arm][primary]["p"] for arm in entries]
-    testable = [arm for arm, p in zip(entries, p_values) if p is not None]
-    adjusted = dict(zip(testable, holm([entries[arm][primary]["p"] for arm in testable]))) if testable else {}
-    for arm, entry in entries.items():
-        seeds = entry["seeds"]
-        treated = [counted[arm, s][primary] for s in seeds]
-        control = [counted[baseline, s][primary] for s in seeds]
-        differences = np.subtract(treated, control)
-        sd = float(np.std(differences, ddof=1)) if len(seeds) > 1 else None
-        interval90 = paired_difference(treated, control, confidence=EQUIVALENCE)["ci95"]
-        p_holm = adjusted.get(arm)
-        entry["primary"] = {
-            "metric": primary, "mean": entry[primary]["mean"], "ci95": entry[primary]["ci95"], "ci90": interval90,
-            "p": entry[primary]["p"], "p_holm": p_holm, "p_sign_flip": sign_flip_p(differences),
-            "verdict": verdict(primary, entry[primary]["mean"], interval90, p_holm, min_effect),
-            "seeds": len(seeds), "sd": sd, "mde": minimum_detectable_effect(sd, len(seeds)),
-            "pairing_efficiency": pairing_efficiency(treated, control)}
-        design = summary.get("design")
-        if design and design.get("pilot_sd", {}).get(arm):
-            entry["primary"]["stein_ci95"] = stein_interval(differences, design["pilot_sd"][arm],
-                                                            design.get("pilot_pairs", len(design["pilot_seeds"])))
+    for arm in sweep["arms"]:
+        entry = summary["vs_baseline"].get(arm, {}).get("primary")
+        if entry is not None:
+            point = {"mean": entry["mean"], "ci95": entry["ci95"], "against": baseline, "verdict": entry["verdict"]}
+        elif summary["arms"][arm].get(primary):
+            measured = summary["arms"][arm][primary]
+            interval = (None if measured["std"] is None else list(stats.t.interval(
+                1 - ALPHA, len(measured["values"]) - 1, loc=measured["mean"],
+                scale=measured["std"] / math.sqrt(len(measured["values"])))))
+            point = {"mean": measured["mean"], "ci95": interval, "against": None, "verdict": None}
+        else:
+            continue
+        result["points"].append({"value": values[arm], "arm": arm, **point})
+    return result
 
 
 def points(metric, value, signed=False, digits=1):
@@ -279,6 +440,64 @@ def points(metric, value, signed=False, digits=1):
     if is_fraction(metric):
         return f"{value * 100:{'+' if signed else ''}.{digits}f}"
     return f"{value:{'+' if signed else ''}.{digits + 2}f}"
+
+
+def _ranking_lines(summary):
+    """The Ranking section of summary.md."""
+    metric, ranking = summary["primary"]["metric"], summary["ranking"]
+    best, family = ranking["best"], len(summary["pairs"])
+    lines = ["## Ranking", "",
+             f"Arms by mean {LABELS[metric]}, best first. The evidence is each arm's comparison with `{best}` from "
+             f"every pair of arms, Holm-adjusted across all {family} pairs: the best arm is picked by the same seeds, "
+             "and only a correction over every pair covers whichever arm comes out on top. An arm not shown worse "
+             f"than `{best}` could equally be picked.", "",
+             f"| rank | arm | {LABELS[metric]} | difference from {best} | 95% CI | P(beats {best}) [95% CI] | p (Holm) "
+             f"| verdict against {best} |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for rank, arm in enumerate(ranking["order"], 1):
+        mean = _mean_std(metric, summary["arms"][arm].get(metric))
+        evidence = ranking["vs_best"].get(arm)
+        if arm == best:
+            lines.append(f"| {rank} | **{arm}** | {mean} | best | | | | |")
+        elif evidence is None:
+            lines.append(f"| {rank} | {arm} | {mean} | no seeds in common | | | | |")
+        else:
+            lines.append(f"| {rank} | {arm} | {mean} | {points(metric, evidence['mean'], True)} | "
+                         f"{_interval(metric, evidence['ci95'])} | {_improvement(evidence['prob_improvement'])} | "
+                         f"{_p(evidence['p_holm'])} | {evidence['verdict']} |")
+    others = [arm for arm in ranking["not_worse"] if arm != best]
+    lines += ["", f"**Best: {best}.** " + (f"Not shown worse than it: {', '.join(others)} (each could equally be "
+                                             "picked on this evidence)." if others
+                                             else "Every other arm is shown worse than it.")]
+    return lines
+
+
+def _value(value):
+    return f"{value:g}"
+
+
+def _sweep_lines(summary):
+    """The Sweeps section of summary.md: per sweep, the best value and those not shown worse."""
+    metric = summary["primary"]["metric"]
+    lines = ["## Sweeps", "",
+             f"Each sweep's arms by value: the best value by mean {LABELS[metric]}, and the values not shown worse "
+             "than it (from every pair, Holm-adjusted as in the ranking); the differences are from the baseline "
+             "(strength.png draws them).", ""]
+    for name, sweep in summary["sweeps"].items():
+        values = ", ".join(_value(value) for value in sweep["values"])
+        if sweep["best"] is None:
+            lines.append(f"- **{name}** ({sweep['setting']} = {values}): no value has finished yet.")
+            continue
+        others = ", ".join(_value(value) for value in sweep["not_worse"])
+        lines.append(f"- **{name}** ({sweep['setting']} = {values}): best {sweep['setting']} = "
+                     f"**{_value(sweep['best'])}** (`{sweep['best_arm']}`); "
+                     + (f"not shown worse than it: {others}." if others else "every other value is shown worse."))
+        for point in sweep["points"]:
+            against = (f"against {point['against']}, {point['verdict']}" if point["against"]
+                       else "the arm's own mean (no baseline)")
+            lines.append(f"  - {sweep['setting']} = {_value(point['value'])}: "
+                         f"{points(metric, point['mean'], bool(point['against']))} "
+                         f"{_interval(metric, point['ci95'])} {against}")
+    return lines
 
 
 def _interval(metric, interval):
@@ -332,44 +551,92 @@ def verdict_sentence(arm, baseline, entry, min_effect):
             f"±{threshold} is shown.{more}")
 
 
+def _improvement(value):
+    """'0.83 [0.36, 1.00]': a probability of improvement and its 95% interval."""
+    if value is None:
+        return "n/a"
+    return f"{value['estimate']:.2f} [{value['ci95'][0]:.2f}, {value['ci95'][1]:.2f}]"
+
+
+def _efficiency(entry):
+    return "n/a" if entry["pairing_efficiency"] is None else f"{entry['pairing_efficiency']:.2f}"
+
+
 def to_markdown(summary, name):
-    """summary.md: the primary comparison first, with the verdict in words, then the arms and the
-    secondary paired differences."""
+    """summary.md: the primary comparison first, with the verdict in words, then (three arms or
+    more) the ranking and the sweeps, then the arms and the secondary paired differences."""
     primary = summary["primary"]
     metric, baseline = primary["metric"], summary["baseline"]
+    extended = "pairs" in summary
     lines = [f"# {name}: summary", ""]
     compared = {arm: entry["primary"] for arm, entry in summary["vs_baseline"].items() if "primary" in entry}
     lines += [f"## Primary metric: {LABELS[metric]}", ""]
-    if compared:
-        floor = primary.get("noise_floor")
+    unit = " points" if is_fraction(metric) else ""
+    floor = primary.get("noise_floor")
+    floor_text = (f" Noise floor: on {floor['test_images']} test images one arm's accuracy has a binomial standard "
+                  f"error of {floor['binomial_se'] * 100:.1f} points." if floor else "")
+    improvement_text = (" P(better) is the probability of improvement: the chance that the arm beats the other on a "
+                        "seed drawn at random (ties count half), with its exact 95% interval.")
+    if extended and summary["comparisons"] == "all" and summary["pairs"]:
+        pairs = summary["pairs"]
+        lines += [f"Declared before the run (analysis.primary). Every pair of arms over the seeds both ran: arm - other, "
+                  f"mean, 95% paired-t interval, p-values Holm-adjusted across all {len(pairs)} pair(s) (every pair is "
+                  f"one more chance of a false finding, so the family is larger and each correction stricter than "
+                  f"against one baseline), a sign-flip permutation test as a check (exact up to {EXACT_SIGN_FLIPS} "
+                  f"seeds); smallest effect of interest ±{points(metric, primary['min_effect'])}{unit}."
+                  + improvement_text + floor_text, ""]
+        lines += ["| arm | other | seeds | difference | 95% CI | P(better) [95% CI] | p (Holm) | p (sign-flip) | verdict "
+                  "| detectable (80% power) | pairing efficiency |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for pair in pairs:
+            entry = pair["primary"]
+            lines.append(f"| {pair['arm']} | {pair['other']} | {entry['seeds']} | {points(metric, entry['mean'], True)} "
+                         f"| {_interval(metric, entry['ci95'])} | {_improvement(entry['prob_improvement'])} | "
+                         f"{_p(entry['p_holm'])} | {_p(entry['p_sign_flip'])} | {entry['verdict']} | "
+                         f"{points(metric, entry['mde'])} | {_efficiency(entry)} |")
+        if compared:
+            lines.append("")
+        lines += [verdict_sentence(arm, baseline, entry, primary["min_effect"]) for arm, entry in compared.items()]
+    elif compared:
         lines += [f"Declared before the run (analysis.primary). Arm - `{baseline}` over paired seeds: mean, 95% "
                   f"paired-t interval, p-values Holm-adjusted across the {len(compared)} arm(s) compared with "
                   f"`{baseline}`, a sign-flip permutation test as a check (exact up to {EXACT_SIGN_FLIPS} seeds); "
                   f"smallest effect of interest ±{points(metric, primary['min_effect'])}"
                   + (" points" if is_fraction(metric) else "") + "."
-                  + (f" Noise floor: on {floor['test_images']} test images one arm's accuracy has a binomial standard "
-                     f"error of {floor['binomial_se'] * 100:.1f} points." if floor else ""), ""]
-        lines += ["| arm | seeds | difference | 95% CI | p (Holm) | p (sign-flip) | verdict | detectable (80% power) "
-                  "| pairing efficiency |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  + (improvement_text if extended else "") + floor_text, ""]
+        if extended:
+            lines += ["| arm | seeds | difference | 95% CI | P(better) [95% CI] | p (Holm) | p (sign-flip) | verdict | "
+                      "detectable (80% power) | pairing efficiency |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        else:
+            lines += ["| arm | seeds | difference | 95% CI | p (Holm) | p (sign-flip) | verdict | detectable (80% power) "
+                      "| pairing efficiency |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for arm, entry in compared.items():
-            efficiency = entry["pairing_efficiency"]
+            improvement = f" {_improvement(entry['prob_improvement'])} |" if extended else ""
             lines.append(f"| {arm} | {entry['seeds']} | {points(metric, entry['mean'], True)} | "
-                         f"{_interval(metric, entry['ci95'])} | {_p(entry['p_holm'])} | {_p(entry['p_sign_flip'])} | "
-                         f"{entry['verdict']} | {points(metric, entry['mde'])} | "
-                         f"{'n/a' if efficiency is None else f'{efficiency:.2f}'} |")
+                         f"{_interval(metric, entry['ci95'])} |{improvement} {_p(entry['p_holm'])} | "
+                         f"{_p(entry['p_sign_flip'])} | {entry['verdict']} | {points(metric, entry['mde'])} | "
+                         f"{_efficiency(entry)} |")
         lines.append("")
         lines += [verdict_sentence(arm, baseline, entry, primary["min_effect"]) for arm, entry in compared.items()]
-        design = summary.get("design")
-        if design:
-            lines += ["", f"Seeds chosen by Stein's two-stage design: a pilot of {len(design['pilot_seeds'])} seeds "
-                      f"gave a paired sd of {design['planning_sd'] * 100:.2f} points (the largest over the arms); "
-                      f"{design['seeds_needed']} seeds reach a 95% half-width of {design['target_half_width']:g} "
-                      f"points" + (f", capped at {len(design['seeds'])} (analysis.max_seeds)" if design["capped"]
-                                   else f"; {len(design['seeds'])} were run") + "."]
+    elif len(summary["arms"]) < 2:
+        lines.append("One arm: nothing is compared; add another arm.")
     elif baseline is None:
-        lines.append("No baseline arm (one named baseline, or without augmentation): nothing is compared.")
+        lines.append("No arm has seeds in common with another yet.")
     else:
         lines.append("No arm has seeds in common with the baseline yet.")
+    design = summary.get("design")
+    if design and (compared or extended):
+        lines += ["", f"Seeds chosen by Stein's two-stage design: a pilot of {len(design['pilot_seeds'])} seeds "
+                  f"gave a paired sd of {design['planning_sd'] * 100:.2f} points (the largest over the "
+                  f"{'pairs' if summary.get('comparisons') == 'all' else 'arms'}); "
+                  f"{design['seeds_needed']} seeds reach a 95% half-width of {design['target_half_width']:g} "
+                  f"points" + (f", capped at {len(design['seeds'])} (analysis.max_seeds)" if design["capped"]
+                               else f"; {len(design['seeds'])} were run") + "."]
+    if summary.get("ranking"):
+        lines += [""] + _ranking_lines(summary)
+    if summary.get("sweeps"):
+        lines += [""] + _sweep_lines(summary)
     secondary = [m for m in ("test_accuracy", "selected_test_accuracy", "final_val_accuracy", "final_accuracy",
                              "test_gap", "selected_epoch", "seconds_per_epoch") if m != metric]
     lines += ["", "## Arms (secondary)", "",

@@ -71,9 +71,8 @@ def test_a_pilot_whose_jobs_failed_is_a_one_line_error_not_a_plan(tmp_path, monk
     assert runs["design"] is None  # nothing planned
 
 
-def test_the_design_needs_a_baseline_and_another_arm(tmp_path, capsys):
+def test_the_design_needs_two_arms(tmp_path, capsys):
     with pytest.raises(AssertionError):  # run_small asserts exit 0
         run_small(tmp_path, *DESIGN, "arms={baseline = {}}")
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "needs a baseline arm (one named baseline or without augmentation) and " \
-                                      "another arm" in error
+    assert error.count("\n") == 1 and "analysis.target_half_width needs two arms or more" in error
