@@ -32,10 +32,11 @@ from augcompare.experiments.history import read_history
 from augcompare.experiments.job import ROWS, run_job
 
 # Side by side only pays when the run trains long enough to repay starting the workers (a fresh
-# interpreter and TensorFlow each, about 5 s on 2 cores) and compiling each arm in each of them:
+# interpreter and TensorFlow each, about 8 s on 2 cores) and compiling each arm in each of them:
 # below this many floating-point operations of training, one job at a time is faster. Measured
-# on the demo and smaller versions of it (README, Speed).
-MIN_SIDE_BY_SIDE_FLOPS = 1e12
+# with `augcompare bench run` on the demo's network on 2 cores (README, Speed): 2 jobs (1.1e12)
+# ran 0.96x as fast side by side, 4 jobs (2.3e12) 1.12x, the demo's 12 jobs (6.8e12) 1.23x.
+MIN_SIDE_BY_SIDE_FLOPS = 2e12
 # Memory a worker process may take (TensorFlow, the data's memory map, a few compiled models).
 WORKER_MEMORY = 1.5 * 2**30
 
