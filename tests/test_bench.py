@@ -44,4 +44,8 @@ def test_bench_takes_a_bundled_experiment_by_name_and_refuses_what_it_would_igno
     assert cli.main(["bench", "training", "--experiment", "polices"]) == 2
     assert "no bundled experiment of that name; bundled: " in capsys.readouterr().err
     assert cli.main(["bench", "pipeline", "--experiment", "policies"]) == 2
-    assert "--experiment is what `training` measures" in capsys.readouterr().err
+    assert "--experiment is what `training` and `run` measure" in capsys.readouterr().err
+    assert cli.main(["bench", "pipeline", "--variant", "eigen"]) == 2
+    assert "--variant chooses what `run` measures" in capsys.readouterr().err
+    assert cli.main(["bench", "run", "--variant", "fast"]) == 2
+    assert "no variant 'fast'; choose from default, one-job-at-a-time" in capsys.readouterr().err
