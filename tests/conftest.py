@@ -1,3 +1,4 @@
+import json
 import os
 
 import numpy as np
@@ -34,6 +35,43 @@ def pytest_collection_modifyitems(items):
 SMALL = ["data.image_size=32", "data.train_per_class=24", "data.val_per_class=8", "data.test_per_class=8",
          "train.batch_size=16", "train.epochs=2", "train.seeds=[0]", "model.filters=[8, 16]",
          "model.dense_units=16"]
+
+
+def numbers(run_dir):
+    """history.csv without epoch_seconds, and each job's record without its seconds: the values
+    that may differ between two runs."""
+    from augcompare.experiments.history import read_history
+    rows = [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in read_history(run_dir / "history.csv")]
+    jobs = [{k: v for k, v in job.items() if k != "seconds"}
+            for job in json.loads((run_dir / "runs.json").read_text())["jobs"]]
+    return rows, jobs
+
+
+def kill_a_job_after_its_first_epoch(run_dir, runner, seconds=240):
+    """While the thread runner trains the run in run_dir, kills (SIGKILL) the process of the first
+    job seen with its first epoch checkpointed and not ended (its lock names the process): a
+    worker lost in the middle of its job. Returns that epoch's row, or None if no job was seen
+    there. Joins runner."""
+    import signal
+    import time
+
+    from augcompare.experiments.history import read_history
+    killed, deadline = None, time.monotonic() + seconds
+    while killed is None and runner.is_alive() and time.monotonic() < deadline:
+        for folder in sorted(run_dir.glob("jobs/*")):
+            try:
+                if (rows_in(folder / "rows.csv") != 1 or not (folder / "checkpoint.npz").is_file()
+                        or (folder / "record.json").exists()):  # not yet checkpointed, or already ended
+                    continue
+                first_row = read_history(folder / "rows.csv")[0]
+                os.kill(json.loads((folder / ".lock").read_text())["pid"], signal.SIGKILL)
+            except (OSError, ValueError, KeyError, IndexError):
+                continue  # the folder changed under us (the job moved on or ended): look again
+            killed = first_row
+            break
+        time.sleep(0.02)
+    runner.join(timeout=300)
+    return killed
 
 
 def rows_in(path):

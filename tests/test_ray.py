@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import SMALL, overrides, rows_in, run_small
+from conftest import SMALL, kill_a_job_after_its_first_epoch, numbers, overrides, rows_in, run_small
 
 from augcompare.experiments import cli
 from augcompare.experiments.history import read_history
@@ -33,13 +33,6 @@ def ray_cluster():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
     ray.shutdown()
-
-
-def numbers(run_dir):
-    rows = [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in read_history(run_dir / "history.csv")]
-    jobs = [{k: v for k, v in job.items() if k != "seconds"}
-            for job in json.loads((run_dir / "runs.json").read_text())["jobs"]]
-    return rows, jobs
 
 
 @pytest.fixture(scope="module")
@@ -66,22 +59,7 @@ def test_a_run_on_ray_gives_the_local_executors_files_even_when_a_worker_is_kill
     runner = threading.Thread(target=lambda: finished.append(run_small(
         tmp_path, *SETTINGS, "run.executor=ray", run_id="ray")))
     runner.start()
-    killed, deadline = None, time.monotonic() + 240
-    while killed is None and runner.is_alive() and time.monotonic() < deadline:
-        for folder in sorted(run_dir.glob("jobs/*")):
-            try:
-                if (rows_in(folder / "rows.csv") != 1 or not (folder / "checkpoint.npz").is_file()
-                        or (folder / "record.json").exists()):  # not yet checkpointed, or already ended
-                    continue
-                first_row = read_history(folder / "rows.csv")[0]
-                worker = json.loads((folder / ".lock").read_text())["pid"]  # the job's lock names its process
-                os.kill(worker, signal.SIGKILL)  # a worker lost in the middle of its job
-            except (OSError, ValueError, KeyError, IndexError):
-                continue  # the folder changed under us (the job moved on or ended): look again
-            killed = first_row
-            break
-        time.sleep(0.05)
-    runner.join(timeout=300)
+    killed = kill_a_job_after_its_first_epoch(run_dir, runner)
     assert killed is not None, "no job was seen in the middle of its training"
     assert finished, "the run did not finish"
     assert numbers(run_dir) == local

@@ -2,17 +2,15 @@
 and a run stopped at any moment (SIGKILL, SIGINT, SIGTERM) and resumed ends with the history and
 test results of a run that was never stopped."""
 
-import json
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import SMALL, overrides, rows_in
+from conftest import SMALL, numbers, overrides, rows_in
 
 from augcompare.experiments import cli
-from augcompare.experiments.history import read_history
 
 EPOCHS = 4
 SETTINGS = SMALL + ["data.train_per_class=64", f"train.epochs={EPOCHS}", "train.seeds=[0]", "model.dropout=0.5"]
@@ -22,15 +20,6 @@ TOTAL_ROWS = 2 * EPOCHS  # arms x epochs
 def run_args(tmp_path, run_id):
     sets = SETTINGS + [f"data.cache_dir={tmp_path.parent / 'cache'}"]
     return ["run", "--out", str(tmp_path / "results"), "--run-id", run_id] + overrides(*sets)
-
-
-def numbers(run_dir):
-    """history.csv without epoch_seconds, and each job's record without its seconds: the values
-    that may differ between two runs."""
-    rows = [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in read_history(run_dir / "history.csv")]
-    jobs = [{k: v for k, v in job.items() if k != "seconds"}
-            for job in json.loads((run_dir / "runs.json").read_text())["jobs"]]
-    return rows, jobs
 
 
 def rows_written(run_dir):

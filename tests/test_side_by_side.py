@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import SMALL, overrides, rows_in, run_small
+from conftest import SMALL, kill_a_job_after_its_first_epoch, numbers, overrides, rows_in, run_small
 
 from augcompare.experiments import cli, executors
 from augcompare.experiments.config import RunConfig
@@ -20,13 +20,6 @@ from augcompare.experiments.history import read_history
 EPOCHS = 3
 SETTINGS = SMALL + ["data.train_per_class=48", f"train.epochs={EPOCHS}", "train.seeds=[0, 1]", "model.dropout=0.25",
                     "run.jobs_at_once=2"]
-
-
-def numbers(run_dir):
-    rows = [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in read_history(run_dir / "history.csv")]
-    jobs = [{k: v for k, v in job.items() if k != "seconds"}
-            for job in json.loads((run_dir / "runs.json").read_text())["jobs"]]
-    return rows, jobs
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +68,19 @@ def start(tmp_path, run_id):
     return process, tmp_path / "results" / "demo" / run_id
 
 
+def start_until_mid_job(tmp_path, run_id):
+    """The run started (start()) and left to train until a job is in the middle of its epochs;
+    returns the process, its run directory and the processes seen training its jobs."""
+    process, run_dir = start(tmp_path, run_id)
+    seen = set()
+
+    def ready():
+        seen.update(job_pids(run_dir))
+        return process.poll() is not None or in_the_middle(run_dir)
+    wait_until(ready)
+    return process, run_dir, seen
+
+
 def test_jobs_side_by_side_record_their_plan_and_train_every_job(side_by_side):
     _, run_dir, (rows, jobs) = side_by_side
     environment = json.loads((run_dir / "environment.json").read_text())
@@ -86,13 +92,7 @@ def test_jobs_side_by_side_record_their_plan_and_train_every_job(side_by_side):
 
 def test_ctrl_c_stops_the_workers_between_writes_and_resume_ends_as_the_uninterrupted_run(side_by_side):
     tmp_path, _, whole = side_by_side
-    process, run_dir = start(tmp_path, "stopped")
-    seen = set()
-
-    def ready():
-        seen.update(job_pids(run_dir))
-        return process.poll() is not None or in_the_middle(run_dir)
-    wait_until(ready)
+    process, run_dir, seen = start_until_mid_job(tmp_path, "stopped")
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals its foreground process group
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
@@ -113,23 +113,7 @@ def test_a_worker_killed_in_the_middle_of_a_job_is_replaced_and_its_job_continue
     finished = []
     runner = threading.Thread(target=lambda: finished.append(run_small(tmp_path, *SETTINGS, run_id="killed")))
     runner.start()
-    killed = None
-    deadline = time.monotonic() + 180
-    while killed is None and runner.is_alive() and time.monotonic() < deadline:
-        for folder in sorted(run_dir.glob("jobs/*")):
-            try:
-                if (rows_in(folder / "rows.csv") != 1 or not (folder / "checkpoint.npz").is_file()
-                        or (folder / "record.json").exists()):
-                    continue
-                first_row = read_history(folder / "rows.csv")[0]
-                worker = json.loads((folder / ".lock").read_text())["pid"]
-                os.kill(worker, signal.SIGKILL)
-            except (OSError, ValueError, KeyError, IndexError):
-                continue  # the job moved on or ended meanwhile: look again
-            killed = first_row
-            break
-        time.sleep(0.02)
-    runner.join(timeout=300)
+    killed = kill_a_job_after_its_first_epoch(run_dir, runner)
     assert killed is not None, "no job was seen in the middle of its training"
     assert finished, "the run did not finish"
     assert numbers(run_dir) == whole
@@ -140,13 +124,7 @@ def test_a_worker_killed_in_the_middle_of_a_job_is_replaced_and_its_job_continue
 
 def test_workers_end_with_a_killed_driver_and_the_run_resumes(side_by_side):
     tmp_path, _, whole = side_by_side
-    process, run_dir = start(tmp_path, "driver-killed")
-    seen = set()
-
-    def ready():
-        seen.update(job_pids(run_dir))
-        return process.poll() is not None or in_the_middle(run_dir)
-    wait_until(ready)
+    process, run_dir, seen = start_until_mid_job(tmp_path, "driver-killed")
     process.kill()
     process.communicate(timeout=60)
     workers = seen - {process.pid}
