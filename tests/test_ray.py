@@ -71,11 +71,11 @@ def test_a_run_on_ray_gives_the_local_executors_files_even_when_a_worker_is_kill
 
 
 def test_a_ray_run_stopped_with_ctrl_c_resumes_on_ray_to_the_local_executors_files(ray_cluster, local_run,
-                                                                                   local_one_seed):
-    tmp_path, _ = local_run
+                                                                                   local_one_seed, tmp_path):
+    shared, _ = local_run
     run_dir = tmp_path / "results" / "demo" / "stopped"
     address = ray.get_runtime_context().gcs_address  # the driver joins the tests' cluster
-    sets = SMALL + [f"data.cache_dir={tmp_path / 'cache'}", *ONE_SEED, "run.executor=ray", f"run.address={address}"]
+    sets = SMALL + [f"data.cache_dir={shared / 'cache'}", *ONE_SEED, "run.executor=ray", f"run.address={address}"]
     process = subprocess.Popen([sys.executable, "-m", "augcompare.experiments.cli", "run", "--out",
                                 str(tmp_path / "results"), "--run-id", "stopped"] + overrides(*sets),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -59,19 +59,19 @@ def in_the_middle(run_dir):
     return any(0 < rows_in(path) < EPOCHS for path in run_dir.glob("jobs/*/rows.csv"))
 
 
-def start(tmp_path, run_id):
+def start(tmp_path, cache, run_id):
     """The run in a subprocess of its own session, as a terminal's foreground job."""
-    sets = SETTINGS + [f"data.cache_dir={tmp_path / 'cache'}"]
+    sets = SETTINGS + [f"data.cache_dir={cache}"]
     process = subprocess.Popen([sys.executable, "-m", "augcompare.experiments.cli", "run", "--out",
                                 str(tmp_path / "results"), "--run-id", run_id] + overrides(*sets),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     return process, tmp_path / "results" / "demo" / run_id
 
 
-def start_until_mid_job(tmp_path, run_id):
+def start_until_mid_job(tmp_path, cache, run_id):
     """The run started (start()) and left to train until a job is in the middle of its epochs;
     returns the process, its run directory and the processes seen training its jobs."""
-    process, run_dir = start(tmp_path, run_id)
+    process, run_dir = start(tmp_path, cache, run_id)
     seen = set()
 
     def ready():
@@ -90,9 +90,9 @@ def test_jobs_side_by_side_record_their_plan_and_train_every_job(side_by_side):
     assert not (run_dir / "jobs").exists()
 
 
-def test_ctrl_c_stops_the_workers_between_writes_and_resume_ends_as_the_uninterrupted_run(side_by_side):
-    tmp_path, _, whole = side_by_side
-    process, run_dir, seen = start_until_mid_job(tmp_path, "stopped")
+def test_ctrl_c_stops_the_workers_between_writes_and_resume_ends_as_the_uninterrupted_run(side_by_side, tmp_path):
+    shared, _, whole = side_by_side
+    process, run_dir, seen = start_until_mid_job(tmp_path, shared / "cache", "stopped")
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals its foreground process group
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
@@ -107,11 +107,12 @@ def test_ctrl_c_stops_the_workers_between_writes_and_resume_ends_as_the_uninterr
         (side_by_side[1] / "environment.json").read_text())["threads_per_job"]
 
 
-def test_a_worker_killed_in_the_middle_of_a_job_is_replaced_and_its_job_continues(side_by_side):
-    tmp_path, _, whole = side_by_side
+def test_a_worker_killed_in_the_middle_of_a_job_is_replaced_and_its_job_continues(side_by_side, tmp_path):
+    shared, _, whole = side_by_side
     run_dir = tmp_path / "results" / "demo" / "killed"
     finished = []
-    runner = threading.Thread(target=lambda: finished.append(run_small(tmp_path, *SETTINGS, run_id="killed")))
+    runner = threading.Thread(target=lambda: finished.append(run_small(tmp_path, *SETTINGS, run_id="killed",
+                                                                       cache=shared / "cache")))
     runner.start()
     killed = kill_a_job_after_its_first_epoch(run_dir, runner)
     assert killed is not None, "no job was seen in the middle of its training"
@@ -122,9 +123,9 @@ def test_a_worker_killed_in_the_middle_of_a_job_is_replaced_and_its_job_continue
     assert after == killed  # epoch_seconds included: continued from the checkpoint, not trained again
 
 
-def test_workers_end_with_a_killed_driver_and_the_run_resumes(side_by_side):
-    tmp_path, _, whole = side_by_side
-    process, run_dir, seen = start_until_mid_job(tmp_path, "driver-killed")
+def test_workers_end_with_a_killed_driver_and_the_run_resumes(side_by_side, tmp_path):
+    shared, _, whole = side_by_side
+    process, run_dir, seen = start_until_mid_job(tmp_path, shared / "cache", "driver-killed")
     process.kill()
     process.communicate(timeout=60)
     workers = seen - {process.pid}
