@@ -286,7 +286,7 @@ def _evaluate(trainer, images, labels, batch_size):
     return {"loss": float(result["loss"]), "accuracy": float(result["accuracy"])}
 
 
-def _test_results(job, trainer, dataset, recorder, epochs, batch_size):
+def _test_results(trainer, dataset, recorder, epochs, batch_size):
     """Test loss and accuracy of the final weights and of the val-selected epoch's (which the
     classifier holds afterwards)."""
     final = _evaluate(trainer, dataset.test_images, dataset.test_labels, batch_size)
@@ -385,7 +385,7 @@ def _train_and_evaluate(job, trainers, on_epoch, protect, started):
               "status": "failed" if recorder.failure else "stopped_early" if recorder.stopped_early else "finished"}
     if not recorder.failure:
         with timing.span("job: test evaluation"):
-            record.update(_test_results(job, trainer, dataset, recorder, len(rows), train.batch_size))
+            record.update(_test_results(trainer, dataset, recorder, len(rows), train.batch_size))
             if train.save_best:
                 path = best_model_path(job.run_dir, job.arm, job.seed)
                 path.parent.mkdir(exist_ok=True)
