@@ -30,6 +30,7 @@ import getpass
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -68,8 +69,12 @@ def _quiet():
 
 
 def _problem(error):
-    """An exception in one line: its type and the first sentence of its message."""
+    """An exception in one line: the system's reason where the message holds one (a connection's
+    "[Errno 111] Connection refused" deep in MLflow's text), else its type and first sentence."""
     text = " ".join(str(error).split())
+    reason = re.search(r"\[Errno -?\d+\] [^'\"()\]]+('[^']*')?", text)
+    if reason:
+        return reason[0].strip().rstrip(":")
     first = text.split(". ")[0][:240]
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
@@ -145,13 +150,15 @@ def connect(experiment, run_dir, log):
     except UserError:
         raise
     except Exception as error:  # MLflow's, SQLAlchemy's and requests' own errors alike
-        problem = (f"MLflow cannot be reached at track.mlflow = {track.mlflow!r} ({_problem(error)})")
+        problem = f"MLflow at track.mlflow = {track.mlflow!r} cannot be used ({_problem(error)})"
         if track.on_error == "continue":
             log(f"warning: {problem}; the run goes on untracked (track.on_error = \"continue\")")
             return None
-        raise UserError(f"{problem}; start the tracking server or correct the URI (an embedded store needs no "
-                        "server: sqlite:///PATH/mlflow.db), or set track.on_error = \"continue\" to run untracked "
-                        "or track.mlflow = \"\"") from None
+        fix = ("start the tracking server or correct the URI (an embedded store needs no server: "
+               "sqlite:///PATH/mlflow.db)")
+        if "filesystem tracking backend" in str(error):
+            fix = "use sqlite:///PATH/mlflow.db (MLflow 3 refuses its file store unless MLFLOW_ALLOW_FILE_STORE=true)"
+        raise UserError(f"{problem}; {fix}, or set track.on_error = \"continue\" to run untracked") from None
     return Tracker(client, experiment_id, name, track.mlflow, run_dir, ids, log)
 
 
