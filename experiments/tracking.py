@@ -191,10 +191,12 @@ def _continued(client, ids, run_dir):
         if getattr(error, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
             raise
         run = None
-    if run is None or run.info.lifecycle_stage == "deleted":
-        state = "is deleted" if run is not None else "is not in this tracking store"
-        raise UserError(f"MLflow run {ids['run_id']} of {Path(run_dir) / IDS} {state}; restore it (mlflow runs "
-                        f"restore --run-id {ids['run_id']}), or delete {IDS} to log the run as a new MLflow run")
+    fresh = f"delete {IDS} to log the run as a new MLflow run"
+    if run is None:
+        raise UserError(f"MLflow run {ids['run_id']} of {Path(run_dir) / IDS} is not in this tracking store; {fresh}")
+    if run.info.lifecycle_stage == "deleted":
+        raise UserError(f"MLflow run {ids['run_id']} of {Path(run_dir) / IDS} is deleted; restore it (mlflow runs "
+                        f"restore --run-id {ids['run_id']}), or {fresh}")
     return run.info.experiment_id
 
 
@@ -209,7 +211,7 @@ def _guarded(method):
         try:
             with _quiet():
                 return method(self, *args, **kwargs)
-        except (RunStopped, UserError, KeyboardInterrupt):
+        except RunStopped:  # a stop (Ctrl-C, SIGTERM) stops the run, as anywhere else
             raise
         except Exception as error:
             self.broken = True
