@@ -80,10 +80,11 @@ def _problem(error):
 
 
 def _flat(document, prefix=""):
-    """(dotted key, value) of every leaf of nested dicts; lists and numbers as JSON text."""
+    """(dotted key, value) of every leaf of nested dicts; lists, numbers and dicts keyed by other
+    than names (environment.json's function files, keyed by path) as JSON text."""
     for key, value in document.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict) and value and all(re.fullmatch(r"[\w.-]+", str(k)) for k in value):
             yield from _flat(value, name + ".")
         else:
             yield name, value if isinstance(value, str) else json.dumps(value)
