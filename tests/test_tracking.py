@@ -128,7 +128,8 @@ def test_a_tracked_run_is_one_mlflow_run_with_params_tags_verdicts_and_artifacts
 def test_each_job_is_a_nested_run_with_its_epochs_at_their_steps_and_its_test_results(tracked):
     run_dir, _, client, _ = tracked
     ids = json.loads((run_dir / "mlflow.json").read_text())
-    records = {f"{job['arm']}-seed{job['seed']}": job for job in json.loads((run_dir / "runs.json").read_text())["jobs"]}
+    jobs = json.loads((run_dir / "runs.json").read_text())["jobs"]
+    records = {f"{job['arm']}-seed{job['seed']}": job for job in jobs}
     assert set(ids["jobs"]) == set(records) == {"baseline-seed0", "augmented-seed0"}
     rows = history(run_dir)
     for name, job_run in ids["jobs"].items():
@@ -170,7 +171,7 @@ def test_a_tracker_failing_mid_run_leaves_the_runs_files_and_resume_logs_what_it
 
 @pytest.mark.parametrize("content", ["{not json", '{"run_id": 3}', "deleted"])
 def test_a_damaged_ids_file_or_a_deleted_mlflow_run_is_a_one_line_error(tracked, tmp_path, content, capsys):
-    run_dir, uri, client, _ = tracked
+    run_dir, _, client, _ = tracked
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
     if content == "deleted":
