@@ -285,6 +285,14 @@ class Tracker:
         params = [(key, value) for key, value in _flat(config) if not key.startswith("track.")]
         self._log(run_id, params=params, tags=tags)
         self._artifacts(START_FILES)
+        # A nested run created just before a kill may have missed mlflow.json: its tags find it.
+        nested = self.client.search_runs([self.ids["experiment_id"]],
+                                         filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'")
+        found = {run.data.tags.get("augcompare.job"): run.info.run_id for run in nested}
+        missing = {name: job_run for name, job_run in found.items() if name and name not in self.ids["jobs"]}
+        if missing:
+            self.ids["jobs"].update(missing)
+            self._write_ids()
         for name, job_run in self.ids["jobs"].items():
             info = self.client.get_run(job_run)
             self.logged[name] = {metric.step for metric in self.client.get_metric_history(job_run, "loss")}

@@ -81,8 +81,12 @@ def tracked(tmp_path_factory):
     seen["output"] = out.getvalue()
     seen["files"] = {name: (run_dir / name).stat().st_size for name in ("summary.md", "history.csv", "runs.json",
                                                                        "accuracy.png")}
-    seen["augmented_before_catch_up"] = [m.step for m in client.get_metric_history(
-        json.loads((run_dir / "mlflow.json").read_text())["jobs"]["augmented-seed0"], "loss")]
+    ids = json.loads((run_dir / "mlflow.json").read_text())
+    seen["augmented_before_catch_up"] = [m.step for m in client.get_metric_history(ids["jobs"]["augmented-seed0"],
+                                                                                   "loss")]
+    seen["jobs"] = dict(ids["jobs"])
+    del ids["jobs"]["augmented-seed0"]  # as if killed between creating its nested run and keeping its id
+    (run_dir / "mlflow.json").write_text(json.dumps(ids))
     seen["result"] = resume_run(run_dir)
     yield run_dir, uri, client, seen
     if store != tmp_path:
@@ -149,11 +153,16 @@ def test_each_job_is_a_nested_run_with_its_epochs_at_their_steps_and_its_test_re
 
 
 def test_resume_continues_the_same_mlflow_runs_without_logging_an_epoch_twice(tracked):
-    run_dir, _, _, seen = tracked
+    run_dir, _, client, seen = tracked
     code, parent_status, baseline_status, baseline_steps, jobs = seen["stopped"]
     assert code == 130 and parent_status == "KILLED" and baseline_status == "KILLED" and baseline_steps == [1]
     ids = json.loads((run_dir / "mlflow.json").read_text())
     assert ids["jobs"]["baseline-seed0"] == jobs["baseline-seed0"]  # the same nested run, continued
+    # A nested run whose id mlflow.json lost is found again by its tags, not made twice.
+    assert ids["jobs"] == seen["jobs"]
+    nested = client.search_runs([client.get_run(ids["run_id"]).info.experiment_id],
+                                filter_string=f"tags.`mlflow.parentRunId` = '{ids['run_id']}'")
+    assert sorted(run.info.run_name for run in nested) == ["augmented-seed0", "baseline-seed0"]
     # The baseline's first epoch was trained again after its folder was deleted; the test above
     # holds each metric's history to one value per epoch.
 
