@@ -63,9 +63,16 @@ def _environ(**values):
                 os.environ[key] = value
 
 
-def _quiet():
-    # No URL printed as each run ends (MLflow does so for a server); our own line names the run.
-    return _environ(MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true")
+def _during_the_run():
+    """MLflow's settings for the tracker's calls: no URL printed as each run ends (MLflow prints
+    one for a server; our own line names the run), and, unless you set them, 3 retries and a 30 s
+    timeout instead of MLflow's 7 and 120 s, which would hold the training up for minutes once a
+    server has gone (the run goes on untracked, and --resume logs what MLflow missed)."""
+    settings = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+    for key, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")):
+        if key not in os.environ:
+            settings[key] = value
+    return _environ(**settings)
 
 
 def _problem(error):
@@ -210,7 +217,7 @@ def _guarded(method):
         if self.broken:
             return None
         try:
-            with _quiet():
+            with _during_the_run():
                 return method(self, *args, **kwargs)
         except RunStopped:  # a stop (Ctrl-C, SIGTERM) stops the run, as anywhere else
             raise
@@ -384,8 +391,13 @@ class Tracker:
                   tags=list(tags.items()))
         self._artifacts(END_FILES)
         self.client.set_terminated(run_id, "FINISHED")
-        self.log(f"tracking: logged to MLflow run {run_id} (mlflow ui --backend-store-uri {self.uri})"
-                 if self.uri.startswith("sqlite:") else f"tracking: logged to MLflow run {run_id} at {self.uri}")
+        if self.uri.startswith("sqlite:"):
+            where = f"(mlflow ui --backend-store-uri {self.uri})"
+        elif self.uri.startswith(("http://", "https://")):
+            where = f"at {self.uri.rstrip('/')}/#/experiments/{self.ids['experiment_id']}/runs/{run_id}"
+        else:
+            where = f"at {self.uri}"
+        self.log(f"tracking: logged to MLflow run {run_id} {where}")
 
     @_guarded
     def stop(self, status):
