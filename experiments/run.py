@@ -11,7 +11,8 @@ skipped preparing it), history.csv, runs.json (the ended jobs with their test re
 two-stage design), summary.json, summary.md, accuracy.png, loss.png, ablation.png, pairs.png (three
 arms or more), strength.png (a sweep), augmentations.png, preview_samples.npy, weights/initial-seed<S>.weights.h5, jobs/<arm>-seed<S>/
 (while a job is unfinished), best/<arm>-seed<S>.keras (train.save_best), tensorboard/ (train.
-tensorboard), and .lock, which the running process holds.
+tensorboard), mlflow.json (track.mlflow: the MLflow ids, experiments.tracking), and .lock, which
+the running process holds.
 
 Nothing trained is lost: a job's rows and checkpoint reach the disk after every epoch, so
 `augcompare run --resume RUN_DIR` continues a run killed at any moment and ends with the files an
