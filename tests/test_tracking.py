@@ -40,8 +40,9 @@ def tracked(tmp_path_factory):
     2. its baseline job folder deleted, so that epoch, which MLflow holds, is trained again, then
        resumed with the tracking store failing at the augmented job's first epoch: the run ends
        untracked, with a warning;
-    3. resumed again, with nothing left to train: it logs what MLflow missed.
-    Returns the run directory, the store's URI and what was seen on the way."""
+    3. its mlflow.json stripped of the augmented job's id (as by a kill just after its nested run
+       was made), then resumed again, with nothing left to train: it logs what MLflow missed.
+    Yields the run directory, the store's URI, an MlflowClient of it and what was seen on the way."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
     tmp_path = tmp_path_factory.mktemp("tracked")
