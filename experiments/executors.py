@@ -101,6 +101,13 @@ class LocalExecutor:
         pass
 
 
+def users_threads():
+    """The thread count the user set with TF_NUM_INTRAOP_THREADS, which a worker keeps (as
+    TensorFlow does in any process); 0 where it is unset."""
+    value = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
+    return int(value) if value.isdigit() else 0
+
+
 def plan(run_config, jobs, flops, threads=None):
     """(jobs at once, TensorFlow threads per job; 0: TensorFlow's default, every core) for `jobs`
     pending jobs whose training takes `flops` in all. threads: the count a run recorded when it
@@ -110,7 +117,7 @@ def plan(run_config, jobs, flops, threads=None):
     cores = available_cores()
     if threads is None:
         count = choose_jobs_at_once(run_config.jobs_at_once, jobs, flops, cores, memory_bytes())
-        return count, 0 if count == 1 else max(1, cores // count)
+        return count, 0 if count == 1 else users_threads() or max(1, cores // count)
     if threads == 0:
         return 1, 0
     return max(1, min(jobs, run_config.jobs_at_once or cores, cores // threads)), threads

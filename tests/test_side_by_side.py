@@ -1,6 +1,7 @@
 """Jobs side by side (run.jobs_at_once): worker processes spawned once per run, each on its share
-of the cores. For a given jobs_at_once the files are the same however the run goes: stopped with
-Ctrl-C and resumed, a worker killed in the middle of a job, the driver itself killed."""
+of the cores. On the same thread count the files are those of one job at a time however the run
+goes: a worker killed in the middle of a job, the run stopped with Ctrl-C, the driver itself
+killed, each resumed."""
 
 import json
 import os
@@ -23,10 +24,11 @@ SETTINGS = SMALL + ["data.train_per_class=48", f"train.epochs={EPOCHS}", "train.
 
 
 @pytest.fixture(scope="module")
-def side_by_side(tmp_path_factory):
+def one_at_a_time(tmp_path_factory):
+    """The same run one job at a time in this process, on the one TensorFlow thread a worker gets
+    here (TF_NUM_INTRAOP_THREADS, conftest): same threads, same numbers, whatever runs beside."""
     tmp_path = tmp_path_factory.mktemp("side")
-    run_dir = run_small(tmp_path, *SETTINGS, run_id="whole")
-    return tmp_path, run_dir, numbers(run_dir)
+    return tmp_path, numbers(run_small(tmp_path, *SETTINGS, "run.jobs_at_once=1", run_id="whole"))
 
 
 def job_pids(run_dir):
@@ -68,6 +70,26 @@ def start(tmp_path, cache, run_id):
     return process, tmp_path / "results" / "demo" / run_id
 
 
+def rows_written(run_dir):
+    """Rows in history.csv and in the folders of unfinished jobs."""
+    return sum(rows_in(path) for path in [run_dir / "history.csv"] + sorted(run_dir.glob("jobs/*/rows.csv")))
+
+
+def resume_until(run_dir, ready):
+    """`augcompare run --resume run_dir` in a subprocess, left to train until ready() holds;
+    returns the process and the processes seen training its jobs."""
+    process = subprocess.Popen([sys.executable, "-m", "augcompare.experiments.cli", "run", "--resume", str(run_dir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = set()
+
+    def watch():
+        seen.update(job_pids(run_dir))
+        return process.poll() is not None or ready()
+    wait_until(watch)
+    assert process.poll() is None, "the resumed run ended before it could be killed"
+    return process, seen
+
+
 def start_until_mid_job(tmp_path, cache, run_id):
     """The run started (start()) and left to train until a job is in the middle of its epochs;
     returns the process, its run directory and the processes seen training its jobs."""
@@ -81,17 +103,29 @@ def start_until_mid_job(tmp_path, cache, run_id):
     return process, run_dir, seen
 
 
-def test_jobs_side_by_side_record_their_plan_and_train_every_job(side_by_side):
-    _, run_dir, (rows, jobs) = side_by_side
+def test_a_worker_killed_in_the_middle_of_a_job_is_replaced_and_the_run_ends_as_one_job_at_a_time(
+        one_at_a_time, tmp_path):
+    shared, whole = one_at_a_time
+    run_dir = tmp_path / "results" / "demo" / "killed"
+    finished = []
+    runner = threading.Thread(target=lambda: finished.append(run_small(tmp_path, *SETTINGS, run_id="killed",
+                                                                       cache=shared / "cache")))
+    runner.start()
+    killed = kill_a_job_after_its_first_epoch(run_dir, runner)
+    assert killed is not None, "no job was seen in the middle of its training"
+    assert finished, "the run did not finish"
     environment = json.loads((run_dir / "environment.json").read_text())
-    assert environment["jobs_at_once"] == 2
-    assert environment["threads_per_job"] == max(1, environment["kernels"]["cores"] // 2)
-    assert len(rows) == 2 * 2 * EPOCHS and len(jobs) == 4 and {job["status"] for job in jobs} == {"finished"}
+    assert (environment["jobs_at_once"], environment["threads_per_job"]) == (2, 1)  # the user's thread count
+    assert numbers(run_dir) == whole
+    [after] = [row for row in read_history(run_dir / "history.csv")
+               if (row["arm"], row["seed"], row["epoch"]) == (killed["arm"], killed["seed"], 1)]
+    assert after == killed  # epoch_seconds included: continued from the checkpoint, not trained again
     assert not (run_dir / "jobs").exists()
 
 
-def test_ctrl_c_stops_the_workers_between_writes_and_resume_ends_as_the_uninterrupted_run(side_by_side, tmp_path):
-    shared, _, whole = side_by_side
+def test_ctrl_c_and_a_killed_driver_end_the_workers_and_the_run_resumes_as_one_never_stopped(one_at_a_time,
+                                                                                             tmp_path):
+    shared, whole = one_at_a_time
     process, run_dir, seen = start_until_mid_job(tmp_path, shared / "cache", "stopped")
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals its foreground process group
     _, stderr = process.communicate(timeout=120)
@@ -101,38 +135,20 @@ def test_ctrl_c_stops_the_workers_between_writes_and_resume_ends_as_the_uninterr
     workers = seen - {process.pid}
     assert workers and not any(alive(pid) for pid in workers)  # stopped before the driver ended
     assert list(run_dir.glob("jobs/*/rows.csv"))  # stopped with jobs unfinished
-    assert cli.main(["run", "--resume", str(run_dir)]) == 0
-    assert numbers(run_dir) == whole
-    assert json.loads((run_dir / "environment.json").read_text())["threads_per_job"] == json.loads(
-        (side_by_side[1] / "environment.json").read_text())["threads_per_job"]
 
-
-def test_a_worker_killed_in_the_middle_of_a_job_is_replaced_and_its_job_continues(side_by_side, tmp_path):
-    shared, _, whole = side_by_side
-    run_dir = tmp_path / "results" / "demo" / "killed"
-    finished = []
-    runner = threading.Thread(target=lambda: finished.append(run_small(tmp_path, *SETTINGS, run_id="killed",
-                                                                       cache=shared / "cache")))
-    runner.start()
-    killed = kill_a_job_after_its_first_epoch(run_dir, runner)
-    assert killed is not None, "no job was seen in the middle of its training"
-    assert finished, "the run did not finish"
-    assert numbers(run_dir) == whole
-    [after] = [row for row in read_history(run_dir / "history.csv")
-               if (row["arm"], row["seed"], row["epoch"]) == (killed["arm"], killed["seed"], 1)]
-    assert after == killed  # epoch_seconds included: continued from the checkpoint, not trained again
-
-
-def test_workers_end_with_a_killed_driver_and_the_run_resumes(side_by_side, tmp_path):
-    shared, _, whole = side_by_side
-    process, run_dir, seen = start_until_mid_job(tmp_path, shared / "cache", "driver-killed")
+    # Resumed, and the resuming driver killed (SIGKILL) once its workers have trained an epoch more.
+    rows_at_stop = rows_written(run_dir)
+    process, seen = resume_until(run_dir, lambda: rows_written(run_dir) > rows_at_stop and in_the_middle(run_dir))
     process.kill()
     process.communicate(timeout=60)
     workers = seen - {process.pid}
     assert workers
     wait_until(lambda: not any(alive(pid) for pid in workers), seconds=30)  # PR_SET_PDEATHSIG
+    assert rows_written(run_dir) < 2 * 2 * EPOCHS
+
     assert cli.main(["run", "--resume", str(run_dir)]) == 0
     assert numbers(run_dir) == whole
+    assert json.loads((run_dir / "environment.json").read_text())["threads_per_job"] == 1  # kept from the start
 
 
 @pytest.mark.parametrize(("requested", "jobs", "flops", "cores", "memory", "expected"), [
@@ -148,10 +164,14 @@ def test_the_default_jobs_at_once_follows_cores_work_and_memory(requested, jobs,
     assert executors.choose_jobs_at_once(requested, jobs, flops, cores, memory) == expected
 
 
-def test_a_resumed_run_keeps_the_thread_count_it_started_with(monkeypatch):
+def test_a_resumed_run_keeps_the_thread_count_it_started_with_and_a_users_thread_count_wins(monkeypatch):
     monkeypatch.setattr(executors, "available_cores", lambda: 4)
     config = RunConfig()
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")
     assert executors.plan(config, 12, 1e13) == (4, 1)
+    assert executors.plan(RunConfig(jobs_at_once=2), 12, 1e13) == (2, 2)  # each its share of the cores
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "3")
+    assert executors.plan(RunConfig(jobs_at_once=2), 12, 1e13) == (2, 3)  # the user's count
     assert executors.plan(config, 1, 1e13, threads=1) == (1, 1)  # one job left: a worker on 1 thread
     assert executors.plan(config, 12, 1e13, threads=2) == (2, 2)
     assert executors.plan(config, 12, 1e13, threads=0) == (1, 0)  # started in-process: stays there
