@@ -24,8 +24,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray = pytest.importorskip("ray")
 
-SETTINGS = ["train.seeds=[0, 1]", "train.epochs=2", "model.dropout=0.25"]
-ONE_SEED = SETTINGS + ["train.seeds=[0]"]
+SETTINGS = ["train.seeds=[0]", "train.epochs=3", "model.dropout=0.25"]
 
 
 @pytest.fixture(scope="session")
@@ -41,18 +40,11 @@ def local_run(tmp_path_factory):
     return tmp_path, numbers(run_small(tmp_path, *SETTINGS))
 
 
-@pytest.fixture(scope="module")
-def local_one_seed(local_run):
-    """The local run's files cut to seed 0: what a one-seed run writes (jobs of a seed depend on
-    nothing of another seed's), for the tests that stop a run on Ray."""
-    rows, jobs = local_run[1]
-    return [row for row in rows if row["seed"] == 0], [job for job in jobs if job["seed"] == 0]
-
-
 def test_a_run_on_ray_gives_the_local_executors_files_even_when_a_worker_is_killed(ray_cluster, local_run):
-    """2 arms x 2 seeds on Ray; the worker of one job is killed (SIGKILL) once that job has
-    checkpointed its first epoch: the job is retried from that checkpoint (its first row is kept,
-    not trained again) and the run ends with the local executor's files."""
+    """2 arms on Ray, side by side on the cluster's 2 CPUs; the worker of one job is killed
+    (SIGKILL) once that job has checkpointed its first epoch: the job is retried from that
+    checkpoint (its first row is kept, not trained again) and the run ends with the local
+    executor's files."""
     tmp_path, local = local_run
     run_dir = tmp_path / "results" / "demo" / "ray"
     finished = []
@@ -70,12 +62,11 @@ def test_a_run_on_ray_gives_the_local_executors_files_even_when_a_worker_is_kill
     assert not (run_dir / "jobs").exists()
 
 
-def test_a_ray_run_stopped_with_ctrl_c_resumes_on_ray_to_the_local_executors_files(ray_cluster, local_run,
-                                                                                   local_one_seed, tmp_path):
-    shared, _ = local_run
+def test_a_ray_run_stopped_with_ctrl_c_resumes_on_ray_to_the_local_executors_files(ray_cluster, local_run, tmp_path):
+    shared, local = local_run
     run_dir = tmp_path / "results" / "demo" / "stopped"
     address = ray.get_runtime_context().gcs_address  # the driver joins the tests' cluster
-    sets = SMALL + [f"data.cache_dir={shared / 'cache'}", *ONE_SEED, "run.executor=ray", f"run.address={address}"]
+    sets = SMALL + [f"data.cache_dir={shared / 'cache'}", *SETTINGS, "run.executor=ray", f"run.address={address}"]
     process = subprocess.Popen([sys.executable, "-m", "augcompare.experiments.cli", "run", "--out",
                                 str(tmp_path / "results"), "--run-id", "stopped"] + overrides(*sets),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -91,7 +82,7 @@ def test_a_ray_run_stopped_with_ctrl_c_resumes_on_ray_to_the_local_executors_fil
     assert stderr.strip().splitlines()[-1].endswith(f"Continue with: augcompare run --resume {run_dir}")
     assert list(run_dir.glob("jobs/*/rows.csv"))  # stopped with jobs unfinished
     assert cli.main(["run", "--resume", str(run_dir)]) == 0
-    assert numbers(run_dir) == local_one_seed
+    assert numbers(run_dir) == local
     assert not (run_dir / "jobs").exists()
 
 
