@@ -25,7 +25,6 @@ import concurrent.futures.process  # BrokenProcessPool, named in except clauses 
 import csv
 import dataclasses
 import hashlib
-import math
 import multiprocessing
 import os
 import shutil
@@ -49,6 +48,18 @@ from augcompare.experiments.images import (
     npy_sample_kind,
 )
 from augcompare.experiments.processes import end_with_parent
+from augcompare.experiments.sources.plan import (
+    Group,
+    allowance,
+    asked,
+    consecutive,
+    each_class,
+    fitting,
+    least,
+    ordered,
+    per_class,
+    shuffled,
+)
 
 DECODING = 2            # changes whenever the same source and settings would give other images
 RECORD_SECONDS = 2.0    # how often the progress record is brought up to date
@@ -57,148 +68,6 @@ CHUNK_IMAGES = 32       # most candidates per chunk handed to a worker
 CHUNK_BYTES = 8 << 20   # most bytes of decoded images per chunk
 CHUNKS_PER_WORKER = 4   # chunks in flight per worker: enough to keep it busy, few enough to bound memory
 
-
-@dataclasses.dataclass
-class Group:
-    """The images of one class in one split: the first `needed` candidates that decode, in order."""
-    split: str
-    label: int
-    needed: int
-    kind: str           # what a candidate is: "lmdb" (a key of the database `location`), "file" or
-    location: str       # "npy" (a path relative to the folder `location`), "array" (an index into the
-    candidates: list    # image array in the file `location`, its .npz member `member`); in order of preference
-    where: str          # where the images come from, for messages and meta.json's split_from
-    offset: int = 0     # position of its first image in the split's array
-    member: str = ""    # "array": the .npz member holding the images ("" for an .npy file)
-    array_name: str = ""  # "array": x_train, x_val or x_test, for names in messages and meta.json
-
-    def item(self, index):
-        """What images.decode_chunk reads for candidate `index`."""
-        if self.kind == "lmdb":
-            return ("lmdb", self.location, self.candidates[index])
-        if self.kind == "array":
-            return ("array", self.location, self.member, self.candidates[index])
-        return (self.kind, os.path.join(self.location, self.candidates[index]))
-
-    def name(self, index):
-        """Candidate `index` in words: database/key, the path relative to the source's root, or
-        array[index]."""
-        if self.kind == "lmdb":
-            return f"{Path(self.location).name}/{self.candidates[index].decode('ascii')}"
-        if self.kind == "array":
-            return f"{self.array_name}[{self.candidates[index]}]"
-        return self.candidates[index]
-
-
-@dataclasses.dataclass
-class Plan:
-    class_names: list
-    groups: list        # ordered by split (cache.SPLITS) then label, offsets set
-    kind: str           # "pixels" | "values" (cache.KINDS)
-    image_shape: tuple  # [S, S, C]
-    converted: dict = dataclasses.field(default_factory=dict)  # values: {source dtype: example file}
-
-
-def _allowance(needed, max_skip_fraction):
-    """Extra candidates a held-out split keeps for images that fail to decode."""
-    return math.ceil(needed * max_skip_fraction)
-
-
-def _consecutive(candidates, wanted, max_skip_fraction):
-    """Cuts candidates, in order, into one part per (split, needed) of wanted, the last taking the
-    rest: each earlier part holds its needed candidates, plus room for ones that fail to decode
-    where the later parts' needs leave some."""
-    parts, start = {}, 0
-    for position, (split, needed) in enumerate(wanted):
-        if position == len(wanted) - 1:
-            parts[split] = candidates[start:]
-            break
-        later = _least(wanted[position + 1:])
-        room = len(candidates) - start - later
-        end = start + max(needed, min(needed + _allowance(needed, max_skip_fraction), room))
-        parts[split], start = candidates[start:end], end
-    return parts
-
-
-def _per_class(data, split):
-    return getattr(data, f"{split}_per_class")
-
-
-def _least(wanted):
-    """The fewest candidates that meet [(split, needed)]: train_per_class = "all" needs one."""
-    return sum(1 if needed == ALL else needed for _, needed in wanted)
-
-
-def _asked(wanted):
-    """'300 train + 200 val + 200 test' for [(split, needed)]."""
-    needs = dict(wanted)
-    return " + ".join(f"{needs[s]} {s}" for s in cache.SPLITS if s in needs)
-
-
-def _fitting(fewest, wanted, max_skip_fraction):
-    """The settings that fit a class of `fewest` candidates (the smallest class), in words: the
-    largest per-class counts in the proportions asked, and where val and test fit as they are,
-    train_per_class = "all" with the train images that leaves."""
-    if fewest < len(wanted):
-        return f"each class needs at least {len(wanted)} images (one per split)"
-    held = [(split, needed) for split, needed in wanted if split != "train"]
-    held_total = sum(needed for _, needed in held)
-    weights = {split: (max(held_total, 1) if needed == ALL else needed) for split, needed in wanted}
-    fit = {split: max(1, weight * fewest // sum(weights.values())) for split, weight in weights.items()}
-    while sum(fit.values()) > fewest:  # the floor of one per split can overshoot a tiny class
-        largest = max(fit, key=fit.get)
-        fit[largest] -= 1
-    text = ("the largest counts that fit every class in these proportions: "
-            + ", ".join(f"data.{split}_per_class = {fit[split]}" for split in cache.SPLITS if split in fit))
-    if held_total < fewest:
-        left = len(_consecutive(list(range(fewest)), held + [("train", ALL)], max_skip_fraction)["train"])
-        names = " and ".join(f"data.{split}_per_class" for split, _ in held)
-        text += (f"; or keep {names} and set data.train_per_class = \"all\" (the smallest class then trains on "
-                 f"{left})" if held else "")
-    return text
-
-
-def _too_few(where, available, wanted, fewest, max_skip_fraction):
-    """The error for a class whose candidates cannot fill the counts asked of it."""
-    return UserError(f"{where} has {available} images; asked for {_asked(wanted)}; "
-                     f"{_fitting(fewest, wanted, max_skip_fraction)}")
-
-
-def _class_splits(data, own, fewest):
-    """{split: (candidates, where, needed)} of one class. own: {split: (candidates in seeded order,
-    where)} for the splits the source gives (train always); a split it lacks is held out of train's
-    candidates: test first, then val, then train, which takes the rest (train_per_class = "all":
-    all of it). fewest: {split: the fewest candidates of any class}, for the errors' hints."""
-    train, train_where = own["train"]
-    held = [split for split in ("test", "val") if split not in own]
-    wanted = [(split, _per_class(data, split)) for split in held] + [("train", data.train_per_class)]
-    if len(train) < _least(wanted):
-        raise _too_few(train_where, len(train), wanted, fewest["train"], data.max_skip_fraction)
-    parts = _consecutive(train, wanted, data.max_skip_fraction)
-    splits = {}
-    for split in cache.SPLITS:
-        needed = _per_class(data, split)
-        if split == "train":
-            splits[split] = (parts[split], train_where, len(parts[split]) if needed == ALL else needed)
-        elif split in held:
-            splits[split] = (parts[split], f"{train_where} (held out, seeded)", needed)
-        else:
-            candidates, where = own[split]
-            if len(candidates) < needed:
-                raise UserError(f"{where} has {len(candidates)} images; asked for {needed} {split}; set "
-                                f"data.{split}_per_class = {fewest[split]} (what every class's {split} holds) or less")
-            splits[split] = (candidates, where, needed)
-    return splits
-
-
-def _ordered(class_names, groups, kind, image_shape, converted=None):
-    """The Plan of groups: ordered by split and label, each group's offset in its split's array."""
-    groups = sorted(groups, key=lambda g: (cache.SPLITS.index(g.split), g.label))
-    filled = collections.Counter()
-    for group in groups:
-        group.offset = filled[group.split]
-        filled[group.split] += group.needed
-    return Plan(list(class_names), groups, kind, tuple(image_shape), converted or {})
 
 
 def lsun_plan(data, root):
@@ -215,14 +84,14 @@ def lsun_plan(data, root):
     for label, category in enumerate(data.categories):
         train_db = lsun.database_path(root, category, "train")
         held = ["val"] if has_val[category] else ["test", "val"]
-        wanted = [(split, _per_class(data, split)) for split in held] + [("train", data.train_per_class)]
-        total, available = _least(wanted), counts[category]
+        wanted = [(split, per_class(data, split)) for split in held] + [("train", data.train_per_class)]
+        total, available = least(wanted), counts[category]
         if available < total:
-            raise UserError(f"{train_db} holds {available} images; asked for {total} ({_asked(wanted)}); "
-                            f"{_fitting(min(counts.values()), wanted, f)}")
-        taken = available if data.train_per_class == ALL else sum(n + _allowance(n, f) for _, n in wanted)
+            raise UserError(f"{train_db} holds {available} images; asked for {total} ({asked(wanted)}); "
+                            f"{fitting(min(counts.values()), wanted, f)}")
+        taken = available if data.train_per_class == ALL else sum(n + allowance(n, f) for _, n in wanted)
         keys = lsun.keys_from(train_db, data.seed, taken)
-        parts = _consecutive(keys, wanted, f)
+        parts = consecutive(keys, wanted, f)
         location = {split: train_db for split in cache.SPLITS}
         where = {split: f"{train_db} (held out)" for split in held} | {"train": str(train_db)}
         if has_val[category]:
@@ -231,25 +100,20 @@ def lsun_plan(data, root):
             if in_val < data.test_per_class:
                 raise UserError(f"{val_db} holds {in_val} images; asked for test_per_class = {data.test_per_class} "
                                 "(test comes from the official val set); lower it")
-            parts["test"] = lsun.keys_from(val_db, data.seed, data.test_per_class + _allowance(data.test_per_class, f))
+            parts["test"] = lsun.keys_from(val_db, data.seed, data.test_per_class + allowance(data.test_per_class, f))
             location["test"], where["test"] = val_db, f"{val_db} (the official val set)"
-        needed = {split: _per_class(data, split) for split in cache.SPLITS}
+        needed = {split: per_class(data, split) for split in cache.SPLITS}
         if needed["train"] == ALL:
             needed["train"] = len(parts["train"])
         groups += [Group(split, label, needed[split], "lmdb", str(location[split]), parts[split],
                          where[split]) for split in cache.SPLITS]
     size = data.image_size
-    return _ordered(data.categories, groups, "pixels", (size, size, 3))
+    return ordered(data.categories, groups, "pixels", (size, size, 3))
 
 
 def _class_dirs(directory):
     return sorted(p for p in Path(directory).iterdir() if p.is_dir() and not p.name.startswith("."))
 
-
-def _shuffled(names, seed):
-    """names (sorted) in a seeded random order."""
-    names = sorted(names)
-    return [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
 
 
 def folder_plan(data, root):
@@ -273,7 +137,7 @@ def folder_plan(data, root):
         names = [str(p.relative_to(root)) for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
         if not names:
             raise UserError(f"{directory} has no images ({', '.join(IMAGE_SUFFIXES)}); add some or remove the folder")
-        return _shuffled(names, seed)
+        return shuffled(names, seed)
 
     own = []  # per class: {split: (files in a seeded order, where)} for the splits the folder has
     for label, name in enumerate(classes):
@@ -283,18 +147,12 @@ def folder_plan(data, root):
             own[label][split] = (images_in(root / split / name, [data.seed, label, cache.SPLITS.index(split)]),
                                  str(root / split / name))
     groups = []
-    for label, splits in enumerate(_each_class(data, own)):
+    for label, splits in enumerate(each_class(data, own)):
         groups += [Group(split, label, needed, "file", str(root), candidates, where)
                    for split, (candidates, where, needed) in splits.items()]
     size = data.image_size
-    return _ordered(classes, groups, "pixels", (size, size, 3))
+    return ordered(classes, groups, "pixels", (size, size, 3))
 
-
-def _each_class(data, own):
-    """_class_splits of every class (own: one {split: (candidates, where)} per class), the hints
-    taken from the smallest class of each split."""
-    fewest = {split: min(len(parts[split][0]) for parts in own) for split in own[0]}
-    return [_class_splits(data, parts, fewest) for parts in own]
 
 
 def read_npy_labels(root):
@@ -372,13 +230,13 @@ def npy_plan(data, root):
     if len(classes) < 2:
         raise UserError(f"{root} has {len(classes)} label(s); a comparison needs at least 2")
     kind, image_shape, converted = _npy_kind(root, sorted(labels), data.image_size)
-    own = [{"train": (_shuffled([f for f, value in labels.items() if value == name], [data.seed, label]),
+    own = [{"train": (shuffled([f for f, value in labels.items() if value == name], [data.seed, label]),
                       f"{root} class {name!r}")} for label, name in enumerate(classes)]
     groups = []
-    for label, splits in enumerate(_each_class(data, own)):
+    for label, splits in enumerate(each_class(data, own)):
         groups += [Group(split, label, needed, "npy", str(root), candidates, where)
                    for split, (candidates, where, needed) in splits.items()]
-    return _ordered(classes, groups, kind, image_shape, converted)
+    return ordered(classes, groups, kind, image_shape, converted)
 
 
 def arrays_plan(data, path):
@@ -416,12 +274,12 @@ def arrays_plan(data, path):
                             "training images")
     own = []
     for label, value in enumerate(classes):
-        own.append({split: (_shuffled(np.flatnonzero(values == value).tolist(),
+        own.append({split: (shuffled(np.flatnonzero(values == value).tolist(),
                                       [data.seed, label] + ([] if split == "train" else [cache.SPLITS.index(split)])),
                             f"{images[split].where} class {value!s}")
                     for split, values in labels.items()})
     groups = []
-    for label, splits in enumerate(_each_class(data, own)):
+    for label, splits in enumerate(each_class(data, own)):
         for split, (candidates, where, needed) in splits.items():
             source = images[split if split in images else "train"]
             groups.append(Group(split, label, needed, "array", source.path, candidates, where,
@@ -429,7 +287,7 @@ def arrays_plan(data, path):
     image_shape = shape if kind == "values" else (data.image_size, data.image_size, shape[2])
     dtype = images["train"].dtype
     converted = {str(dtype): images["train"].where} if kind == "values" and dtype != np.float32 else {}
-    return _ordered([str(value) for value in classes], groups, kind, image_shape, converted)
+    return ordered([str(value) for value in classes], groups, kind, image_shape, converted)
 
 
 PLANS = {"lsun": lsun_plan, "folder": folder_plan, "npy": npy_plan, "arrays": arrays_plan}
@@ -475,6 +333,7 @@ def _plan_digest(plan):
     for group in plan.groups:
         digest.update(repr((group.split, group.label, group.needed, group.kind, group.location)).encode())
         digest.update(repr((group.member, group.array_name)).encode() if group.kind == "array" else b"")
+        digest.update(repr(group.channels).encode() if group.kind == "encoded" else b"")
         digest.update(b"\n".join(c if isinstance(c, bytes) else str(c).encode() for c in group.candidates))
     return digest.hexdigest()
 
