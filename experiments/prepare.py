@@ -48,6 +48,8 @@ from augcompare.experiments.images import (
     npy_sample_kind,
 )
 from augcompare.experiments.processes import end_with_parent
+from augcompare.experiments.sources import keras as keras_source
+from augcompare.experiments.sources import tfds as tfds_source
 from augcompare.experiments.sources.plan import (
     Group,
     allowance,
@@ -290,7 +292,13 @@ def arrays_plan(data, path):
     return ordered([str(value) for value in classes], groups, kind, image_shape, converted)
 
 
-PLANS = {"lsun": lsun_plan, "folder": folder_plan, "npy": npy_plan, "arrays": arrays_plan}
+# source -> plan(data, root, scratch): scratch is a folder of the source's own beside the output
+# (.<name>.source), removed once the cache is complete.
+PLANS = {"lsun": lambda data, root, scratch: lsun_plan(data, root),
+         "folder": lambda data, root, scratch: folder_plan(data, root),
+         "npy": lambda data, root, scratch: npy_plan(data, root),
+         "arrays": lambda data, root, scratch: arrays_plan(data, root),
+         "tfds": tfds_source.plan, "keras": keras_source.plan}
 
 
 def source_params(data):
@@ -306,6 +314,13 @@ def source_params(data):
         # changed file: arrays are rewritten in place more often than image folders
         params["root"] = str(Path(data.path).expanduser().resolve())
         params["files"] = arrays.fingerprint(data.path)
+    if data.source == "keras":
+        # a missing data set fails here, before anything is prepared (or is downloaded, where asked)
+        params.update(root=str(keras_source.find(data)), name=data.name)
+        params["files"] = keras_source.fingerprint(data)
+    if data.source == "tfds":
+        params.update(root=str(tfds_source.data_folder(data).resolve()), name=data.name, names=list(data.names),
+                      files=tfds_source.fingerprint(data))
     return params
 
 
@@ -489,7 +504,7 @@ def _reusable(out, params):
 
 
 def prepare_source(data, out, progress=True):
-    """Prepares the cache of data (a DataConfig whose source is lsun, folder or npy) at out, or reuses
+    """Prepares the cache of data (a DataConfig whose source is one of PLANS) at out, or reuses
     the one there (made with the same settings); returns out."""
     out = Path(out).expanduser()
     params = source_params(data)
@@ -507,7 +522,9 @@ def prepare_source(data, out, progress=True):
     lock.acquire(wait=True, on_wait=lambda holder: console.line(f"augcompare: waiting for {holder} to finish"))
     try:
         if not _reusable(out, params):  # where another process prepared it meanwhile, it is used
-            _prepare(PLANS[data.source](data, Path(params["root"])), params, out, data, progress)
+            scratch = out.parent / f".{out.name}.source"
+            _prepare(PLANS[data.source](data, Path(params["root"]), scratch), params, out, data, progress)
+            shutil.rmtree(scratch, ignore_errors=True)
     finally:
         lock.release()
     return out
