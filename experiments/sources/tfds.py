@@ -73,11 +73,21 @@ def fingerprint(data):
             _builder(_import(), dataset, root, download=True)
             files = _info_files(root, dataset)
         if not files:
+            _check_known(dataset, root)
             raise _missing(dataset, root)
         for file in files:
             info = os.stat(file)
             stats[str(file.relative_to(root))] = [info.st_size, info.st_mtime_ns]
     return stats
+
+
+def _check_known(dataset, root):
+    """A UserError where dataset names no data set TFDS knows (TFDS's list of its own builders;
+    TensorFlow is not loaded for it)."""
+    name = dataset.partition(":")[0].split("/")[0]
+    if name not in _import().list_builders(with_community_datasets=False):
+        raise UserError(f"TFDS has no data set {dataset!r} (neither one of its own nor one prepared in {root}); see "
+                        "https://www.tensorflow.org/datasets/catalog for the names")
 
 
 def _import():
@@ -94,8 +104,8 @@ def _builder(tfds, dataset, root, download=False):
     try:
         builder = tfds.builder(dataset, data_dir=str(root), try_gcs=False)
     except tfds.core.registered.DatasetNotFoundError:
-        raise UserError(f"TFDS has no data set {dataset!r} (neither a registered name nor one prepared in {root}); "
-                        "see `tfds.list_builders()` or https://www.tensorflow.org/datasets/catalog") from None
+        raise UserError(f"TFDS has no data set {dataset!r} (neither one of its own nor one prepared in {root}); see "
+                        "https://www.tensorflow.org/datasets/catalog for the names") from None
     except (ValueError, OSError, AssertionError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"TFDS cannot open {dataset} in {root}: {first}") from None
@@ -112,7 +122,7 @@ def _features(tfds, builder, dataset, want_label):
     features = builder.info.features
     images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
     labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
-    listing = ", ".join(f"{k} ({type(f).__name__})" for k, f in features.items())
+    listing = ", ".join(f"{k} ({type(f).__name__})" for k, f in sorted(features.items()))
     if len(images) != 1:
         raise UserError(f"TFDS data set {dataset} has {len(images)} image features ({listing}); augcompare reads data "
                         "sets with one image feature" + (" and one class label" if want_label else ""))
