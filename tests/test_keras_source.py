@@ -152,3 +152,14 @@ def test_bad_tfds_and_keras_settings_are_one_line_errors(table, message):
     with pytest.raises(UserError, match=re.escape(message)) as error:
         config.data_config(table)
     assert "\n" not in str(error.value)
+
+
+def test_augcompare_prepare_keras_reads_keras_home(tmp_path, monkeypatch):
+    from augcompare.experiments import cli
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    write_keras_files(tmp_path / "keras", "mnist")
+    assert cli.main(["prepare", "keras", "--name", "mnist", "--out", str(tmp_path / "mnist"), "--image-size", "28",
+                     "--train-per-class", "all", "--val-per-class", "1", "--test-per-class", "3", "--workers",
+                     "1"]) == 0
+    dataset = open_cache(tmp_path / "mnist")
+    assert dataset.class_names == tuple(str(i) for i in range(10)) and dataset.test_images.shape == (30, 28, 28, 1)

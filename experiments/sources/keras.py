@@ -77,8 +77,8 @@ def find(data):
                             "data.data_dir out, or download it there yourself")
         download(name)
         return find(dataclasses.replace(data, download=False))
-    first = LAYOUTS[name]["folders"][0]
-    raise UserError(f"Keras' {name} is not in {root} (looked for {first}/{_needed_files(name)[0]}); get it once with "
+    first = Path(LAYOUTS[name]["folders"][0]) / _needed_files(name)[0]
+    raise UserError(f"Keras' {name} is not in {root} (looked for {first}); get it once with "
                     f"python -c \"import keras; keras.datasets.{name}.load_data()\", or set data.download = true")
 
 
