@@ -145,3 +145,12 @@ def test_bundled_experiments_run_by_name_and_are_listed(capsys):
     with pytest.raises(UserError, match="no experiment file ablatoin and no bundled experiment of that name; "
                                         "bundled: ablation, demo"):
         config.load("ablatoin")
+
+
+@pytest.mark.parametrize("name", sorted(config.bundled()))
+def test_every_bundled_experiment_loads(name):
+    experiment = config.load(name)
+    assert experiment.name == name and experiment.arms
+    if experiment.data.source in ("keras", "tfds"):  # the data sets papers compare on: the policies, two stages
+        assert list(experiment.arms) == list(config.load("policies").arms)
+        assert experiment.analysis.target_half_width > 0 and experiment.analysis.comparisons == "all"
