@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from augcompare.experiments import config, data
+from augcompare.experiments.cache import open_cache
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.sources import tfds as tfds_source
 
@@ -92,6 +93,31 @@ def test_one_data_set_per_class_reads_only_the_images_asked(tfds_dir, tmp_path, 
     read.clear()
     data.load_dataset(settings)
     assert read == []  # the cache is reused: TFDS is not read again
+
+
+def test_an_interrupted_preparation_continues_without_reading_tfds_again(tfds_dir, tmp_path, monkeypatch, capsys):
+    from augcompare.experiments import cli, prepare
+    root, _ = tfds_dir
+    read, real_read, decode_chunk = [], tfds_source._read, prepare.decode_chunk
+
+    def counting(*args):
+        for record in real_read(*args):
+            read.append(record)
+            yield record
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(tfds_source, "_read", counting)
+    monkeypatch.setattr(prepare, "decode_chunk", interrupted)
+    command = ["prepare", "tfds", "--name", "augtiny", "--data-dir", str(root), "--out", str(tmp_path / "tiny"),
+               "--image-size", "8", "--train-per-class", "all", "--val-per-class", "1", "--test-per-class", "2",
+               "--workers", "1"]
+    assert cli.main(command) == 130
+    assert len(read) == 42 and (tmp_path / ".tiny.source").is_dir()  # TFDS's records, copied once
+    monkeypatch.setattr(prepare, "decode_chunk", decode_chunk)
+    assert cli.main(command) == 0
+    assert len(read) == 42 and not (tmp_path / ".tiny.source").exists()  # the copy was used, then removed
+    assert open_cache(tmp_path / "tiny").class_names == ("cat", "dog", "eel")
 
 
 @pytest.mark.parametrize("settings, message", [
