@@ -1,8 +1,9 @@
-"""Preparing a data set once: from an LSUN release, a folder of images, a folder of .npy samples or
-whole arrays (experiments.arrays) to the cache that training memory-maps (experiments.cache: train,
-val and test, which never share an image; val decides, test only reports).
+"""Preparing a data set once: from an LSUN release, a folder of images, a folder of .npy samples,
+whole arrays, a TFDS data set or Keras' files (each a module of experiments.sources) to the cache
+that training memory-maps (experiments.cache: train, val and test, which never share an image; val
+decides, test only reports).
 
-1. A plan (lsun_plan, folder_plan, npy_plan, arrays_plan): for each split and class a Group with how many
+1. A plan (PLANS, each source's plan function): for each split and class a Group with how many
    images it needs and its candidates in order of preference, and the kind and shape of the
    images (experiments.images).
 2. Decoding runs in worker processes, a bounded number of chunks of candidates in flight, the
@@ -22,7 +23,6 @@ the lock file beside it (.<name>.lock) prepares; the other waits, then uses the 
 import collections
 import concurrent.futures
 import concurrent.futures.process  # BrokenProcessPool, named in except clauses even without a pool
-import csv
 import dataclasses
 import hashlib
 import multiprocessing
@@ -35,33 +35,17 @@ from pathlib import Path
 import numpy as np
 from PIL import features
 
-from augcompare.experiments import arrays, cache, console, lsun
-from augcompare.experiments.config import ALL
+from augcompare.experiments import arrays, cache, console
 from augcompare.experiments.errors import Interrupted, UserError
 from augcompare.experiments.files import DirectoryLock, read_json, write_json
-from augcompare.experiments.images import (
-    IMAGE_SUFFIXES,
-    close_arrays,
-    close_databases,
-    decode_chunk,
-    npy_header,
-    npy_sample_kind,
-)
+from augcompare.experiments.images import close_arrays, close_databases, decode_chunk
 from augcompare.experiments.processes import end_with_parent
+from augcompare.experiments.sources import arrays as arrays_source
+from augcompare.experiments.sources import folder as folder_source
 from augcompare.experiments.sources import keras as keras_source
+from augcompare.experiments.sources import lsun as lsun_source
+from augcompare.experiments.sources import npy as npy_source
 from augcompare.experiments.sources import tfds as tfds_source
-from augcompare.experiments.sources.plan import (
-    Group,
-    allowance,
-    asked,
-    consecutive,
-    each_class,
-    fitting,
-    least,
-    ordered,
-    per_class,
-    shuffled,
-)
 
 DECODING = 2            # changes whenever the same source and settings would give other images
 RECORD_SECONDS = 2.0    # how often the progress record is brought up to date
@@ -71,234 +55,10 @@ CHUNK_BYTES = 8 << 20   # most bytes of decoded images per chunk
 CHUNKS_PER_WORKER = 4   # chunks in flight per worker: enough to keep it busy, few enough to bound memory
 
 
-
-def lsun_plan(data, root):
-    """Test comes from <category>_val_lmdb, the official val set (its first test_per_class keys from
-    the seed's start key); val is held out from the train database (the first keys after the
-    start key), then train. Without a val database, test and val are both held out: test first,
-    then val, then train."""
-    if not data.categories:
-        raise UserError(f"name the LSUN categories to use, e.g. bedroom,church_outdoor; known: "
-                        f"{', '.join(lsun.CATEGORIES)}")
-    has_val = lsun.check_root(root, data.categories)
-    groups, f = [], data.max_skip_fraction
-    counts = {category: lsun.count(lsun.database_path(root, category, "train")) for category in data.categories}
-    for label, category in enumerate(data.categories):
-        train_db = lsun.database_path(root, category, "train")
-        held = ["val"] if has_val[category] else ["test", "val"]
-        wanted = [(split, per_class(data, split)) for split in held] + [("train", data.train_per_class)]
-        total, available = least(wanted), counts[category]
-        if available < total:
-            raise UserError(f"{train_db} holds {available} images; asked for {total} ({asked(wanted)}); "
-                            f"{fitting(min(counts.values()), wanted, f)}")
-        taken = available if data.train_per_class == ALL else sum(n + allowance(n, f) for _, n in wanted)
-        keys = lsun.keys_from(train_db, data.seed, taken)
-        parts = consecutive(keys, wanted, f)
-        location = {split: train_db for split in cache.SPLITS}
-        where = {split: f"{train_db} (held out)" for split in held} | {"train": str(train_db)}
-        if has_val[category]:
-            val_db = lsun.database_path(root, category, "val")
-            in_val = lsun.count(val_db)
-            if in_val < data.test_per_class:
-                raise UserError(f"{val_db} holds {in_val} images; asked for test_per_class = {data.test_per_class} "
-                                "(test comes from the official val set); lower it")
-            parts["test"] = lsun.keys_from(val_db, data.seed, data.test_per_class + allowance(data.test_per_class, f))
-            location["test"], where["test"] = val_db, f"{val_db} (the official val set)"
-        needed = {split: per_class(data, split) for split in cache.SPLITS}
-        if needed["train"] == ALL:
-            needed["train"] = len(parts["train"])
-        groups += [Group(split, label, needed[split], "lmdb", str(location[split]), parts[split],
-                         where[split]) for split in cache.SPLITS]
-    size = data.image_size
-    return ordered(data.categories, groups, "pixels", (size, size, 3))
-
-
-def _class_dirs(directory):
-    return sorted(p for p in Path(directory).iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-
-def folder_plan(data, root):
-    """root/train/<class>/, root/val/<class>/ and root/test/<class>/ where present, a missing split
-    held out from train; without root/train/, root/<class>/ split three ways. Held out: the
-    class's files in a seeded random order, test first, then val, then train."""
-    if not root.is_dir():
-        raise UserError(f"image folder {root} does not exist; give a folder of <class>/ subfolders")
-    present = [split for split in cache.SPLITS if (root / split).is_dir()]
-    if present and "train" not in present:
-        raise UserError(f"{root} has {present[0]}/ but no train/; put the training images in "
-                        f"{root / 'train'}/<class>/, or use {root}/<class>/ alone")
-    classes = [p.name for p in _class_dirs(root / "train" if present else root)]
-    if len(classes) < 2:
-        raise UserError(f"{root} has {len(classes)} class folder(s); give at least 2 <class>/ subfolders")
-
-    def images_in(directory, seed):
-        if not directory.is_dir():
-            raise UserError(f"{directory} is missing: {root}/{directory.parent.name}/ must have the same classes "
-                            f"as {root}/train/")
-        names = [str(p.relative_to(root)) for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-        if not names:
-            raise UserError(f"{directory} has no images ({', '.join(IMAGE_SUFFIXES)}); add some or remove the folder")
-        return shuffled(names, seed)
-
-    own = []  # per class: {split: (files in a seeded order, where)} for the splits the folder has
-    for label, name in enumerate(classes):
-        source = root / "train" / name if present else root / name
-        own.append({"train": (images_in(source, [data.seed, label]), str(source))})
-        for split in present[1:]:
-            own[label][split] = (images_in(root / split / name, [data.seed, label, cache.SPLITS.index(split)]),
-                                 str(root / split / name))
-    groups = []
-    for label, splits in enumerate(each_class(data, own)):
-        groups += [Group(split, label, needed, "file", str(root), candidates, where)
-                   for split, (candidates, where, needed) in splits.items()]
-    size = data.image_size
-    return ordered(classes, groups, "pixels", (size, size, 3))
-
-
-
-def read_npy_labels(root):
-    """{file name: label} from root/labels.json ({"a.npy": "cat"}) or root/labels.csv (file,label)."""
-    if (root / "labels.json").is_file():
-        labels = read_json(root / "labels.json", 'write it as {"file.npy": "label", ...}')
-        if not isinstance(labels, dict):
-            raise UserError(f"{root / 'labels.json'} must map file names to labels")
-        return {str(k): str(v) for k, v in labels.items()}
-    if (root / "labels.csv").is_file():
-        with open(root / "labels.csv", newline="") as handle:
-            rows = [row for row in csv.reader(handle) if row]
-        if any(len(row) != 2 for row in rows):
-            raise UserError(f"{root / 'labels.csv'} must have two columns per line: file,label")
-        return {name.strip(): label.strip() for name, label in rows if name.strip() != "file"}
-    raise UserError(f"{root} has no labels.json or labels.csv mapping each .npy file to its label")
-
-
-def _npy_kind(root, names, image_size):
-    """(kind, image_shape, converted) of the .npy samples, from their headers: one kind (uint8
-    pixels or numeric values), one channel count, and for values one shape [S, S, C] with S ==
-    image_size; anything else is a UserError naming an example file of each. Files whose header
-    is not a sample are left to the workers, which skip them with the reason."""
-    found = {"pixels": {}, "values": {}}  # kind -> {(shape or channels, dtype): example}
-    for name in names:
-        try:
-            shape, dtype = npy_header(root / name)
-            kind, shape = npy_sample_kind(shape, dtype)
-        except ValueError:
-            continue
-        found[kind].setdefault((shape if kind == "values" else shape[2], str(dtype)), name)
-    pixels, values = found["pixels"], found["values"]
-    if pixels and values:
-        (_, dtype), example = next(iter(values.items()))
-        raise UserError(f"{root} mixes uint8 pixels (e.g. {next(iter(pixels.values()))}) and {dtype} values "
-                        f"(e.g. {example}); a data set holds one kind: convert the files to one")
-    if values:
-        shapes = {}
-        for (shape, _), example in values.items():
-            shapes.setdefault(shape, example)
-        if len(shapes) > 1:
-            (a, example_a), (b, example_b) = list(shapes.items())[:2]
-            raise UserError(f"{root} holds values of shape {a} (e.g. {example_a}) and {b} (e.g. {example_b}); "
-                            "values are kept exactly, never resized, so every file must have one shape")
-        (shape, example), = shapes.items()
-        if shape[0] != shape[1] or shape[0] != image_size:
-            raise UserError(f"{root} holds values of shape {shape} (e.g. {example}), kept exactly (never resized "
-                            f"or cropped): give square [S, S, C] arrays and set data.image_size = {shape[0]} "
-                            f"(augcompare prepare: --image-size {shape[0]})")
-        converted = {dtype: example for (_, dtype), example in values.items() if dtype != "float32"}
-        return "values", shape, converted
-    channels = sorted({c for c, _ in pixels}) or [3]
-    if len(channels) > 1:
-        examples = {c: example for (c, _), example in pixels.items()}
-        raise UserError(f"{root} mixes uint8 pixels with {channels[0]} channel(s) (e.g. {examples[channels[0]]}) and "
-                        f"{channels[1]} (e.g. {examples[channels[1]]}); give every file the same channels")
-    return "pixels", (image_size, image_size, channels[0]), {}
-
-
-def npy_plan(data, root):
-    """The original layout: one .npy array per sample and a labels file; a seeded stratified split
-    (each class's files in a seeded random order: test first, then val, then train)."""
-    if not root.is_dir():
-        raise UserError(f"npy folder {root} does not exist")
-    labels = read_npy_labels(root)
-    files = {p.name for p in root.glob("*.npy")}
-    missing = sorted(set(labels) - files)
-    if missing:
-        raise UserError(f"the labels file names {len(missing)} missing file(s), e.g. {missing[0]}; fix the labels file")
-    unlabelled = sorted(files - set(labels))
-    if unlabelled:
-        raise UserError(f"{len(unlabelled)} .npy file(s) have no label, e.g. {unlabelled[0]}; add them to the labels "
-                        "file")
-    classes = sorted(set(labels.values()))
-    if len(classes) < 2:
-        raise UserError(f"{root} has {len(classes)} label(s); a comparison needs at least 2")
-    kind, image_shape, converted = _npy_kind(root, sorted(labels), data.image_size)
-    own = [{"train": (shuffled([f for f, value in labels.items() if value == name], [data.seed, label]),
-                      f"{root} class {name!r}")} for label, name in enumerate(classes)]
-    groups = []
-    for label, splits in enumerate(each_class(data, own)):
-        groups += [Group(split, label, needed, "npy", str(root), candidates, where)
-                   for split, (candidates, where, needed) in splits.items()]
-    return ordered(classes, groups, kind, image_shape, converted)
-
-
-def arrays_plan(data, path):
-    """x_train / y_train (and x_val / y_val, x_test / y_test where given) in an .npz file or a
-    folder of .npy files (experiments.arrays). A split not given is held out of train, seeded and
-    stratified, as a folder's; a given split takes each class's first images in a seeded order.
-    uint8 images are pixels (resized to image_size, channels kept); other real numbers are values,
-    kept bit for bit (float32), whose size must be image_size."""
-    found = arrays.find(path)
-    images = {split: found[f"x_{split}"] for split in cache.SPLITS if f"x_{split}" in found}
-    kinds = {split: arrays.sample_kind(image_file) for split, image_file in images.items()}
-    kind, shape = kinds["train"]
-    for split, (other_kind, other_shape) in kinds.items():
-        if other_kind != kind or (kind == "values" and other_shape != shape) or other_shape[2] != shape[2]:
-            raise UserError(f"{images[split].where} holds {images[split].dtype} {images[split].shape[1:]} samples but "
-                            f"x_train {images['train'].dtype} {images['train'].shape[1:]}; give every split the same "
-                            "dtype kind (uint8 or float) and channels (and values one shape)")
-    if kind == "values" and (shape[0] != shape[1] or shape[0] != data.image_size):
-        raise UserError(f"{images['train'].where} holds values of shape {shape}, kept exactly (never resized or "
-                        f"cropped): give square [S, S, C] samples and set data.image_size = {shape[0]}")
-    labels = {split: arrays.read_labels(found[f"y_{split}"], image_file.shape[0], image_file)
-              for split, image_file in images.items()}
-    numbers = labels["train"].dtype.kind == "i"
-    for split, values in labels.items():
-        if (values.dtype.kind == "i") != numbers:
-            raise UserError(f"y_{split} holds {'integer' if values.dtype.kind == 'i' else 'string'} labels but y_train "
-                            f"{'integer' if numbers else 'string'} ones; give every split the same kind of labels")
-    classes = np.unique(labels["train"])  # sorted: integers by value, strings alphabetically
-    if len(classes) < 2:
-        raise UserError(f"{images['train'].where}: y_train has {len(classes)} class; a comparison needs at least 2")
-    for split, values in labels.items():
-        unknown = np.setdiff1d(np.unique(values), classes)
-        if len(unknown):
-            raise UserError(f"y_{split} has class {unknown[0]!s}, which y_train does not have; every class must have "
-                            "training images")
-    own = []
-    for label, value in enumerate(classes):
-        own.append({split: (shuffled(np.flatnonzero(values == value).tolist(),
-                                      [data.seed, label] + ([] if split == "train" else [cache.SPLITS.index(split)])),
-                            f"{images[split].where} class {value!s}")
-                    for split, values in labels.items()})
-    groups = []
-    for label, splits in enumerate(each_class(data, own)):
-        for split, (candidates, where, needed) in splits.items():
-            source = images[split if split in images else "train"]
-            groups.append(Group(split, label, needed, "array", source.path, candidates, where,
-                                member=source.member, array_name=source.name))
-    image_shape = shape if kind == "values" else (data.image_size, data.image_size, shape[2])
-    dtype = images["train"].dtype
-    converted = {str(dtype): images["train"].where} if kind == "values" and dtype != np.float32 else {}
-    return ordered([str(value) for value in classes], groups, kind, image_shape, converted)
-
-
 # source -> plan(data, root, scratch): scratch is a folder of the source's own beside the output
 # (.<name>.source), removed once the cache is complete.
-PLANS = {"lsun": lambda data, root, scratch: lsun_plan(data, root),
-         "folder": lambda data, root, scratch: folder_plan(data, root),
-         "npy": lambda data, root, scratch: npy_plan(data, root),
-         "arrays": lambda data, root, scratch: arrays_plan(data, root),
-         "tfds": tfds_source.plan, "keras": keras_source.plan}
+PLANS = {"lsun": lsun_source.plan, "folder": folder_source.plan, "npy": npy_source.plan,
+         "arrays": arrays_source.plan, "tfds": tfds_source.plan, "keras": keras_source.plan}
 
 
 def source_params(data):
@@ -360,8 +120,6 @@ def _executor(workers):
     close_databases()
     return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
                                                   initializer=end_with_parent, initargs=(os.getpid(),))
-
-
 
 
 def _clock(seconds):
