@@ -19,7 +19,7 @@ import dataclasses
 from pathlib import Path
 
 from augcompare.augment import backend  # noqa: F401  (TensorFlow loaded quietly, before a user's own import)
-from augcompare.experiments import config
+from augcompare.experiments import config, tracking
 from augcompare.experiments.errors import RunStopped, UserError
 from augcompare.experiments.files import read_json
 from augcompare.experiments.history import read_history
@@ -32,12 +32,14 @@ class RunResult:
     run_dir: the directory; summary: summary.json as a dict (fractions in [0, 1]); history: the
     rows of history.csv as dicts (arm, seed, epoch, loss, accuracy, val_loss, val_accuracy,
     epoch_seconds); verdicts: arm -> verdict of the primary comparison with the baseline
-    ("better", "worse", "equivalent" or "inconclusive").
+    ("better", "worse", "equivalent" or "inconclusive"); mlflow_run_id: the MLflow run the run
+    was logged to (track.mlflow), else None.
     """
     run_dir: Path
     summary: dict
     history: list
     verdicts: dict
+    mlflow_run_id: str | None = None
 
     def __repr__(self):
         return f"RunResult({str(self.run_dir)!r}, verdicts={self.verdicts})"
@@ -106,4 +108,4 @@ def load_run(run_dir):
     except (KeyError, TypeError, AttributeError):
         raise UserError(f"{run_dir / 'summary.json'} lacks the primary comparison; redraw it with augcompare plot "
                         f"{run_dir}") from None
-    return RunResult(run_dir, summary, history, verdicts)
+    return RunResult(run_dir, summary, history, verdicts, tracking.read_ids(run_dir).get("run_id"))

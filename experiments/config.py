@@ -108,6 +108,13 @@ class RunConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrackConfig:
+    mlflow: str = ""                # "" = off; an MLflow tracking URI: "sqlite:///path/mlflow.db" or a server's
+    experiment: str = ""            # the MLflow experiment the run goes to; "" = the experiment's name
+    on_error: str = "stop"          # stop | continue (untracked, warned): when MLflow cannot be reached at the start
+
+
+@dataclasses.dataclass(frozen=True)
 class Experiment:
     name: str
     data: DataConfig
@@ -115,13 +122,14 @@ class Experiment:
     model: ModelConfig
     analysis: AnalysisConfig
     run: RunConfig
+    track: TrackConfig
     arms: dict  # arm name -> its settings (built-in operations, keras, function, mixup, cutmix), in file order
     # sweep name -> {"setting", "values", "arms"}: the arms a list-valued setting expanded into
     sweeps: dict = dataclasses.field(default_factory=dict)
 
 
 SECTIONS = {"data": DataConfig, "train": TrainConfig, "model": ModelConfig, "analysis": AnalysisConfig,
-            "run": RunConfig}
+            "run": RunConfig, "track": TrackConfig}
 
 # (minimum, maximum) of each number; None is unbounded.
 _RANGES = {
@@ -141,7 +149,7 @@ _CHOICES = {"data.source": SOURCES, "train.normalize": NORMALIZATIONS,
             "train.strategy": ("default", "mirrored", "multi_worker"), "analysis.primary": PRIMARY_METRICS,
             "train.precision": ("float32", "mixed_bfloat16", "mixed_float16"),
             "analysis.comparisons": ("baseline", "all"),
-            "run.executor": ("local", "ray")}
+            "run.executor": ("local", "ray"), "track.on_error": ("stop", "continue")}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -374,6 +382,16 @@ def _check_data(data):
             raise UserError(f"unknown LSUN category {unknown[0]!r}; valid: {', '.join(LSUN_CATEGORIES)}")
 
 
+def _tracking_uri(uri):
+    """A sqlite URI's relative path made absolute (from the current folder, as data.root is), so
+    that the run's config.toml resumes into the same database from any folder."""
+    prefix = "sqlite:///"
+    path, sep, query = uri[len(prefix):].partition("?")
+    if not uri.startswith(prefix) or not path or path.startswith("/"):
+        return uri
+    return prefix + str(Path(path).expanduser().resolve()) + sep + query
+
+
 def data_config(table):
     """A DataConfig from a table of [data] settings (as `augcompare prepare` gets them), defaults
     filled in and checked exactly as an experiment file's [data]."""
@@ -393,6 +411,7 @@ def build(raw, base_dir=None):
     if not isinstance(name, str) or not _NAME.match(name):
         raise UserError(f"name must be letters, digits, '.', '_' or '-', got {name!r}")
     sections = {section: _build_table(cls, section, raw.get(section, {})) for section, cls in SECTIONS.items()}
+    sections["track"] = dataclasses.replace(sections["track"], mlflow=_tracking_uri(sections["track"].mlflow))
     train, analysis = sections["train"], sections["analysis"]
     _check_data(sections["data"])
     if len(set(train.seeds)) != len(train.seeds):

@@ -77,13 +77,17 @@ def choose_jobs_at_once(requested, jobs, flops, cores=None, memory=None):
     return max(1, count)
 
 
+# The compiled trainers of this process, kept from run to run (job.trainer_key).
+_TRAINERS = {}
+
+
 class LocalExecutor:
     """One job after another in this process."""
 
     jobs_at_once, threads = 1, 0  # 0: TensorFlow's default, every core
 
     def __init__(self):
-        self.trainers = {}  # arm -> Trainer, compiled once per process
+        self.trainers = _TRAINERS
 
     def run(self, jobs, on_epoch, on_done, protect):
         """Trains jobs in order; on_epoch(job, row, stopped_early) after every epoch,
@@ -94,7 +98,7 @@ class LocalExecutor:
             on_done(job, record)
 
     def close(self):
-        self.trainers.clear()
+        pass
 
 
 def plan(run_config, jobs, flops, threads=None):

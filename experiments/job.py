@@ -298,11 +298,29 @@ def _test_results(trainer, dataset, recorder, epochs, batch_size):
             "selected_test_loss": chosen["loss"], "selected_test_accuracy": chosen["accuracy"]}
 
 
+# Compiled trainers a process keeps (the least recently used go first): tracing an arm's training
+# step takes longer than a small job's epochs.
+KEPT_TRAINERS = 16
+
+
+def trainer_key(job, experiment, dataset, steps):
+    """What an arm's compiled trainer depends on: a trainer with the same key, reset for a job's
+    seed, trains it as a fresh one would (tests/test_arms.py). So jobs of the same arm share one,
+    and so do runs in one process (the Python API, a notebook) with the same settings, except
+    where a run's own files or objects are compiled in: a function of the user's (its file may
+    have changed) and a distribution strategy, made for each run."""
+    train = {k: v for k, v in dataclasses.asdict(experiment.train).items() if k != "seeds"}
+    settings = experiment.arms[job.arm]
+    own = job.run_dir if "function" in settings or experiment.train.strategy != "default" else ""
+    return json.dumps([job.arm, settings, train, dataclasses.asdict(experiment.model), list(dataset.image_shape),
+                       len(dataset.class_names), list(dataset.value_range), steps, own], sort_keys=True, default=str)
+
+
 def run_job(job, trainers=None, on_epoch=None, protect=contextlib.nullcontext):
     """Trains and evaluates one job; returns its record (also written to its record.json).
 
-    trainers: a dict arm -> Trainer to reuse compiled models across the jobs of one process (the
-    local executor), or None to build one. on_epoch(row, stopped_early): called after each epoch.
+    trainers: a dict trainer_key -> Trainer to reuse compiled models across the jobs of one
+    process (the executors keep one), or None to build one. on_epoch(row, stopped_early): called after each epoch.
     protect(): a context in which the row and checkpoint writes of an epoch are not interrupted.
     """
     _check_visible(job)
@@ -340,12 +358,15 @@ def _train_and_evaluate(job, trainers, on_epoch, protect, started):
     steps = steps_per_epoch(len(dataset.train_labels), train.batch_size)
     strategy = distribution(train.strategy, train.cpu_devices)
     with timing.span("job: build and compile"):
-        trainer = (trainers or {}).get(job.arm)
-        if trainer is None or trainer.image_shape != dataset.image_shape:
+        key = trainer_key(job, experiment, dataset, steps)
+        trainer = trainers.pop(key, None) if trainers is not None else None
+        if trainer is None:
             trainer = Trainer(experiment, job.arm, dataset.image_shape, len(dataset.class_names),
                               dataset.value_range, steps, strategy)
-            if trainers is not None:
-                trainers[job.arm] = trainer
+        if trainers is not None:
+            trainers[key] = trainer  # the most recently used last
+            while len(trainers) > KEPT_TRAINERS:
+                trainers.pop(next(iter(trainers)))
         trainer.reset(job.seed, initial_weights_path(job.run_dir, job.seed))
     selected = (0, None)
     if done:

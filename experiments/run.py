@@ -11,7 +11,8 @@ skipped preparing it), history.csv, runs.json (the ended jobs with their test re
 two-stage design), summary.json, summary.md, accuracy.png, loss.png, ablation.png, pairs.png (three
 arms or more), strength.png (a sweep), augmentations.png, preview_samples.npy, weights/initial-seed<S>.weights.h5, jobs/<arm>-seed<S>/
 (while a job is unfinished), best/<arm>-seed<S>.keras (train.save_best), tensorboard/ (train.
-tensorboard), and .lock, which the running process holds.
+tensorboard), mlflow.json (track.mlflow: the MLflow ids, experiments.tracking), and .lock, which
+the running process holds.
 
 Nothing trained is lost: a job's rows and checkpoint reach the disk after every epoch, so
 `augcompare run --resume RUN_DIR` continues a run killed at any moment and ends with the files an
@@ -34,13 +35,14 @@ import numpy as np
 from augcompare.augment.backend import keras, kernels, tf
 from augcompare.augment.params import augments, parse_function
 from augcompare.experiments import config as config_mod
-from augcompare.experiments import plots, preview, stats, timing
+from augcompare.experiments import plots, preview, stats, timing, tracking
 from augcompare.experiments.data import load_dataset
 from augcompare.experiments.errors import Interrupted, RunStopped, UserError
 from augcompare.experiments.executors import make_executor, plan, training_flops
 from augcompare.experiments.files import DirectoryLock, read_json, write_json, write_text
 from augcompare.experiments.history import HistoryWriter, read_history
 from augcompare.experiments.job import (
+    CHECKPOINT,
     ROWS,
     Job,
     check_record,
@@ -50,7 +52,7 @@ from augcompare.experiments.job import (
     read_record,
 )
 from augcompare.experiments.progress import RunProgress
-from augcompare.experiments.training import check_arms, write_initial_weights
+from augcompare.experiments.training import check_arms, checkpoint_epochs, write_initial_weights
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESTART = "start the run again with augcompare run RUN_DIR/config.toml"
@@ -252,7 +254,7 @@ def plan_lines(experiment):
 class Run:
     """Plans, hands out and merges the jobs of one run directory (held locked by this process)."""
 
-    def __init__(self, run_dir, experiment, dataset, log, per_seed, threads=None):
+    def __init__(self, run_dir, experiment, dataset, log, per_seed, threads=None, tracker=None):
         self.run_dir, self.experiment, self.dataset = Path(run_dir), experiment, dataset
         self.log, self.per_seed = log, per_seed
         self.arms = list(experiment.arms)
@@ -264,6 +266,7 @@ class Run:
         self.progress = None
         self.signals = None
         self.threads = threads  # the TensorFlow threads per job the run started with; None: choose now
+        self.tracker = tracker  # experiments.tracking.Tracker, or None: untracked
 
     # -- what is on disk ---------------------------------------------------------------------
 
@@ -319,6 +322,25 @@ class Run:
             return len(read_history(path)) if path.is_file() else 0
         except UserError:
             return 0  # the job itself reports the damage when it starts
+
+    def checkpointed_rows(self):
+        """(arm, seed) -> the checkpointed rows of each unfinished job (what its folder keeps)."""
+        kept = {}
+        for path in sorted((self.run_dir / "jobs").glob(f"*/{ROWS}")):
+            try:
+                rows = read_history(path)[:checkpoint_epochs(path.parent / CHECKPOINT, "")]
+            except UserError:
+                continue  # the job itself reports the damage when it starts
+            if rows:
+                kept[rows[0]["arm"], rows[0]["seed"]] = rows
+        return kept
+
+    def begin_tracking(self):
+        """The MLflow run begun or continued, with what earlier processes left unlogged."""
+        recorded = self.run_dir / "environment.json"
+        environment = read_json(recorded, "delete it") if recorded.is_file() else {}
+        self.tracker.begin(config_mod.to_dict(self.experiment), environment if isinstance(environment, dict) else {},
+                           self.experiment.arms, self.history, self.records, self.checkpointed_rows())
 
     def epochs_on_disk(self):
         """Epochs kept: the rows of ended jobs and those of unfinished jobs' folders."""
@@ -429,10 +451,14 @@ class Run:
         jobs = [self.job(arm, seed) for arm, seed in pending]
 
         def on_epoch(job, row, stopped_early):
+            if self.tracker is not None:
+                self.tracker.epoch(job.arm, job.seed, row)
             self.progress.epoch(row, epochs, stopped_early)
 
         def on_done(job, record):
             self.merge(job, record)
+            if self.tracker is not None:
+                self.tracker.job_ended(job.arm, job.seed, record)
             rows = [row for row in self.history if (row["arm"], row["seed"]) == (job.arm, job.seed)]
             self.progress.job_done(record, skipped_epochs=epochs - len(rows))
         executor.run(jobs, on_epoch, on_done, self.signals.protected)
@@ -462,11 +488,14 @@ class Run:
                 raise UserError("analysis.target_half_width needs two arms or more, to plan the seeds from their "
                                 "paired differences; add an arm (a baseline, without augmentation) or list "
                                 "train.seeds")
+            if self.tracker is not None:
+                self.begin_tracking()
             if executor is None:
                 executor = make_executor(self.experiment.run, *self.executor_plan())
-        except BaseException:
+        except BaseException as error:
             if executor is not None:
                 executor.close()
+            self.stop_tracking(type(error))
             raise
         if executor.jobs_at_once > 1:
             self.log(f"{executor.jobs_at_once} jobs at once, each in its own process on {executor.threads} "
@@ -479,9 +508,13 @@ class Run:
                     self.plan_second_stage()
                     self.run_stage(executor, self.seeds())
         except OSError as error:
+            self.stop_tracking(RunStopped)
             raise RunStopped(f"cannot write {error.filename or 'the results'} ({error.strerror}); the "
                              f"{self.epochs_on_disk()} finished epochs are intact. Free space or fix the folder, then: "
                              f"augcompare run --resume {self.run_dir}", self.run_dir) from None
+        except BaseException as error:
+            self.stop_tracking(type(error))
+            raise
         finally:
             self.progress.close()
             executor.close()
@@ -493,7 +526,16 @@ class Run:
         with timing.span("run: summary and figures"):
             self.log(write_outputs(self.run_dir, self.experiment, self.history, self.records, self.design,
                                    self.per_seed))
+        if self.tracker is not None:
+            self.tracker.finish(read_json(self.run_dir / "summary.json", "run augcompare plot RUN_DIR"))
         return self.run_dir
+
+    def stop_tracking(self, kind):
+        """The MLflow runs of a run stopped before its end: KILLED where it resumes as it is (a
+        stop, a kill, a full disk), FAILED otherwise."""
+        if self.tracker is not None:
+            resumable = issubclass(kind, (RunStopped, KeyboardInterrupt))
+            self.tracker.stop("KILLED" if resumable else "FAILED")
 
 
 def _prepare(experiment):
@@ -536,6 +578,7 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
     run_dir = new_run_dir(Path(out_root) / experiment.name, run_id)
     lock = DirectoryLock(run_dir / ".lock", "augcompare run").acquire()
     try:
+        tracker = tracking.connect(experiment, run_dir, log)  # an unreachable tracker stops the run before the data
         dataset = _prepare(experiment)
     except BaseException:
         lock.release()
@@ -543,7 +586,7 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
         raise
     executor = None
     try:
-        run = Run(run_dir, experiment, dataset, log, per_seed)
+        run = Run(run_dir, experiment, dataset, log, per_seed, tracker=tracker)
         jobs_at_once, run.threads = run.executor_plan()
         # Started now: the workers load TensorFlow while the preview is drawn.
         executor = make_executor(experiment.run, jobs_at_once, run.threads)
@@ -591,6 +634,7 @@ def resume(run_dir, log=print, per_seed=False):
             experiment = config_mod.build(config_mod.read_toml(run_dir / "config.toml"))
         except UserError as error:
             raise UserError(f"{run_dir / 'config.toml'} cannot be used ({error}); restore it from a copy") from None
+        tracker = tracking.connect(experiment, run_dir, log)
         dataset = _prepare(experiment)
         log(f"{experiment.name}: resuming {run_dir}")
         recorded_path = run_dir / "environment.json"
@@ -612,7 +656,7 @@ def resume(run_dir, log=print, per_seed=False):
                     "not match an uninterrupted run's to the last digit")
         if warning := precision_warning(experiment.train.precision):
             log(warning)
-        return Run(run_dir, experiment, dataset, log, per_seed, threads).train()
+        return Run(run_dir, experiment, dataset, log, per_seed, threads, tracker).train()
     except KeyboardInterrupt as error:
         if isinstance(error, Interrupted):  # while the data was prepared: it says what continues it
             raise

@@ -58,7 +58,7 @@ def serve(connection, threads):
     from augcompare.experiments.errors import UserError
     from augcompare.experiments.job import run_job
     connection.send(("ready", os.getpid()))
-    trainers = {}  # arm -> Trainer: compiled once in this process, reset for every seed
+    trainers = {}  # job.trainer_key -> Trainer: compiled once in this process, reset for every seed
     while True:
         try:
             job = connection.recv()
