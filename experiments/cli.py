@@ -12,6 +12,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up
 # augcompare prepare's options: [data] settings, given as TOML values (--categories bedroom,tower too).
 PREPARE_OPTIONS = {
     "categories": "lsun: comma-separated, in label order",
+    "name": "tfds | keras: the data set (TFDS's name; keras: cifar10, cifar100, fashion_mnist or mnist)",
+    "names": "tfds: one data set per class instead, comma-separated, in label order (lsun/bedroom,lsun/tower)",
+    "data_dir": "tfds: TFDS's data directory; keras: the folder of Keras' files (default: the library's own)",
+    "download": "tfds | keras: true fetches a data set that is not on disk",
     "train_per_class": "training images per class, or all (every image left after val and test)",
     "val_per_class": "validation images per class (they decide: early stopping, selection)",
     "test_per_class": "test images per class (they only report)",
@@ -59,15 +63,15 @@ def _parser():
     commands.add_parser("experiments", help="list the bundled experiments, which run by name (augcompare run ablation)")
 
     prepare = commands.add_parser("prepare", help="decode a data set once into a cache that training memory-maps")
-    prepare.add_argument("source", choices=["lsun", "folder", "npy", "arrays"])
-    prepare.add_argument("--root", required=True,
-                         help="the LSUN folder, image folder or .npy folder; arrays: the .npz file or .npy folder")
+    prepare.add_argument("source", choices=["lsun", "folder", "npy", "arrays", "tfds", "keras"])
+    prepare.add_argument("--root", help="the LSUN folder, image folder or .npy folder; arrays: the .npz file or .npy "
+                         "folder (tfds and keras: --name instead)")
     prepare.add_argument("--out", required=True, help="the cache directory to write")
     # Each option is a [data] setting: its default and valid range live in experiments.config.
     from augcompare.experiments.config import DataConfig
     for option, help_text in PREPARE_OPTIONS.items():
         default = getattr(DataConfig(), option)
-        shown = f" (default: {default})" if default != () else ""
+        shown = f" (default: {default})" if default not in ((), "") else ""
         prepare.add_argument(f"--{option.replace('_', '-')}", help=help_text + shown)
 
     bench = commands.add_parser("bench", help="measure speed ratios side by side in one run")
@@ -159,12 +163,16 @@ def _prepare(args):
     from augcompare.experiments import config
     from augcompare.experiments.errors import UserError
     from augcompare.experiments.prepare import prepare_source
-    table = {"source": args.source, "path" if args.source == "arrays" else "root": args.root}
+    table = {"source": args.source}
+    if args.root is not None:
+        table["path" if args.source == "arrays" else "root"] = args.root
+    elif args.source in ("lsun", "folder", "npy", "arrays"):
+        raise UserError(f"augcompare prepare {args.source} needs --root, the folder (or file) holding the data")
     for option in PREPARE_OPTIONS:
         text = getattr(args, option)
         if text is None:
             continue
-        if option == "categories":
+        if option in ("categories", "names"):
             table[option] = [c for c in text.split(",") if c]
         else:
             table[option] = config.parse_override(f"data.{option}={text}")[1]

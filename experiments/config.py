@@ -24,7 +24,9 @@ from augcompare.experiments.lsun import CATEGORIES as LSUN_CATEGORIES
 # found wherever the package is installed).
 EXPERIMENTS_DIR = Path(str(importlib.resources.files("augcompare.experiments")))
 DEFAULT_EXPERIMENT = EXPERIMENTS_DIR / "demo.toml"
-SOURCES = ("demo", "lsun", "folder", "npy", "arrays", "cache")
+SOURCES = ("demo", "lsun", "folder", "npy", "arrays", "tfds", "keras", "cache")
+# The data sets of source = "keras": the ones keras.datasets loads into ~/.keras/datasets.
+KERAS_DATASETS = ("cifar10", "cifar100", "fashion_mnist", "mnist")
 # data.train_per_class may also be this word: every image of a class left after val and test.
 ALL = "all"
 # What a run may declare as its primary metric: measured on the test split, which decides nothing,
@@ -39,7 +41,8 @@ SWEEPABLE = (*(key for key, param in PARAMS.items() if param.kind in (int, float
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    source: str = "demo"            # where the images come from: demo | lsun | folder | npy | arrays | cache
+    source: str = "demo"            # where the images come from: demo | lsun | folder | npy | arrays | tfds | keras |
+                                    # cache
     image_size: int = 64            # images are image_size x image_size (value data: its own size)
     train_per_class: int = 300      # or "all": every image of a class left after val and test (not the demo)
     val_per_class: int = 200        # decides: early stopping, the selected epoch, save_best
@@ -47,6 +50,11 @@ class DataConfig:
     root: str = ""                  # lsun | folder | npy: the folder holding the data
     categories: tuple = dataclasses.field(default=(), metadata={"item": str})  # lsun categories
     path: str = ""                  # cache: the directory written by prepare; arrays: an .npz file or .npy folder
+    name: str = ""                  # tfds | keras: the data set, e.g. "cifar10" (TFDS's name, or one of KERAS_DATASETS)
+    names: tuple = dataclasses.field(default=(), metadata={"item": str})  # tfds: one data set per class, e.g.
+                                    # ["lsun/bedroom", "lsun/church_outdoor"], in label order (instead of name)
+    data_dir: str = ""              # tfds: TFDS's data directory; keras: the folder of Keras' files; "" = their own
+    download: bool = False          # tfds | keras: fetch a data set that is not on disk (else an error says how)
     cache_dir: str = ""             # where prepared data sets are kept; "" = ~/.cache/augcompare
     seed: int = 0                   # which images are drawn (demo) or taken (lsun, folder, npy)
     workers: int = 0                # processes that decode during preparation; 0 = all cores
@@ -349,6 +357,23 @@ def _check_data(data):
             raise UserError(f"data.source = \"{data.source}\" needs data.root, the folder holding the data")
         if not Path(data.root).expanduser().is_dir():
             raise UserError(f"data.root {data.root} does not exist; give the folder holding the data")
+    if data.source == "tfds":
+        if bool(data.name) == bool(data.names):
+            raise UserError("data.source = \"tfds\" needs data.name, a TFDS data set with an image and a class label "
+                            "(e.g. \"cifar10\"), or data.names, one data set per class (e.g. [\"lsun/bedroom\", "
+                            "\"lsun/church_outdoor\"]), not both")
+        if data.names and (len(data.names) < 2 or len(set(data.names)) != len(data.names)):
+            raise UserError(f"data.names = {list(data.names)!r} must name at least 2 different data sets, one per "
+                            "class")
+    if data.source == "keras":
+        if data.names or data.name not in KERAS_DATASETS:
+            given = f"data.name = {data.name!r}" if data.name else "no data.name"
+            raise UserError(f"data.source = \"keras\" with {given}; choose one of {', '.join(KERAS_DATASETS)} (or "
+                            "source = \"tfds\" for TFDS's data sets)")
+    if (data.source in ("tfds", "keras") and data.data_dir and not data.download
+            and not Path(data.data_dir).expanduser().is_dir()):
+        raise UserError(f"data.data_dir {data.data_dir} does not exist; give the folder holding the data set, or leave "
+                        "it out for the library's own")
     if data.source == "lsun":
         if not data.categories:
             raise UserError("data.source = \"lsun\" needs data.categories, e.g. [\"bedroom\", \"church_outdoor\"]")

@@ -1,6 +1,6 @@
 """Where a run's data comes from: every source ends as a prepared cache (experiments.cache) that
-training memory-maps. The demo is drawn here; LSUN, folders, .npy files and arrays are
-prepared by experiments.prepare.
+training memory-maps. The demo is drawn here; LSUN, folders, .npy files, arrays, TFDS's and
+Keras' data sets are prepared by experiments.prepare.
 """
 
 import os
@@ -65,7 +65,7 @@ def load_dataset(data):
         return demo_dataset(data, cache_dir)
     if data.source == "cache":
         return cache.open_cache(Path(data.path).expanduser())
-    if data.source in ("lsun", "folder", "npy", "arrays"):
+    if data.source in ("lsun", "folder", "npy", "arrays", "tfds", "keras"):
         from augcompare.experiments.prepare import prepare_source, source_params
         out = cache_dir / f"{data.source}-{cache.key(source_params(data))}"
         return cache.open_cache(prepare_source(data, out))

@@ -10,10 +10,17 @@ it imports no TensorFlow.
 - .npy samples keep what they are. uint8 arrays are pixels, resized like images but with their
   channels kept ([H, W] -> [H, W, 1], 1 stays 1, 3 stays 3). Other real numbers are "values":
   float32 [S, S, C], kept exactly (no resize, crop or clipping; other dtypes converted to float32).
+- Keras' files (experiments.sources.keras) are read here too: CIFAR's pickled batches (through an
+  unpickler that admits NumPy's array reconstruction and nothing else) and MNIST-style IDX files
+  (gzipped); their samples are uint8 pixels, like an .npy sample's.
+- TFDS's encoded images (experiments.sources.tfds, copied into an LMDB) keep their channels: a
+  grayscale PNG stays one channel.
 """
 
+import gzip
 import io
 import os
+import pickle
 
 import lmdb
 import numpy as np
@@ -42,16 +49,17 @@ def resize_and_crop(image, size):
     return array[:, :, None] if array.ndim == 2 else array
 
 
-def open_picture(data, size):
-    """A decoded RGB Pillow image from encoded bytes; raises ValueError naming what is wrong."""
+def open_picture(data, size, mode="RGB"):
+    """A decoded Pillow image of mode ("RGB" or "L") from encoded bytes; raises ValueError naming
+    what is wrong."""
     kind = image_format(data)
     if kind is None:
         raise ValueError("unknown image format")
     try:
         image = Image.open(io.BytesIO(data), formats=[kind])
         if kind == "JPEG":
-            image.draft("RGB", (DRAFT_GAP * size, DRAFT_GAP * size))  # both sides stay >= DRAFT_GAP x size
-        return image.convert("RGB")  # grayscale, CMYK and palettes become RGB
+            image.draft(mode, (DRAFT_GAP * size, DRAFT_GAP * size))  # both sides stay >= DRAFT_GAP x size
+        return image.convert(mode)  # RGB: grayscale, CMYK and palettes become RGB
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"undecodable {kind}: {error}") from None
 
@@ -140,17 +148,82 @@ def close_databases():
 _ARRAYS = {}
 
 
+def _kept(path, what, read):
+    """read() of the file at path, once per process (a file rewritten since is read again)."""
+    info = os.stat(path)
+    key = (os.getpid(), path, what, info.st_size, info.st_mtime_ns)
+    if key not in _ARRAYS:
+        _ARRAYS[key] = read()
+    return _ARRAYS[key]
+
+
 def open_array(path, member):
     """The image array at path (an .npy file, member "") or member of the .npz file at path."""
-    info = os.stat(path)  # a file rewritten since is read again
-    key = (os.getpid(), path, member, info.st_size, info.st_mtime_ns)
-    if key not in _ARRAYS:
+    def read():
         if member:
             with np.load(path, allow_pickle=False) as archive:
-                _ARRAYS[key] = archive[member]
-        else:
-            _ARRAYS[key] = np.load(path, mmap_mode="r", allow_pickle=False)
-    return _ARRAYS[key]
+                return archive[member]
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    return _kept(path, member, read)
+
+
+# What a CIFAR batch may ask the unpickler for: NumPy's array reconstruction (numpy 1 and 2 names),
+# and the bytes a protocol-2 pickle written by Python 3 encodes through _codecs.encode.
+_CIFAR_GLOBALS = {(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+                  for name in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype"),
+                                                             ("_codecs", "encode")}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise ValueError(f"pickle asks for {module}.{name}, which a CIFAR batch never holds")
+        return super().find_class(module, name)
+
+
+def read_cifar_batch(path):
+    """{key: value} of a CIFAR batch file (a pickled dict, keys as str): "data" [N, 3072] uint8
+    (each row three 32 x 32 planes, R, G, B), "labels" (CIFAR-10) or "fine_labels" and
+    "coarse_labels" (CIFAR-100), or a meta file's names; raises ValueError naming what is wrong."""
+    try:
+        with open(path, "rb") as handle:
+            content = _ArraysOnly(handle, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError) as error:
+        raise ValueError(f"not a CIFAR batch: {error}") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"not a CIFAR batch: a pickled {type(content).__name__}, not a dict")
+    return {key.decode("latin-1") if isinstance(key, bytes) else str(key): value for key, value in content.items()}
+
+
+def cifar_images(path):
+    """uint8 [N, 32, 32, 3] of a CIFAR batch file."""
+    data = read_cifar_batch(path).get("data")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise ValueError("not a CIFAR batch: no uint8 [N, 3072] data")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path):
+    """The array of an IDX file (MNIST's format, gzipped where the name ends in .gz): a header of
+    two zero bytes, the type, the number of dimensions and each size (big-endian int32), then the
+    values; raises ValueError naming what is wrong."""
+    try:
+        with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as handle:
+            content = handle.read()
+    except (OSError, EOFError) as error:
+        raise ValueError(f"unreadable IDX file: {error}") from None
+    if len(content) < 4 or content[:2] != b"\0\0" or content[2] not in IDX_TYPES:
+        raise ValueError("not an IDX file (its first bytes are not an IDX header)")
+    dims = content[3]
+    shape = tuple(int(size) for size in np.frombuffer(content, ">i4", dims, 4)) if len(content) >= 4 + 4 * dims else ()
+    dtype = np.dtype(IDX_TYPES[content[2]])
+    if len(shape) != dims or len(content) != 4 + 4 * dims + int(np.prod(shape)) * dtype.itemsize:
+        raise ValueError(f"IDX file of {len(content)} bytes does not hold the shape {shape} its header gives (cut "
+                         "short?)")
+    return np.frombuffer(content, dtype, offset=4 + 4 * dims).reshape(shape)
 
 
 def close_arrays():
@@ -159,12 +232,17 @@ def close_arrays():
 
 
 def read_item(item):
-    """The raw content of an item: ("lmdb", database, key) or ("file", path) -> bytes;
-    ("npy", path) -> array; ("array", path, member, index) -> one sample of an image array."""
+    """The raw content of an item: ("lmdb", database, key), ("encoded", database, key, channels)
+    or ("file", path) -> bytes; ("npy", path) -> array; ("array", path, member, index),
+    ("cifar", path, index) and ("idx", path, index) -> one sample of an image array."""
     kind = item[0]
     if kind == "array":
         return np.array(open_array(item[1], item[2])[item[3]])
-    if kind == "lmdb":
+    if kind == "cifar":
+        return np.array(_kept(item[1], "cifar", lambda: cifar_images(item[1]))[item[2]])
+    if kind == "idx":
+        return np.array(_kept(item[1], "idx", lambda: read_idx(item[1]))[item[2]])
+    if kind in ("lmdb", "encoded"):
         with open_database(item[1]).begin(buffers=False) as txn:
             data = txn.get(item[2])
         if data is None:
@@ -188,9 +266,9 @@ def decode_item(item, kind, image_shape):
     where the source's shorter side was below the image size; raises ValueError, OSError or
     lmdb.Error where it cannot be decoded."""
     content = read_item(item)
-    if item[0] in ("npy", "array"):
+    if item[0] in ("npy", "array", "cifar", "idx"):
         return from_npy(content, kind, image_shape)
-    picture = open_picture(content, image_shape[0])
+    picture = open_picture(content, image_shape[0], "L" if item[0] == "encoded" and item[3] == 1 else "RGB")
     return resize_and_crop(picture, image_shape[0]), min(picture.size) < image_shape[0]
 
 

@@ -1,8 +1,9 @@
-"""Preparing a data set once: from an LSUN release, a folder of images, a folder of .npy samples or
-whole arrays (experiments.arrays) to the cache that training memory-maps (experiments.cache: train,
-val and test, which never share an image; val decides, test only reports).
+"""Preparing a data set once: from an LSUN release, a folder of images, a folder of .npy samples,
+whole arrays, a TFDS data set or Keras' files (each a module of experiments.sources) to the cache
+that training memory-maps (experiments.cache: train, val and test, which never share an image; val
+decides, test only reports).
 
-1. A plan (lsun_plan, folder_plan, npy_plan, arrays_plan): for each split and class a Group with how many
+1. A plan (PLANS, each source's plan function): for each split and class a Group with how many
    images it needs and its candidates in order of preference, and the kind and shape of the
    images (experiments.images).
 2. Decoding runs in worker processes, a bounded number of chunks of candidates in flight, the
@@ -22,10 +23,8 @@ the lock file beside it (.<name>.lock) prepares; the other waits, then uses the 
 import collections
 import concurrent.futures
 import concurrent.futures.process  # BrokenProcessPool, named in except clauses even without a pool
-import csv
 import dataclasses
 import hashlib
-import math
 import multiprocessing
 import os
 import shutil
@@ -36,19 +35,17 @@ from pathlib import Path
 import numpy as np
 from PIL import features
 
-from augcompare.experiments import arrays, cache, console, lsun
-from augcompare.experiments.config import ALL
+from augcompare.experiments import arrays, cache, console
 from augcompare.experiments.errors import Interrupted, UserError
 from augcompare.experiments.files import DirectoryLock, read_json, write_json
-from augcompare.experiments.images import (
-    IMAGE_SUFFIXES,
-    close_arrays,
-    close_databases,
-    decode_chunk,
-    npy_header,
-    npy_sample_kind,
-)
+from augcompare.experiments.images import close_arrays, close_databases, decode_chunk
 from augcompare.experiments.processes import end_with_parent
+from augcompare.experiments.sources import arrays as arrays_source
+from augcompare.experiments.sources import folder as folder_source
+from augcompare.experiments.sources import keras as keras_source
+from augcompare.experiments.sources import lsun as lsun_source
+from augcompare.experiments.sources import npy as npy_source
+from augcompare.experiments.sources import tfds as tfds_source
 
 DECODING = 2            # changes whenever the same source and settings would give other images
 RECORD_SECONDS = 2.0    # how often the progress record is brought up to date
@@ -58,381 +55,10 @@ CHUNK_BYTES = 8 << 20   # most bytes of decoded images per chunk
 CHUNKS_PER_WORKER = 4   # chunks in flight per worker: enough to keep it busy, few enough to bound memory
 
 
-@dataclasses.dataclass
-class Group:
-    """The images of one class in one split: the first `needed` candidates that decode, in order."""
-    split: str
-    label: int
-    needed: int
-    kind: str           # what a candidate is: "lmdb" (a key of the database `location`), "file" or
-    location: str       # "npy" (a path relative to the folder `location`), "array" (an index into the
-    candidates: list    # image array in the file `location`, its .npz member `member`); in order of preference
-    where: str          # where the images come from, for messages and meta.json's split_from
-    offset: int = 0     # position of its first image in the split's array
-    member: str = ""    # "array": the .npz member holding the images ("" for an .npy file)
-    array_name: str = ""  # "array": x_train, x_val or x_test, for names in messages and meta.json
-
-    def item(self, index):
-        """What images.decode_chunk reads for candidate `index`."""
-        if self.kind == "lmdb":
-            return ("lmdb", self.location, self.candidates[index])
-        if self.kind == "array":
-            return ("array", self.location, self.member, self.candidates[index])
-        return (self.kind, os.path.join(self.location, self.candidates[index]))
-
-    def name(self, index):
-        """Candidate `index` in words: database/key, the path relative to the source's root, or
-        array[index]."""
-        if self.kind == "lmdb":
-            return f"{Path(self.location).name}/{self.candidates[index].decode('ascii')}"
-        if self.kind == "array":
-            return f"{self.array_name}[{self.candidates[index]}]"
-        return self.candidates[index]
-
-
-@dataclasses.dataclass
-class Plan:
-    class_names: list
-    groups: list        # ordered by split (cache.SPLITS) then label, offsets set
-    kind: str           # "pixels" | "values" (cache.KINDS)
-    image_shape: tuple  # [S, S, C]
-    converted: dict = dataclasses.field(default_factory=dict)  # values: {source dtype: example file}
-
-
-def _allowance(needed, max_skip_fraction):
-    """Extra candidates a held-out split keeps for images that fail to decode."""
-    return math.ceil(needed * max_skip_fraction)
-
-
-def _consecutive(candidates, wanted, max_skip_fraction):
-    """Cuts candidates, in order, into one part per (split, needed) of wanted, the last taking the
-    rest: each earlier part holds its needed candidates, plus room for ones that fail to decode
-    where the later parts' needs leave some."""
-    parts, start = {}, 0
-    for position, (split, needed) in enumerate(wanted):
-        if position == len(wanted) - 1:
-            parts[split] = candidates[start:]
-            break
-        later = _least(wanted[position + 1:])
-        room = len(candidates) - start - later
-        end = start + max(needed, min(needed + _allowance(needed, max_skip_fraction), room))
-        parts[split], start = candidates[start:end], end
-    return parts
-
-
-def _per_class(data, split):
-    return getattr(data, f"{split}_per_class")
-
-
-def _least(wanted):
-    """The fewest candidates that meet [(split, needed)]: train_per_class = "all" needs one."""
-    return sum(1 if needed == ALL else needed for _, needed in wanted)
-
-
-def _asked(wanted):
-    """'300 train + 200 val + 200 test' for [(split, needed)]."""
-    needs = dict(wanted)
-    return " + ".join(f"{needs[s]} {s}" for s in cache.SPLITS if s in needs)
-
-
-def _fitting(fewest, wanted, max_skip_fraction):
-    """The settings that fit a class of `fewest` candidates (the smallest class), in words: the
-    largest per-class counts in the proportions asked, and where val and test fit as they are,
-    train_per_class = "all" with the train images that leaves."""
-    if fewest < len(wanted):
-        return f"each class needs at least {len(wanted)} images (one per split)"
-    held = [(split, needed) for split, needed in wanted if split != "train"]
-    held_total = sum(needed for _, needed in held)
-    weights = {split: (max(held_total, 1) if needed == ALL else needed) for split, needed in wanted}
-    fit = {split: max(1, weight * fewest // sum(weights.values())) for split, weight in weights.items()}
-    while sum(fit.values()) > fewest:  # the floor of one per split can overshoot a tiny class
-        largest = max(fit, key=fit.get)
-        fit[largest] -= 1
-    text = ("the largest counts that fit every class in these proportions: "
-            + ", ".join(f"data.{split}_per_class = {fit[split]}" for split in cache.SPLITS if split in fit))
-    if held_total < fewest:
-        left = len(_consecutive(list(range(fewest)), held + [("train", ALL)], max_skip_fraction)["train"])
-        names = " and ".join(f"data.{split}_per_class" for split, _ in held)
-        text += (f"; or keep {names} and set data.train_per_class = \"all\" (the smallest class then trains on "
-                 f"{left})" if held else "")
-    return text
-
-
-def _too_few(where, available, wanted, fewest, max_skip_fraction):
-    """The error for a class whose candidates cannot fill the counts asked of it."""
-    return UserError(f"{where} has {available} images; asked for {_asked(wanted)}; "
-                     f"{_fitting(fewest, wanted, max_skip_fraction)}")
-
-
-def _class_splits(data, own, fewest):
-    """{split: (candidates, where, needed)} of one class. own: {split: (candidates in seeded order,
-    where)} for the splits the source gives (train always); a split it lacks is held out of train's
-    candidates: test first, then val, then train, which takes the rest (train_per_class = "all":
-    all of it). fewest: {split: the fewest candidates of any class}, for the errors' hints."""
-    train, train_where = own["train"]
-    held = [split for split in ("test", "val") if split not in own]
-    wanted = [(split, _per_class(data, split)) for split in held] + [("train", data.train_per_class)]
-    if len(train) < _least(wanted):
-        raise _too_few(train_where, len(train), wanted, fewest["train"], data.max_skip_fraction)
-    parts = _consecutive(train, wanted, data.max_skip_fraction)
-    splits = {}
-    for split in cache.SPLITS:
-        needed = _per_class(data, split)
-        if split == "train":
-            splits[split] = (parts[split], train_where, len(parts[split]) if needed == ALL else needed)
-        elif split in held:
-            splits[split] = (parts[split], f"{train_where} (held out, seeded)", needed)
-        else:
-            candidates, where = own[split]
-            if len(candidates) < needed:
-                raise UserError(f"{where} has {len(candidates)} images; asked for {needed} {split}; set "
-                                f"data.{split}_per_class = {fewest[split]} (what every class's {split} holds) or less")
-            splits[split] = (candidates, where, needed)
-    return splits
-
-
-def _ordered(class_names, groups, kind, image_shape, converted=None):
-    """The Plan of groups: ordered by split and label, each group's offset in its split's array."""
-    groups = sorted(groups, key=lambda g: (cache.SPLITS.index(g.split), g.label))
-    filled = collections.Counter()
-    for group in groups:
-        group.offset = filled[group.split]
-        filled[group.split] += group.needed
-    return Plan(list(class_names), groups, kind, tuple(image_shape), converted or {})
-
-
-def lsun_plan(data, root):
-    """Test comes from <category>_val_lmdb, the official val set (its first test_per_class keys from
-    the seed's start key); val is held out from the train database (the first keys after the
-    start key), then train. Without a val database, test and val are both held out: test first,
-    then val, then train."""
-    if not data.categories:
-        raise UserError(f"name the LSUN categories to use, e.g. bedroom,church_outdoor; known: "
-                        f"{', '.join(lsun.CATEGORIES)}")
-    has_val = lsun.check_root(root, data.categories)
-    groups, f = [], data.max_skip_fraction
-    counts = {category: lsun.count(lsun.database_path(root, category, "train")) for category in data.categories}
-    for label, category in enumerate(data.categories):
-        train_db = lsun.database_path(root, category, "train")
-        held = ["val"] if has_val[category] else ["test", "val"]
-        wanted = [(split, _per_class(data, split)) for split in held] + [("train", data.train_per_class)]
-        total, available = _least(wanted), counts[category]
-        if available < total:
-            raise UserError(f"{train_db} holds {available} images; asked for {total} ({_asked(wanted)}); "
-                            f"{_fitting(min(counts.values()), wanted, f)}")
-        taken = available if data.train_per_class == ALL else sum(n + _allowance(n, f) for _, n in wanted)
-        keys = lsun.keys_from(train_db, data.seed, taken)
-        parts = _consecutive(keys, wanted, f)
-        location = {split: train_db for split in cache.SPLITS}
-        where = {split: f"{train_db} (held out)" for split in held} | {"train": str(train_db)}
-        if has_val[category]:
-            val_db = lsun.database_path(root, category, "val")
-            in_val = lsun.count(val_db)
-            if in_val < data.test_per_class:
-                raise UserError(f"{val_db} holds {in_val} images; asked for test_per_class = {data.test_per_class} "
-                                "(test comes from the official val set); lower it")
-            parts["test"] = lsun.keys_from(val_db, data.seed, data.test_per_class + _allowance(data.test_per_class, f))
-            location["test"], where["test"] = val_db, f"{val_db} (the official val set)"
-        needed = {split: _per_class(data, split) for split in cache.SPLITS}
-        if needed["train"] == ALL:
-            needed["train"] = len(parts["train"])
-        groups += [Group(split, label, needed[split], "lmdb", str(location[split]), parts[split],
-                         where[split]) for split in cache.SPLITS]
-    size = data.image_size
-    return _ordered(data.categories, groups, "pixels", (size, size, 3))
-
-
-def _class_dirs(directory):
-    return sorted(p for p in Path(directory).iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _shuffled(names, seed):
-    """names (sorted) in a seeded random order."""
-    names = sorted(names)
-    return [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
-
-
-def folder_plan(data, root):
-    """root/train/<class>/, root/val/<class>/ and root/test/<class>/ where present, a missing split
-    held out from train; without root/train/, root/<class>/ split three ways. Held out: the
-    class's files in a seeded random order, test first, then val, then train."""
-    if not root.is_dir():
-        raise UserError(f"image folder {root} does not exist; give a folder of <class>/ subfolders")
-    present = [split for split in cache.SPLITS if (root / split).is_dir()]
-    if present and "train" not in present:
-        raise UserError(f"{root} has {present[0]}/ but no train/; put the training images in "
-                        f"{root / 'train'}/<class>/, or use {root}/<class>/ alone")
-    classes = [p.name for p in _class_dirs(root / "train" if present else root)]
-    if len(classes) < 2:
-        raise UserError(f"{root} has {len(classes)} class folder(s); give at least 2 <class>/ subfolders")
-
-    def images_in(directory, seed):
-        if not directory.is_dir():
-            raise UserError(f"{directory} is missing: {root}/{directory.parent.name}/ must have the same classes "
-                            f"as {root}/train/")
-        names = [str(p.relative_to(root)) for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-        if not names:
-            raise UserError(f"{directory} has no images ({', '.join(IMAGE_SUFFIXES)}); add some or remove the folder")
-        return _shuffled(names, seed)
-
-    own = []  # per class: {split: (files in a seeded order, where)} for the splits the folder has
-    for label, name in enumerate(classes):
-        source = root / "train" / name if present else root / name
-        own.append({"train": (images_in(source, [data.seed, label]), str(source))})
-        for split in present[1:]:
-            own[label][split] = (images_in(root / split / name, [data.seed, label, cache.SPLITS.index(split)]),
-                                 str(root / split / name))
-    groups = []
-    for label, splits in enumerate(_each_class(data, own)):
-        groups += [Group(split, label, needed, "file", str(root), candidates, where)
-                   for split, (candidates, where, needed) in splits.items()]
-    size = data.image_size
-    return _ordered(classes, groups, "pixels", (size, size, 3))
-
-
-def _each_class(data, own):
-    """_class_splits of every class (own: one {split: (candidates, where)} per class), the hints
-    taken from the smallest class of each split."""
-    fewest = {split: min(len(parts[split][0]) for parts in own) for split in own[0]}
-    return [_class_splits(data, parts, fewest) for parts in own]
-
-
-def read_npy_labels(root):
-    """{file name: label} from root/labels.json ({"a.npy": "cat"}) or root/labels.csv (file,label)."""
-    if (root / "labels.json").is_file():
-        labels = read_json(root / "labels.json", 'write it as {"file.npy": "label", ...}')
-        if not isinstance(labels, dict):
-            raise UserError(f"{root / 'labels.json'} must map file names to labels")
-        return {str(k): str(v) for k, v in labels.items()}
-    if (root / "labels.csv").is_file():
-        with open(root / "labels.csv", newline="") as handle:
-            rows = [row for row in csv.reader(handle) if row]
-        if any(len(row) != 2 for row in rows):
-            raise UserError(f"{root / 'labels.csv'} must have two columns per line: file,label")
-        return {name.strip(): label.strip() for name, label in rows if name.strip() != "file"}
-    raise UserError(f"{root} has no labels.json or labels.csv mapping each .npy file to its label")
-
-
-def _npy_kind(root, names, image_size):
-    """(kind, image_shape, converted) of the .npy samples, from their headers: one kind (uint8
-    pixels or numeric values), one channel count, and for values one shape [S, S, C] with S ==
-    image_size; anything else is a UserError naming an example file of each. Files whose header
-    is not a sample are left to the workers, which skip them with the reason."""
-    found = {"pixels": {}, "values": {}}  # kind -> {(shape or channels, dtype): example}
-    for name in names:
-        try:
-            shape, dtype = npy_header(root / name)
-            kind, shape = npy_sample_kind(shape, dtype)
-        except ValueError:
-            continue
-        found[kind].setdefault((shape if kind == "values" else shape[2], str(dtype)), name)
-    pixels, values = found["pixels"], found["values"]
-    if pixels and values:
-        (_, dtype), example = next(iter(values.items()))
-        raise UserError(f"{root} mixes uint8 pixels (e.g. {next(iter(pixels.values()))}) and {dtype} values "
-                        f"(e.g. {example}); a data set holds one kind: convert the files to one")
-    if values:
-        shapes = {}
-        for (shape, _), example in values.items():
-            shapes.setdefault(shape, example)
-        if len(shapes) > 1:
-            (a, example_a), (b, example_b) = list(shapes.items())[:2]
-            raise UserError(f"{root} holds values of shape {a} (e.g. {example_a}) and {b} (e.g. {example_b}); "
-                            "values are kept exactly, never resized, so every file must have one shape")
-        (shape, example), = shapes.items()
-        if shape[0] != shape[1] or shape[0] != image_size:
-            raise UserError(f"{root} holds values of shape {shape} (e.g. {example}), kept exactly (never resized "
-                            f"or cropped): give square [S, S, C] arrays and set data.image_size = {shape[0]} "
-                            f"(augcompare prepare: --image-size {shape[0]})")
-        converted = {dtype: example for (_, dtype), example in values.items() if dtype != "float32"}
-        return "values", shape, converted
-    channels = sorted({c for c, _ in pixels}) or [3]
-    if len(channels) > 1:
-        examples = {c: example for (c, _), example in pixels.items()}
-        raise UserError(f"{root} mixes uint8 pixels with {channels[0]} channel(s) (e.g. {examples[channels[0]]}) and "
-                        f"{channels[1]} (e.g. {examples[channels[1]]}); give every file the same channels")
-    return "pixels", (image_size, image_size, channels[0]), {}
-
-
-def npy_plan(data, root):
-    """The original layout: one .npy array per sample and a labels file; a seeded stratified split
-    (each class's files in a seeded random order: test first, then val, then train)."""
-    if not root.is_dir():
-        raise UserError(f"npy folder {root} does not exist")
-    labels = read_npy_labels(root)
-    files = {p.name for p in root.glob("*.npy")}
-    missing = sorted(set(labels) - files)
-    if missing:
-        raise UserError(f"the labels file names {len(missing)} missing file(s), e.g. {missing[0]}; fix the labels file")
-    unlabelled = sorted(files - set(labels))
-    if unlabelled:
-        raise UserError(f"{len(unlabelled)} .npy file(s) have no label, e.g. {unlabelled[0]}; add them to the labels "
-                        "file")
-    classes = sorted(set(labels.values()))
-    if len(classes) < 2:
-        raise UserError(f"{root} has {len(classes)} label(s); a comparison needs at least 2")
-    kind, image_shape, converted = _npy_kind(root, sorted(labels), data.image_size)
-    own = [{"train": (_shuffled([f for f, value in labels.items() if value == name], [data.seed, label]),
-                      f"{root} class {name!r}")} for label, name in enumerate(classes)]
-    groups = []
-    for label, splits in enumerate(_each_class(data, own)):
-        groups += [Group(split, label, needed, "npy", str(root), candidates, where)
-                   for split, (candidates, where, needed) in splits.items()]
-    return _ordered(classes, groups, kind, image_shape, converted)
-
-
-def arrays_plan(data, path):
-    """x_train / y_train (and x_val / y_val, x_test / y_test where given) in an .npz file or a
-    folder of .npy files (experiments.arrays). A split not given is held out of train, seeded and
-    stratified, as a folder's; a given split takes each class's first images in a seeded order.
-    uint8 images are pixels (resized to image_size, channels kept); other real numbers are values,
-    kept bit for bit (float32), whose size must be image_size."""
-    found = arrays.find(path)
-    images = {split: found[f"x_{split}"] for split in cache.SPLITS if f"x_{split}" in found}
-    kinds = {split: arrays.sample_kind(image_file) for split, image_file in images.items()}
-    kind, shape = kinds["train"]
-    for split, (other_kind, other_shape) in kinds.items():
-        if other_kind != kind or (kind == "values" and other_shape != shape) or other_shape[2] != shape[2]:
-            raise UserError(f"{images[split].where} holds {images[split].dtype} {images[split].shape[1:]} samples but "
-                            f"x_train {images['train'].dtype} {images['train'].shape[1:]}; give every split the same "
-                            "dtype kind (uint8 or float) and channels (and values one shape)")
-    if kind == "values" and (shape[0] != shape[1] or shape[0] != data.image_size):
-        raise UserError(f"{images['train'].where} holds values of shape {shape}, kept exactly (never resized or "
-                        f"cropped): give square [S, S, C] samples and set data.image_size = {shape[0]}")
-    labels = {split: arrays.read_labels(found[f"y_{split}"], image_file.shape[0], image_file)
-              for split, image_file in images.items()}
-    numbers = labels["train"].dtype.kind == "i"
-    for split, values in labels.items():
-        if (values.dtype.kind == "i") != numbers:
-            raise UserError(f"y_{split} holds {'integer' if values.dtype.kind == 'i' else 'string'} labels but y_train "
-                            f"{'integer' if numbers else 'string'} ones; give every split the same kind of labels")
-    classes = np.unique(labels["train"])  # sorted: integers by value, strings alphabetically
-    if len(classes) < 2:
-        raise UserError(f"{images['train'].where}: y_train has {len(classes)} class; a comparison needs at least 2")
-    for split, values in labels.items():
-        unknown = np.setdiff1d(np.unique(values), classes)
-        if len(unknown):
-            raise UserError(f"y_{split} has class {unknown[0]!s}, which y_train does not have; every class must have "
-                            "training images")
-    own = []
-    for label, value in enumerate(classes):
-        own.append({split: (_shuffled(np.flatnonzero(values == value).tolist(),
-                                      [data.seed, label] + ([] if split == "train" else [cache.SPLITS.index(split)])),
-                            f"{images[split].where} class {value!s}")
-                    for split, values in labels.items()})
-    groups = []
-    for label, splits in enumerate(_each_class(data, own)):
-        for split, (candidates, where, needed) in splits.items():
-            source = images[split if split in images else "train"]
-            groups.append(Group(split, label, needed, "array", source.path, candidates, where,
-                                member=source.member, array_name=source.name))
-    image_shape = shape if kind == "values" else (data.image_size, data.image_size, shape[2])
-    dtype = images["train"].dtype
-    converted = {str(dtype): images["train"].where} if kind == "values" and dtype != np.float32 else {}
-    return _ordered([str(value) for value in classes], groups, kind, image_shape, converted)
-
-
-PLANS = {"lsun": lsun_plan, "folder": folder_plan, "npy": npy_plan, "arrays": arrays_plan}
+# source -> plan(data, root, scratch): scratch is a folder of the source's own beside the output
+# (.<name>.source), removed once the cache is complete.
+PLANS = {"lsun": lsun_source.plan, "folder": folder_source.plan, "npy": npy_source.plan,
+         "arrays": arrays_source.plan, "tfds": tfds_source.plan, "keras": keras_source.plan}
 
 
 def source_params(data):
@@ -448,6 +74,13 @@ def source_params(data):
         # changed file: arrays are rewritten in place more often than image folders
         params["root"] = str(Path(data.path).expanduser().resolve())
         params["files"] = arrays.fingerprint(data.path)
+    if data.source == "keras":
+        # a missing data set fails here, before anything is prepared (or is downloaded, where asked)
+        params.update(root=str(keras_source.find(data)), name=data.name)
+        params["files"] = keras_source.fingerprint(data)
+    if data.source == "tfds":
+        params.update(root=str(tfds_source.data_folder(data).resolve()), name=data.name, names=list(data.names),
+                      files=tfds_source.fingerprint(data))
     return params
 
 
@@ -475,6 +108,7 @@ def _plan_digest(plan):
     for group in plan.groups:
         digest.update(repr((group.split, group.label, group.needed, group.kind, group.location)).encode())
         digest.update(repr((group.member, group.array_name)).encode() if group.kind == "array" else b"")
+        digest.update(repr(group.channels).encode() if group.kind == "encoded" else b"")
         digest.update(b"\n".join(c if isinstance(c, bytes) else str(c).encode() for c in group.candidates))
     return digest.hexdigest()
 
@@ -486,8 +120,6 @@ def _executor(workers):
     close_databases()
     return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
                                                   initializer=end_with_parent, initargs=(os.getpid(),))
-
-
 
 
 def _clock(seconds):
@@ -630,7 +262,7 @@ def _reusable(out, params):
 
 
 def prepare_source(data, out, progress=True):
-    """Prepares the cache of data (a DataConfig whose source is lsun, folder or npy) at out, or reuses
+    """Prepares the cache of data (a DataConfig whose source is one of PLANS) at out, or reuses
     the one there (made with the same settings); returns out."""
     out = Path(out).expanduser()
     params = source_params(data)
@@ -648,7 +280,9 @@ def prepare_source(data, out, progress=True):
     lock.acquire(wait=True, on_wait=lambda holder: console.line(f"augcompare: waiting for {holder} to finish"))
     try:
         if not _reusable(out, params):  # where another process prepared it meanwhile, it is used
-            _prepare(PLANS[data.source](data, Path(params["root"])), params, out, data, progress)
+            scratch = out.parent / f".{out.name}.source"
+            _prepare(PLANS[data.source](data, Path(params["root"]), scratch), params, out, data, progress)
+            shutil.rmtree(scratch, ignore_errors=True)
     finally:
         lock.release()
     return out

@@ -13,6 +13,7 @@ from augcompare.experiments import cli, config, data, demo_scenes, images, prepa
 from augcompare.experiments.cache import open_cache
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.images import resize_and_crop
+from augcompare.experiments.sources import arrays as arrays_source
 
 
 def arrays_config(path, **settings):
@@ -42,7 +43,7 @@ def test_an_npz_of_pixels_with_string_labels_is_held_out_seeded_and_stratified(t
     for split in ("train", "val", "test"):
         labels = dataset.split(split)[1]
         assert np.bincount(labels).tolist() == [2 if split != "train" else 6] * 3  # stratified
-    plan = prepare.arrays_plan(settings, tmp_path / "data.npz")
+    plan = arrays_source.plan(settings, tmp_path / "data.npz")
     used = [index for split in ("train", "val", "test") for _, _, index in taken(plan, split)]
     assert len(set(used)) == len(used) == 30  # no image in two splits
     for split in ("train", "val", "test"):
@@ -51,9 +52,9 @@ def test_an_npz_of_pixels_with_string_labels_is_held_out_seeded_and_stratified(t
             assert name == "x_train" and dataset.class_names[labels[position]] == y[index]
             # resized exactly as every pixel source is
             assert np.array_equal(images_[position], resize_and_crop(Image.fromarray(x[index]), 16))
-    other = prepare.arrays_plan(arrays_config(tmp_path / "data.npz", seed=1), tmp_path / "data.npz")
+    other = arrays_source.plan(arrays_config(tmp_path / "data.npz", seed=1), tmp_path / "data.npz")
     assert taken(other, "test") != taken(plan, "test")  # the seed chooses
-    assert taken(prepare.arrays_plan(settings, tmp_path / "data.npz"), "test") == taken(plan, "test")
+    assert taken(arrays_source.plan(settings, tmp_path / "data.npz"), "test") == taken(plan, "test")
 
 
 def test_a_folder_of_float_npy_with_its_own_splits_keeps_values_bit_for_bit(tmp_path):
@@ -67,7 +68,7 @@ def test_a_folder_of_float_npy_with_its_own_splits_keeps_values_bit_for_bit(tmp_
     dataset = open_cache(prepare.prepare_source(settings, tmp_path / "out" / "cache"))
     assert dataset.kind == "values" and dataset.class_names == ("0", "1")
     assert [len(dataset.split(s)[1]) for s in ("train", "val", "test")] == [20, 6, 8]  # "all": every train image
-    plan = prepare.arrays_plan(settings, tmp_path)
+    plan = arrays_source.plan(settings, tmp_path)
     for split in ("train", "val", "test"):
         images_, _ = dataset.split(split)
         for position, name, index in taken(plan, split):

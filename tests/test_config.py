@@ -143,5 +143,15 @@ def test_bundled_experiments_run_by_name_and_are_listed(capsys):
     listing = capsys.readouterr().out
     assert all(f"  {name} " in listing for name in ("ablation", "demo", "policies", "lsun10"))
     with pytest.raises(UserError, match="no experiment file ablatoin and no bundled experiment of that name; "
-                                        "bundled: ablation, demo"):
+                                        "bundled: ablation, cifar10, demo"):
         config.load("ablatoin")
+
+
+@pytest.mark.parametrize("name", sorted(config.bundled()))
+def test_every_bundled_experiment_loads(name, tmp_path):
+    reads_a_folder = "root" in config.read_toml(config.bundled()[name]).get("data", {})
+    experiment = config.load(name, [f"data.root={tmp_path}"] if reads_a_folder else [])
+    assert experiment.name == name and experiment.arms
+    if experiment.data.source in ("keras", "tfds"):  # the data sets papers compare on: the policies, two stages
+        assert list(experiment.arms) == list(config.load("policies").arms)
+        assert experiment.analysis.target_half_width > 0 and experiment.analysis.comparisons == "all"
