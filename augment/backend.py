@@ -101,6 +101,13 @@ def available_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def users_threads():
+    """The thread count the user set with TF_NUM_INTRAOP_THREADS, which a worker keeps (as
+    TensorFlow does in any process); 0 where it is unset."""
+    value = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
+    return int(value) if value.isdigit() else 0
+
+
 def set_threads(threads):
     """TensorFlow's intra- and inter-op thread counts, before its first op (a worker's share of
     the cores). False when TensorFlow has already started and keeps its own."""
@@ -112,4 +119,4 @@ def set_threads(threads):
     return True
 
 
-__all__ = ["keras", "tf", "stderr_silenced", "kernels", "available_cores", "set_threads"]
+__all__ = ["keras", "tf", "stderr_silenced", "kernels", "available_cores", "users_threads", "set_threads"]

@@ -25,7 +25,7 @@ import sys
 import time
 from multiprocessing.connection import Connection, wait
 
-from augcompare.augment.backend import available_cores
+from augcompare.augment.backend import available_cores, users_threads
 from augcompare.experiments import timing
 from augcompare.experiments.errors import RunStopped, UserError
 from augcompare.experiments.history import read_history
@@ -99,13 +99,6 @@ class LocalExecutor:
 
     def close(self):
         pass
-
-
-def users_threads():
-    """The thread count the user set with TF_NUM_INTRAOP_THREADS, which a worker keeps (as
-    TensorFlow does in any process); 0 where it is unset."""
-    value = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
-    return int(value) if value.isdigit() else 0
 
 
 def plan(run_config, jobs, flops, threads=None):
