@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from augcompare.experiments import demo_scenes, lsun, timing
+from augcompare.experiments import demo_scenes, lsun, stats, timing
 from augcompare.experiments.config import DataConfig
 from augcompare.experiments.images import decode, open_database
 from augcompare.experiments.prepare import prepare_source
@@ -404,8 +404,23 @@ def _timed_run(experiment_path, cache_dir, out, variant, run_id):
                            f"{result.stderr.strip()[-500:]}")
     document = json.loads(timings.read_text())
     document["startup_seconds"] = document["main_started_at"] - launched
-    environment = json.loads(next(Path(out).glob(f"*/{run_id}/environment.json")).read_text())
-    return wall, document, environment
+    run_dir = next(Path(out).glob(f"*/{run_id}"))
+    environment = json.loads((run_dir / "environment.json").read_text())
+    return wall, document, environment, _answer(json.loads((run_dir / "summary.json").read_text()))
+
+
+def _answer(summary):
+    """Each arm's primary comparison with the baseline: {arm: (mean, low, high, verdict)}, in
+    points where the metric is a fraction; what a variant (a precision, the kernels) changes in
+    the answer."""
+    answer = {}
+    for arm, entry in summary.get("vs_baseline", {}).items():
+        primary = entry.get("primary")
+        if primary and primary.get("ci95"):
+            scale = 100 if stats.is_fraction(primary["metric"]) else 1
+            low, high = primary["ci95"]
+            answer[arm] = (primary["mean"] * scale, low * scale, high * scale, primary["verdict"])
+    return answer
 
 
 def _breakdown(wall, document, environment):
@@ -444,9 +459,9 @@ def bench_run(experiment_path=None, variants=None, log=print):
         log(f"bench run: augcompare run {experiment.name}, whole command in a fresh process per variant, "
             f"{os.cpu_count()} cores; the data drawn or prepared once first ({prepared:.1f} s, not in the runs)")
         for index, variant in enumerate(variants):
-            wall, document, environment = _timed_run(experiment_path, cache_dir, Path(folder) / "out", variant,
-                                                     f"{index}-{variant}")
-            results[variant] = _breakdown(wall, document, environment)
+            wall, document, environment, answer = _timed_run(experiment_path, cache_dir, Path(folder) / "out",
+                                                             variant, f"{index}-{variant}")
+            results[variant] = {**_breakdown(wall, document, environment), "answer": answer}
     first = results[variants[0]]["wall_seconds"]
     names = list(dict.fromkeys(name for result in results.values() for name in result["parts_seconds"]))
     log(f"  {'':58s}" + "".join(f"{variant:>24s}" for variant in variants))
@@ -462,6 +477,10 @@ def bench_run(experiment_path=None, variants=None, log=print):
         f"{100 * r['other_fraction']:17.1f} %" for r in results.values()))
     log(f"  {'speed against ' + variants[0]:58s}" + "".join(
         f"{first / r['wall_seconds']:16.2f} x " for r in results.values()))
+    for arm in dict.fromkeys(arm for result in results.values() for arm in result["answer"]):
+        log(f"  {'answer: ' + arm + ' against the baseline (95% CI, verdict)':58s}" + "".join(
+            "  " + ("%+.1f [%+.1f, %+.1f] %s" % r["answer"][arm] if arm in r["answer"] else "-").rjust(22)
+            for r in results.values()))
     for result in results.values():
         result["speed_vs_first"] = round(first / result["wall_seconds"], 3)
     return {"cores": os.cpu_count(), "experiment": experiment.name, "prepare_seconds": round(prepared, 2),

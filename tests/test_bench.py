@@ -49,3 +49,14 @@ def test_bench_takes_a_bundled_experiment_by_name_and_refuses_what_it_would_igno
     assert "--variant chooses what `run` measures" in capsys.readouterr().err
     assert cli.main(["bench", "run", "--variant", "fast"]) == 2
     assert "no variant 'fast'; choose from default, one-job-at-a-time" in capsys.readouterr().err
+
+
+def test_bench_run_reads_each_variants_answer_from_its_summary():
+    import json
+    from pathlib import Path
+    summary = json.loads((Path(__file__).parent.parent / "results/demo/reference/summary.json").read_text())
+    ((arm, (mean, low, high, verdict)),) = bench._answer(summary).items()
+    primary = summary["vs_baseline"]["augmented"]["primary"]
+    assert arm == "augmented" and verdict == primary["verdict"] == "better"
+    assert (mean, low, high) == (100 * primary["mean"], 100 * primary["ci95"][0], 100 * primary["ci95"][1])
+    assert low < mean < high
