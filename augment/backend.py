@@ -52,6 +52,8 @@ if "tensorflow" not in sys.modules:
 import keras  # noqa: E402,F811
 import tensorflow as tf  # noqa: E402
 
+from augcompare.augment.cores import available_cores  # noqa: E402
+
 tf.get_logger().addFilter(_NoRetracingWarnings())
 
 # The CPU features that decide which kernels TensorFlow and oneDNN run (and so the numbers).
@@ -96,18 +98,6 @@ def kernels():
             **{name: os.environ.get(name) for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}}
 
 
-def available_cores():
-    """The cores this process may run on (its affinity, which a container or taskset narrows)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def users_threads():
-    """The thread count the user set with TF_NUM_INTRAOP_THREADS, which a worker keeps (as
-    TensorFlow does in any process); 0 where it is unset."""
-    value = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
-    return int(value) if value.isdigit() else 0
-
-
 def set_threads(threads):
     """TensorFlow's intra- and inter-op thread counts, before its first op (a worker's share of
     the cores). False when TensorFlow has already started and keeps its own."""
@@ -119,4 +109,4 @@ def set_threads(threads):
     return True
 
 
-__all__ = ["keras", "tf", "stderr_silenced", "kernels", "available_cores", "users_threads", "set_threads"]
+__all__ = ["keras", "tf", "stderr_silenced", "kernels", "set_threads"]

@@ -25,11 +25,11 @@ import sys
 import time
 from multiprocessing.connection import Connection, wait
 
-from augcompare.augment.backend import available_cores, users_threads
+from augcompare.augment.cores import available_cores, users_threads
 from augcompare.experiments import timing
 from augcompare.experiments.errors import RunStopped, UserError
 from augcompare.experiments.history import read_history
-from augcompare.experiments.job import ROWS, run_job
+from augcompare.experiments.jobfiles import ROWS
 
 # Side by side only pays when the run trains long enough to repay starting the workers (a fresh
 # interpreter and TensorFlow each, about 8 s on 2 cores) and compiling each arm in each of them:
@@ -92,6 +92,7 @@ class LocalExecutor:
     def run(self, jobs, on_epoch, on_done, protect):
         """Trains jobs in order; on_epoch(job, row, stopped_early) after every epoch,
         on_done(job, record) after every job; protect(): the run's signal-safe section."""
+        from augcompare.experiments.job import run_job
         for job in jobs:
             record = run_job(job, self.trainers, on_epoch=lambda row, stop, job=job: on_epoch(job, row, stop),
                              protect=protect)
@@ -277,6 +278,7 @@ def _ray_job(job, threads):
     instead of TensorFlow's default of taking the whole card at once, so that jobs given a
     fraction of a GPU (gpus_per_job < 1) can share it."""
     from augcompare.augment.backend import set_threads, tf
+    from augcompare.experiments.job import run_job
     set_threads(threads)
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)

@@ -32,27 +32,28 @@ from pathlib import Path
 
 import numpy as np
 
-from augcompare.augment.backend import keras, kernels, tf
 from augcompare.augment.params import augments, parse_function
 from augcompare.experiments import config as config_mod
-from augcompare.experiments import plots, preview, stats, timing, tracking
+from augcompare.experiments import plots, stats, timing, tracking
 from augcompare.experiments.data import load_dataset
 from augcompare.experiments.errors import Interrupted, RunStopped, UserError
 from augcompare.experiments.executors import make_executor, plan, training_flops
 from augcompare.experiments.files import DirectoryLock, read_json, write_json, write_text
 from augcompare.experiments.history import HistoryWriter, read_history
-from augcompare.experiments.job import (
+from augcompare.experiments.jobfiles import (
     CHECKPOINT,
     ROWS,
     Job,
     check_record,
-    distribution,
     initial_weights_path,
     job_folder,
     read_record,
 )
 from augcompare.experiments.progress import RunProgress
-from augcompare.experiments.training import check_arms, checkpoint_epochs, write_initial_weights
+
+# TensorFlow (augment.backend, and the modules that build models: training, job, preview) is
+# imported inside the functions that use it: a run loads its data and starts its job workers
+# before it loads TensorFlow itself (about 5 s of a core), so that the workers load theirs meanwhile.
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESTART = "start the run again with augcompare run RUN_DIR/config.toml"
@@ -107,6 +108,8 @@ def environment(experiment, jobs_at_once, threads):
                                 text=True, timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
+    from augcompare.augment.backend import keras, kernels, tf
+    from augcompare.experiments.job import distribution
     train = experiment.train
     return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "platform": platform.platform(), "git_commit": commit,
@@ -120,6 +123,7 @@ def environment(experiment, jobs_at_once, threads):
 
 def precision_warning(precision):
     """Why a mixed precision may be slower here than float32, or None."""
+    from augcompare.augment.backend import kernels, tf
     if precision == "float32" or tf.config.list_physical_devices("GPU"):
         return None
     features = kernels()["cpu"]["features"]
@@ -325,6 +329,7 @@ class Run:
 
     def checkpointed_rows(self):
         """(arm, seed) -> the checkpointed rows of each unfinished job (what its folder keeps)."""
+        from augcompare.experiments.training import checkpoint_epochs
         kept = {}
         for path in sorted((self.run_dir / "jobs").glob(f"*/{ROWS}")):
             try:
@@ -439,6 +444,7 @@ class Run:
         pending = self.pending(seeds)
         if not pending:
             return
+        from augcompare.experiments.training import write_initial_weights
         shape, classes = self.dataset.image_shape, len(self.dataset.class_names)
         for seed in seeds:
             path = initial_weights_path(self.run_dir, seed)
@@ -538,18 +544,27 @@ class Run:
             self.tracker.stop("KILLED" if resumable else "FAILED")
 
 
-def _prepare(experiment):
-    """The data set, checked against the experiment; op determinism on, the strategy made."""
+def _data(experiment):
+    """The data set, checked against the experiment (without TensorFlow)."""
     if experiment.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise UserError("train.tensorboard = true needs the tensorboard package; pip install -e \".[tensorboard]\"")
-    distribution(experiment.train.strategy, experiment.train.cpu_devices)  # before TensorFlow's first op
-    tf.config.experimental.enable_op_determinism()
     with timing.span("run: data"):
         dataset = load_dataset(experiment.data)
     check_dataset(experiment, dataset)
+    return dataset
+
+
+def _prepare_training(experiment, dataset):
+    """Loads TensorFlow: op determinism on, the strategy made (before TensorFlow's first op), and
+    the arms' settings checked on the data."""
+    with timing.span("run: start-up (imports)"):
+        from augcompare.augment.backend import tf
+        from augcompare.experiments.job import distribution
+        from augcompare.experiments.training import check_arms
+    distribution(experiment.train.strategy, experiment.train.cpu_devices)
+    tf.config.experimental.enable_op_determinism()
     with timing.span("run: checks"):
         check_arms(experiment, dataset)
-    return dataset
 
 
 def interrupted(run_dir):
@@ -577,19 +592,23 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
     # The output folder is checked first: a mistake there must not wait for data preparation.
     run_dir = new_run_dir(Path(out_root) / experiment.name, run_id)
     lock = DirectoryLock(run_dir / ".lock", "augcompare run").acquire()
+    executor = None
     try:
         tracker = tracking.connect(experiment, run_dir, log)  # an unreachable tracker stops the run before the data
-        dataset = _prepare(experiment)
+        dataset = _data(experiment)
+        run = Run(run_dir, experiment, dataset, log, per_seed, tracker=tracker)
+        jobs_at_once, run.threads = run.executor_plan()
+        # Started before this process loads TensorFlow: the workers load theirs meanwhile.
+        executor = make_executor(experiment.run, jobs_at_once, run.threads)
+        _prepare_training(experiment, dataset)
     except BaseException:
+        if executor is not None:
+            executor.close()
         lock.release()
         shutil.rmtree(run_dir, ignore_errors=True)  # nothing but the lock file was written
         raise
-    executor = None
     try:
-        run = Run(run_dir, experiment, dataset, log, per_seed, tracker=tracker)
-        jobs_at_once, run.threads = run.executor_plan()
-        # Started now: the workers load TensorFlow while the preview is drawn.
-        executor = make_executor(experiment.run, jobs_at_once, run.threads)
+        from augcompare.experiments import preview
         write_text(run_dir / "config.toml", config_mod.dumps(config_mod.to_dict(experiment)))
         write_json(run_dir / "environment.json", environment(experiment, jobs_at_once, run.threads))
         write_json(run_dir / "data.json", {**dataset.meta, "path": str(dataset.path)})
@@ -635,7 +654,8 @@ def resume(run_dir, log=print, per_seed=False):
         except UserError as error:
             raise UserError(f"{run_dir / 'config.toml'} cannot be used ({error}); restore it from a copy") from None
         tracker = tracking.connect(experiment, run_dir, log)
-        dataset = _prepare(experiment)
+        dataset = _data(experiment)
+        _prepare_training(experiment, dataset)
         log(f"{experiment.name}: resuming {run_dir}")
         recorded_path = run_dir / "environment.json"
         threads = None
@@ -687,6 +707,7 @@ def write_outputs(run_dir, experiment, history, records, design, per_seed=False)
     summary, markdown = summary_of(run_dir, experiment, history, records, design)
     write_json(run_dir / "summary.json", summary)
     write_text(run_dir / "summary.md", markdown)
+    from augcompare.experiments import preview
     titles = {arm: preview.arm_title(settings) for arm, settings in experiment.arms.items()}
     for metric in ("accuracy", "loss"):
         plots.curves_figure(history, titles, metric, run_dir / f"{metric}.png", per_seed)
@@ -714,6 +735,7 @@ def redraw(run_dir, per_seed=False):
 
 
 def _redraw(run_dir, per_seed):
+    from augcompare.experiments import preview
     experiment = config_mod.build(config_mod.read_toml(run_dir / "config.toml"))
     records, design = read_runs(run_dir)
     markdown = write_outputs(run_dir, experiment, read_history(run_dir / "history.csv"), records, design, per_seed)

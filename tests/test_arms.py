@@ -11,7 +11,7 @@ import tensorflow as tf
 from conftest import SMALL, overrides, run_small
 
 from augcompare.augment import mixing
-from augcompare.experiments import cli, config, job
+from augcompare.experiments import cli, config, job, jobfiles
 from augcompare.experiments.data import load_dataset
 from augcompare.experiments.history import read_history
 from augcompare.experiments.training import write_initial_weights
@@ -116,7 +116,7 @@ def test_a_job_stopped_after_an_epoch_resumes_exactly(tmp_path, kind):
     def run_job(run_dir, stop_after=None):
         (run_dir / "weights").mkdir(parents=True)
         write_initial_weights(experiment, dataset.image_shape, 2, 0, job.initial_weights_path(run_dir, 0))
-        this = job.Job(kind, 0, str(run_dir), str(dataset.path), config.to_dict(experiment))
+        this = jobfiles.Job(kind, 0, str(run_dir), str(dataset.path), config.to_dict(experiment))
 
         def on_epoch(row, stopped):
             if row["epoch"] == stop_after:
@@ -203,7 +203,7 @@ def test_a_trainer_reset_for_another_seed_trains_as_a_fresh_one(tmp_path):
         for seed in seeds:
             write_initial_weights(experiment, dataset.image_shape, 2, seed, job.initial_weights_path(run_dir, seed))
             for arm in ("keras", "mixup"):
-                this = job.Job(arm, seed, str(run_dir), str(dataset.path), config.to_dict(experiment))
+                this = jobfiles.Job(arm, seed, str(run_dir), str(dataset.path), config.to_dict(experiment))
                 record = job.run_job(this, trainers)
                 rows = read_history(this.folder / job.ROWS)
                 results.append(([{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows],

@@ -98,7 +98,7 @@ def test_a_worker_that_cannot_see_the_run_directory_fails_its_job_once_with_the_
     from augcompare.experiments import config
     from augcompare.experiments.errors import UserError
     from augcompare.experiments.executors import RayExecutor
-    from augcompare.experiments.job import Job
+    from augcompare.experiments.jobfiles import Job
     experiment = config.load(overrides=["run.executor=ray"])
     missing = Job("baseline", 0, str(tmp_path / "not-mounted" / "run"), str(tmp_path), config.to_dict(experiment))
     executor = RayExecutor(experiment.run)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import fail_with_nan, run_small
 
-from augcompare.experiments import cache, config, job
+from augcompare.experiments import cache, config, jobfiles
 from augcompare.experiments.data import load_dataset
 from augcompare.experiments.history import read_history
 
@@ -20,11 +20,11 @@ def rows(monitor_values, monitor="val_loss"):
 
 
 def test_early_stopping_rule():
-    assert not job.should_stop_early(rows([1.0, 0.9, 0.95]), "val_loss", 2)
-    assert job.should_stop_early(rows([1.0, 0.9, 0.95, 0.91]), "val_loss", 2)
-    assert not job.should_stop_early(rows([1.0, 0.9, 0.95, 0.91]), "val_loss", 0)  # 0 = off
-    assert job.should_stop_early(rows([0.5, 0.7, 0.7], "val_accuracy"), "val_accuracy", 1)  # ties are no better
-    assert not job.should_stop_early(rows([0.5, 0.6, 0.7], "val_accuracy"), "val_accuracy", 1)
+    assert not jobfiles.should_stop_early(rows([1.0, 0.9, 0.95]), "val_loss", 2)
+    assert jobfiles.should_stop_early(rows([1.0, 0.9, 0.95, 0.91]), "val_loss", 2)
+    assert not jobfiles.should_stop_early(rows([1.0, 0.9, 0.95, 0.91]), "val_loss", 0)  # 0 = off
+    assert jobfiles.should_stop_early(rows([0.5, 0.7, 0.7], "val_accuracy"), "val_accuracy", 1)  # ties are no better
+    assert not jobfiles.should_stop_early(rows([0.5, 0.6, 0.7], "val_accuracy"), "val_accuracy", 1)
 
 
 def jobs_of(run_dir):
@@ -54,9 +54,9 @@ def test_early_stopping_ends_jobs_and_the_summary_says_so(early_stopped):
     for record in records.values():
         mine = [row for row in history if (row["arm"], row["seed"]) == (record["arm"], record["seed"])]
         assert len(mine) == record["epochs"]
-        assert job.should_stop_early(mine, "val_loss", 1) == (record["status"] == "stopped_early")
+        assert jobfiles.should_stop_early(mine, "val_loss", 1) == (record["status"] == "stopped_early")
         # the selected epoch is the one val chose, and test was measured for both weights
-        assert record["selected_epoch"] == job.best_index(mine, "val_loss") + 1
+        assert record["selected_epoch"] == jobfiles.best_index(mine, "val_loss") + 1
         assert 0 <= record["test_accuracy"] <= 1 and 0 <= record["selected_test_accuracy"] <= 1
     summary = json.loads((run_dir / "summary.json").read_text())
     assert stopped[0]["seed"] in summary["arms"][stopped[0]["arm"]]["stopped_early"]
@@ -89,7 +89,7 @@ def test_best_models_and_tensorboard_logs(tmp_path):
     dataset = load_dataset(experiment.data)
     for arm in ("baseline", "augmented"):
         mine = [row for row in history if row["arm"] == arm]
-        selected = mine[job.best_index(mine, "val_accuracy")]
+        selected = mine[jobfiles.best_index(mine, "val_accuracy")]
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)  # nothing skipped while loading
             model = keras.saving.load_model(run_dir / "best" / f"{arm}-seed0.keras")

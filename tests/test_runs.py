@@ -11,7 +11,7 @@ from conftest import SMALL, overrides, run_small
 
 from augcompare.experiments import cli, config, run
 from augcompare.experiments.data import load_dataset
-from augcompare.experiments.job import initial_weights_path
+from augcompare.experiments.jobfiles import initial_weights_path
 from augcompare.experiments.training import Trainer, build_classifier
 
 OUTPUTS = ["config.toml", "environment.json", "data.json", "history.csv", "runs.json", "summary.json", "summary.md",

@@ -1,0 +1,100 @@
+"""What a job is and what it leaves on disk, without TensorFlow: the run plans, merges and checks
+jobs through this module before (or without) loading TensorFlow, so that its worker processes can
+start loading theirs at once. experiments.job trains them.
+
+A job is one arm and one seed of a run. Its inputs are plain data (Job); it writes only to its own
+folder, jobs/<arm>-seed<S>/:
+
+- rows.csv: its history rows, appended and synced as each epoch ends;
+- checkpoint.npz: everything training changes, renamed into place after each epoch's row;
+- record.json: how it ended and its test results, written last;
+- .lock: held by the process training the job, so that two never train one job at once.
+"""
+
+import dataclasses
+from pathlib import Path
+
+from augcompare.experiments.errors import UserError
+from augcompare.experiments.files import read_json
+
+ROWS, CHECKPOINT, RECORD = "rows.csv", "checkpoint.npz", "record.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    arm: str
+    seed: int
+    run_dir: str   # the run's directory: the job reads weights/ and writes jobs/<arm>-seed<S>/
+    cache: str     # the prepared data set (experiments.cache)
+    config: dict   # the run's resolved configuration (config.to_dict)
+
+    @property
+    def name(self):
+        return f"{self.arm}-seed{self.seed}"
+
+    @property
+    def folder(self):
+        return job_folder(self.run_dir, self.arm, self.seed)
+
+
+class JobSetupError(UserError):
+    """A job cannot see the files it needs (on a cluster: the run directory or the data are not
+    on a file system its node mounts)."""
+
+
+def job_folder(run_dir, arm, seed):
+    return Path(run_dir) / "jobs" / f"{arm}-seed{seed}"
+
+
+def initial_weights_path(run_dir, seed):
+    return Path(run_dir) / "weights" / f"initial-seed{seed}.weights.h5"
+
+
+def best_model_path(run_dir, arm, seed):
+    return Path(run_dir) / "best" / f"{arm}-seed{seed}.keras"
+
+
+STATUSES = ("finished", "stopped_early", "failed")
+
+
+def check_record(record):
+    """ValueError unless record has the fields of a job's record (runs.json, record.json)."""
+    if not isinstance(record, dict) or not isinstance(record.get("arm"), str):
+        raise ValueError("not a job record")
+    if not isinstance(record.get("seed"), int) or not isinstance(record.get("epochs"), int):
+        raise ValueError("seed and epochs must be integers")
+    if record.get("status") not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+    for key in ("test_loss", "test_accuracy", "selected_test_loss", "selected_test_accuracy"):
+        if record["status"] != "failed" and not isinstance(record.get(key), (int, float)):
+            raise ValueError(f"{key} is missing")
+    return record
+
+
+def read_record(folder):
+    """A job's record.json, or None when it has not ended."""
+    path = Path(folder) / RECORD
+    if not path.is_file():
+        return None
+    recover = "delete it to evaluate that job again from its last checkpoint"
+    try:
+        return check_record(read_json(path, recover))
+    except ValueError as error:
+        raise UserError(f"{path} is damaged ({error}); {recover}") from None
+
+
+def best_index(rows, monitor):
+    """The index of the epoch with the best monitor (val_loss lowest, val_accuracy highest);
+    the first one that reached it."""
+    values = [row[monitor] for row in rows]
+    best = min(values) if monitor == "val_loss" else max(values)
+    return values.index(best)
+
+
+def should_stop_early(rows, monitor, patience):
+    """True when the last `patience` epochs of rows (one job's, in epoch order) brought no
+    better value of monitor than the best before them. Computed from the rows alone, so a
+    resumed job decides exactly as an uninterrupted one."""
+    if not patience or len(rows) <= patience:
+        return False
+    return len(rows) - 1 - best_index(rows, monitor) >= patience
