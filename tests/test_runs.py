@@ -163,9 +163,10 @@ def test_an_error_after_a_progress_line_starts_on_its_own_line(capsys):
     assert status.strip().endswith("images/s") and message.startswith("augcompare: error: unknown key train.epoch")
 
 
-def test_start_up_is_quiet_and_listing_commands_load_no_tensorflow():
+def test_start_up_is_quiet_and_listing_commands_and_a_runs_planning_load_no_tensorflow():
     scripts = {
-        "listing": "import sys; from augcompare.experiments import cli; cli.main(['augmentations']); "
+        # A run's driver plans and starts its job workers before it loads TensorFlow (experiments.run).
+        "listing": "import sys; from augcompare.experiments import cli, executors, run; cli.main(['augmentations']); "
                    "cli.main(['experiments']); print('tensorflow loaded:', 'tensorflow' in sys.modules)",
         "api": "import numpy as np; from augcompare.augment import Augmentation; "
                "Augmentation(rotation=10)(np.zeros((2, 8, 8, 3), np.uint8), seed=0)",
