@@ -89,10 +89,11 @@ def onednn_enabled():
 
 def kernels():
     """What decides this process's numbers besides the code: oneDNN on or off (and the variable
-    that asked for it), the CPU and TensorFlow's thread counts (0: TensorFlow's default, every core,
+    that asked for it), the instruction sets oneDNN may use (ONEDNN_MAX_CPU_ISA, e.g. AVX2: unset,
+    all the CPU has), the CPU and TensorFlow's thread counts (0: TensorFlow's default, every core,
     unless the TF_NUM_*_THREADS variables, also recorded, set them)."""
     return {"onednn": onednn_enabled(), "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-            "cpu": cpu(), "cores": available_cores(),
+            "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA"), "cpu": cpu(), "cores": available_cores(),
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
             **{name: os.environ.get(name) for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}}

@@ -378,6 +378,8 @@ RUN_VARIANTS = {
     "one-job-at-a-time": (["run.jobs_at_once=1"], {}),
     "two-jobs-at-once": (["run.jobs_at_once=2"], {}),
     "eigen": ([], {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    # oneDNN held to AVX2 on a CPU with more (AVX-512, AMX): near what an AVX2-only CPU's kernels do.
+    "onednn-avx2": ([], {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
     "mixed_bfloat16": (["train.precision=mixed_bfloat16"], {}),
 }
 # The parts of a run, as experiments.timing names them, in the order of a run. Job parts are

@@ -83,7 +83,7 @@ def _parser():
                        "run: run this experiment (default: the demo)")
     bench.add_argument("--variant", dest="variants", action="append", metavar="NAME",
                        help="run: the variants run side by side, any of default, one-job-at-a-time, two-jobs-at-once, "
-                       "eigen, mixed_bfloat16 (default: default and one-job-at-a-time)")
+                       "eigen, onednn-avx2, mixed_bfloat16 (default: default and one-job-at-a-time)")
     return parser
 
 

@@ -665,7 +665,7 @@ def resume(run_dir, log=print, per_seed=False):
                     and recorded["threads_per_job"] >= 0 and experiment.run.executor == "local":
                 threads = recorded["threads_per_job"]  # a job's numbers may depend on it: kept
             now = environment(experiment, None, threads)
-            now_kernels = {key: now["kernels"][key] for key in ("onednn", "cpu")}
+            now_kernels = {key: now["kernels"][key] for key in ("onednn", "ONEDNN_MAX_CPU_ISA", "cpu")}
             keys = ("python", "tensorflow", "keras", "numpy", "git_commit", "devices", "function_files")
             changed = [key for key in keys if not isinstance(recorded, dict) or recorded.get(key) != now[key]]
             if isinstance(recorded, dict) and isinstance(recorded.get("kernels"), dict) and now_kernels != {

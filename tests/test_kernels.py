@@ -63,3 +63,18 @@ def test_mixed_float16_scales_the_loss_and_keeps_float32_probabilities():
     assert trainer.classifier.layers[1].compute_dtype == "float16"
     assert trainer.classifier.output.dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"  # the global policy is put back
+
+
+def test_a_resume_on_other_kernels_warns_that_its_epochs_may_differ(tmp_path, capsys):
+    from augcompare.experiments import cli
+    run_dir = run_small(tmp_path, "train.seeds=[0]", "train.epochs=1")
+    path = run_dir / "environment.json"
+    recorded = json.loads(path.read_text())
+    assert recorded["kernels"]["ONEDNN_MAX_CPU_ISA"] == os.environ.get("ONEDNN_MAX_CPU_ISA")
+    capsys.readouterr()
+    assert cli.main(["run", "--resume", str(run_dir)]) == 0
+    assert "differ from when the run started" not in capsys.readouterr().out
+    recorded["kernels"]["ONEDNN_MAX_CPU_ISA"] = "AVX2" if os.environ.get("ONEDNN_MAX_CPU_ISA") != "AVX2" else None
+    path.write_text(json.dumps(recorded))
+    assert cli.main(["run", "--resume", str(run_dir)]) == 0
+    assert "warning: kernels differ from when the run started" in capsys.readouterr().out
