@@ -1,6 +1,7 @@
 """Helper processes of a run (decoding workers, job workers): they end with the process that
 started them and leave Ctrl-C to it."""
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -16,3 +17,38 @@ def end_with_parent(parent):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
         if os.getppid() != parent:  # it died before the signal was asked for
             os._exit(1)
+
+
+class DeferredSignals:
+    """Turns signals into an exception (exception(number) makes it): raised at once, except inside
+    protected(), where the signal waits for the block to end, so that a stop never cuts an epoch's
+    writes in the middle. install() takes the signals (main thread only); restore() gives them back."""
+
+    def __init__(self, numbers, exception):
+        self.numbers, self.exception = tuple(numbers), exception
+        self.depth, self.pending, self.previous = 0, None, {}
+
+    def install(self):
+        self.previous = {number: signal.signal(number, self._handle) for number in self.numbers}
+
+    def restore(self):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        self.previous = {}
+
+    def _handle(self, number, frame):
+        if self.depth:
+            self.pending = number
+        else:
+            raise self.exception(number)
+
+    @contextlib.contextmanager
+    def protected(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending:
+                number, self.pending = self.pending, None
+                raise self.exception(number)

@@ -49,6 +49,7 @@ from augcompare.experiments.jobfiles import (
     job_folder,
     read_record,
 )
+from augcompare.experiments.processes import DeferredSignals
 from augcompare.experiments.progress import RunProgress
 
 # TensorFlow (augment.backend, and the modules that build models: training, job, preview) is
@@ -136,46 +137,28 @@ def precision_warning(precision):
     return None
 
 
-class StopOnSignal:
+class StopOnSignal(DeferredSignals):
     """While active (in the main thread), SIGINT and SIGTERM stop the run by raising RunStopped,
     except inside protected(), where the signal waits for the block to end."""
 
     CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
     def __init__(self, run_dir):
+        super().__init__(self.CODES, self._stopped)
         self.run_dir = run_dir
-        self.depth, self.pending, self.previous = 0, None, {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = {number: signal.signal(number, self._handle) for number in self.CODES}
+            self.install()
         return self
 
     def __exit__(self, *exc_info):
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-
-    def _handle(self, number, frame):
-        if self.depth:
-            self.pending = number
-        else:
-            raise self._stopped(number)
+        self.restore()
 
     def _stopped(self, number):
         name = signal.Signals(number).name
         return RunStopped(f"stopped by {name}; every finished epoch is saved. Continue with: "
                           f"augcompare run --resume {self.run_dir}", self.run_dir, self.CODES[number])
-
-    @contextlib.contextmanager
-    def protected(self):
-        self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
-            if not self.depth and self.pending:
-                number, self.pending = self.pending, None
-                raise self._stopped(number)
 
 
 def read_runs(run_dir):

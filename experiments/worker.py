@@ -16,41 +16,21 @@ the driver stops a worker with SIGTERM, which takes effect between an epoch's wr
 middle, as it does in the driver itself. The worker dies with the driver (PR_SET_PDEATHSIG).
 """
 
-import contextlib
 import os
 import signal
 import sys
 from multiprocessing.connection import Connection
+
+from augcompare.experiments.processes import DeferredSignals, end_with_parent
 
 
 class Stopped(BaseException):
     """SIGTERM from the driver: the job ends where it is (every finished epoch is on disk)."""
 
 
-class StopOnTerm:
-    def __init__(self):
-        self.depth, self.pending = 0, False
-        signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, number, frame):
-        if self.depth:
-            self.pending = True
-        else:
-            raise Stopped()
-
-    @contextlib.contextmanager
-    def protected(self):
-        self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
-            if not self.depth and self.pending:
-                raise Stopped()
-
-
 def serve(connection, threads):
-    stop = StopOnTerm()
+    stop = DeferredSignals([signal.SIGTERM], lambda number: Stopped())
+    stop.install()
     from augcompare.augment.backend import set_threads, tf
     set_threads(threads)
     tf.config.experimental.enable_op_determinism()
@@ -83,7 +63,6 @@ def serve(connection, threads):
 
 def main():
     descriptor, threads, parent = (int(argument) for argument in sys.argv[1:4])
-    from augcompare.experiments.processes import end_with_parent
     end_with_parent(parent)
     connection = Connection(descriptor)
     try:
