@@ -137,14 +137,26 @@ def precision_warning(precision):
     return None
 
 
+class Signalled(BaseException):
+    """SIGINT or SIGTERM, raised wherever the signal lands while the run trains. A BaseException,
+    as KeyboardInterrupt is, so that no `except Exception` on the way (TensorFlow's binding of a
+    tf.function's inputs, a checkpoint reader, a user's function) takes the stop for an error of
+    its own: caught there, it once became a TypeError and a traceback. StopOnSignal turns it into
+    RunStopped as it leaves the run."""
+
+    def __init__(self, number):
+        super().__init__(number)
+        self.number = number
+
+
 class StopOnSignal(DeferredSignals):
-    """While active (in the main thread), SIGINT and SIGTERM stop the run by raising RunStopped,
-    except inside protected(), where the signal waits for the block to end."""
+    """While active (in the main thread), SIGINT and SIGTERM stop the run: RunStopped leaves the
+    block. Inside protected() the signal waits for the inner block to end."""
 
     CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
     def __init__(self, run_dir):
-        super().__init__(self.CODES, self._stopped)
+        super().__init__(self.CODES, Signalled)
         self.run_dir = run_dir
 
     def __enter__(self):
@@ -152,8 +164,10 @@ class StopOnSignal(DeferredSignals):
             self.install()
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, kind, error, traceback):
         self.restore()
+        if isinstance(error, Signalled):
+            raise self._stopped(error.number) from None
 
     def _stopped(self, number):
         name = signal.Signals(number).name

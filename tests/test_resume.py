@@ -2,6 +2,7 @@
 and a run stopped at any moment (SIGKILL, SIGINT, SIGTERM) and resumed ends with the history and
 test results of a run that was never stopped."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -125,3 +126,29 @@ def test_resume_of_an_ended_run_changes_nothing(uninterrupted_run):
 def test_resume_needs_a_run_directory(tmp_path, capsys):
     assert cli.main(["run", "--resume", str(tmp_path)]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_a_stop_signal_is_never_taken_for_an_error_by_code_that_catches_exception(tmp_path):
+    """A signal can land inside code wrapped in `except Exception` (TensorFlow's binding of a
+    tf.function's inputs once turned it into a TypeError and a traceback): the stop still leaves
+    the run as RunStopped with its exit code, and inside protected() it waits for the block."""
+    from augcompare.experiments.errors import RunStopped
+    from augcompare.experiments.run import StopOnSignal
+    caught, finished = [], []
+    with pytest.raises(RunStopped) as stopped:
+        with StopOnSignal(tmp_path):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the handler runs in this thread as soon as the signal arrives
+            except Exception as error:
+                caught.append(error)
+    assert not caught
+    assert stopped.value.exit_code == 130 and f"augcompare run --resume {tmp_path}" in str(stopped.value)
+    with pytest.raises(RunStopped) as stopped:
+        with StopOnSignal(tmp_path) as signals:
+            with signals.protected():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+                finished.append(True)
+    assert finished and stopped.value.exit_code == 143
+    assert signal.getsignal(signal.SIGINT) is not signals._handle  # the handlers are given back
