@@ -12,6 +12,9 @@ end back to the run, which alone writes history.csv and runs.json.
 
 A job's numbers may depend on the thread count it trains with (how TensorFlow splits its sums);
 for a given jobs_at_once the same run gives the same numbers.
+
+This module loads no TensorFlow (a job trains through experiments.job, imported where one trains):
+the run plans and starts its workers before it loads TensorFlow itself.
 """
 
 import collections
@@ -175,7 +178,7 @@ class _Worker:
 class WorkerPool:
     """Jobs side by side on this machine: `count` worker processes of `threads` TensorFlow
     threads each, started as soon as the pool is made (TensorFlow loads in them while the driver
-    prepares) and kept for the whole run. A worker takes the next job of an arm it has already
+    loads its own and prepares) and kept for the whole run. A worker takes the next job of an arm it has already
     compiled where there is one. A worker that dies (killed, out of memory) is replaced and its
     job continues from its last checkpoint, up to WORKER_RETRIES times."""
 
