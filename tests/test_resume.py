@@ -135,6 +135,7 @@ def test_a_stop_signal_is_never_taken_for_an_error_by_code_that_catches_exceptio
     from augcompare.experiments.errors import RunStopped
     from augcompare.experiments.run import StopOnSignal
     caught, finished = [], []
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     with pytest.raises(RunStopped) as stopped:
         with StopOnSignal(tmp_path):
             try:
@@ -151,4 +152,4 @@ def test_a_stop_signal_is_never_taken_for_an_error_by_code_that_catches_exceptio
                 time.sleep(0.05)
                 finished.append(True)
     assert finished and stopped.value.exit_code == 143
-    assert signal.getsignal(signal.SIGINT) is not signals._handle  # the handlers are given back
+    assert {number: signal.getsignal(number) for number in before} == before  # the handlers are given back
