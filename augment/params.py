@@ -266,3 +266,19 @@ def _settings_text(settings):
             return f'"{value}"'
         return str(value)
     return ", ".join(f"{key} = {text(value)}" for key, value in settings.items())
+
+
+def arm_title(settings):
+    """A short description of an arm's settings, for figure panels."""
+    if not augments(settings):
+        return "no augmentation"
+    parts = []
+    for key, value in operations(settings).items():
+        if key in ("fill_mode", "fill_value") or not value:
+            continue
+        parts.append(key.replace("_", " ") if PARAMS[key].kind is bool else f"{key.replace('_', ' ')} {value:g}")
+    parts += [spec["layer"] for spec in settings.get("keras", ())]
+    if settings.get("function"):
+        parts.append(settings["function"].rsplit(":", 1)[-1] + "()")
+    parts += [f"{key} {settings[key]:g}" for key in MIXING if settings.get(key)]
+    return ", ".join(parts)

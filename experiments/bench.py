@@ -384,8 +384,8 @@ RUN_VARIANTS = {
 }
 # The parts of a run, as experiments.timing names them, in the order of a run. Job parts are
 # summed over every job and divided by the jobs trained at once: their share of the job lanes.
-DRIVER_PARTS = ("run: start-up (imports)", "run: data", "run: checks", "run: preview grid", "run: initial weights",
-                "run: merging job files", "run: summary and figures")
+DRIVER_PARTS = ("run: start-up (imports)", "run: data", "run: checks", "run: preview grid", "run: merging job files",
+                "run: summary and figures")
 WORK_PARTS = ("job: training steps", "job: validation", "job: test evaluation")
 
 

@@ -84,6 +84,13 @@ def choose_jobs_at_once(requested, jobs, flops, cores=None, memory=None):
 _TRAINERS = {}
 
 
+def set_up_here(setup):
+    """jobfiles.Setup in this process (TensorFlow loads here)."""
+    with timing.span("run: start-up (imports)"):
+        from augcompare.experiments.job import set_up
+    return set_up(setup)
+
+
 class LocalExecutor:
     """One job after another in this process."""
 
@@ -91,6 +98,11 @@ class LocalExecutor:
 
     def __init__(self):
         self.trainers = _TRAINERS
+
+    def set_up(self, setup):
+        """What the run needs TensorFlow for before the jobs train (jobfiles.Setup), where they
+        train; returns experiments.job.set_up's answer."""
+        return set_up_here(setup)
 
     def run(self, jobs, on_epoch, on_done, protect):
         """Trains jobs in order; on_epoch(job, row, stopped_early) after every epoch,
@@ -188,6 +200,30 @@ class WorkerPool:
         self.jobs_at_once, self.threads = count, threads
         self.workers = [_Worker(threads) for _ in range(count)]
 
+    def set_up(self, setup):
+        """jobfiles.Setup in the first worker to be ready, while any other is still loading: the
+        driver loads no TensorFlow of its own, and the cores load the workers' sooner."""
+        asked = None
+        while True:
+            if asked is None and (asked := next((worker for worker in self.workers if worker.ready), None)):
+                asked.connection.send(setup)
+            owners = {worker.connection: worker for worker in self.workers}
+            for connection in wait(list(owners), timeout=1.0):
+                worker = owners[connection]
+                try:
+                    message = connection.recv()
+                except (EOFError, OSError):
+                    if worker is asked:
+                        raise UserError(f"a job worker process ended while it set up the run (exit code "
+                                        f"{worker.process.wait()}; its messages are above); set run.jobs_at_once = 1 "
+                                        "to train in this process") from None
+                    self._replace(worker, collections.deque(), collections.Counter())
+                    continue
+                if message[0] == "set up":
+                    timing.merge(message[2])
+                    return message[1]
+                self._handle(worker, message, {}, None, None)  # "ready", or the set-up's "error"
+
     def run(self, jobs, on_epoch, on_done, protect):
         queue = collections.deque(jobs)
         names = {job.name: job for job in jobs}
@@ -228,13 +264,14 @@ class WorkerPool:
             worker.arms.add(names[name].arm)
             on_done(names[name], record)
         elif kind == "error":
-            _, name, what, detail = message
-            job, worker.job = names[name], None
+            _, name, what, detail = message  # name None: the run's set-up
+            job, worker.job = names.get(name), None
             if what == "user":
                 raise UserError(detail)
             if what == "os":
                 raise OSError(*detail)
-            raise RuntimeError(f"job {job.arm} seed {job.seed} failed: {detail}")
+            raise RuntimeError(f"job {job.arm} seed {job.seed} failed: {detail}" if job else
+                               f"setting up the run failed: {detail}")
 
     def _replace(self, worker, queue, attempts):
         """A worker ended without being asked: its job goes back to the front of the queue (it
@@ -323,6 +360,11 @@ class RayExecutor:
             raise UserError(f"run.gpus_per_job = {run_config.gpus_per_job} but the Ray cluster has no GPU; set "
                             "run.gpus_per_job = 0 or add GPU nodes")
         self.remote = ray.remote(max_calls=1, max_retries=WORKER_RETRIES)(_ray_job)
+
+    def set_up(self, setup):
+        """jobfiles.Setup in the driver, before any job is sent (a user's mistake stops the run
+        here, with one line, rather than in a task on the cluster)."""
+        return set_up_here(setup)
 
     def run(self, jobs, on_epoch, on_done, protect):
         ray = self.ray

@@ -25,11 +25,14 @@ from pathlib import Path
 from augcompare.experiments.errors import UserError
 
 
-def write_atomically(path, write):
+def write_atomically(path, write, shared=False):
     """write(staging_path), then rename it over path: whoever reads path (a resumed run) finds
-    the old file or the new one, never half of one. A failed write leaves the old file."""
+    the old file or the new one, never half of one. A failed write leaves the old file.
+    shared: other processes may write the same content to path at the same time (a seed's
+    initial weights, made by each of its first jobs), so each stages a file of its own."""
     path = Path(path)
-    staging = path.with_name(".partial-" + path.name)  # keeps the suffix Keras checks
+    # The prefix keeps the suffix Keras checks.
+    staging = path.with_name(f".partial-{os.getpid()}-{path.name}" if shared else f".partial-{path.name}")
     try:
         write(staging)
         os.replace(staging, path)

@@ -1,7 +1,8 @@
 """Trains a job (one arm and one seed of a run; experiments.jobfiles says what it is and what it
 writes): from its checkpoint, or from the seed's initial weights, to its last epoch, an early stop
 or a failure; then it evaluates the test split once, on the final weights and on the weights of
-the epoch that val selected; and it writes only to its own folder, jobs/<arm>-seed<S>/.
+the epoch that val selected; and it writes only to its own folder, jobs/<arm>-seed<S>/, and, as
+the seed's first job, the seed's initial weights.
 
 The run (experiments.run) merges rows and record into history.csv and runs.json. The val split
 decides everything (the selected epoch, early stopping, save_best); test decides nothing.
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from augcompare.augment import get_generator_cyclic
-from augcompare.augment.backend import keras, tf
+from augcompare.augment.backend import keras, kernels, tf
 from augcompare.augment.keras_layers import seed_python_random
 from augcompare.experiments import cache as cache_format
 from augcompare.experiments import config as config_mod
@@ -39,6 +40,7 @@ from augcompare.experiments.jobfiles import (
     RECORD,
     ROWS,
     JobSetupError,
+    Setup,
     best_index,
     best_model_path,
     initial_weights_path,
@@ -52,6 +54,7 @@ from augcompare.experiments.training import (
     read_checkpoint,
     save_checkpoint,
     steps_per_epoch,
+    write_initial_weights,
 )
 
 
@@ -82,6 +85,28 @@ def distribution(strategy, cpu_devices=0):
                             "to spread jobs over machines")
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def set_up(setup: Setup):
+    """What a run needs TensorFlow for before its jobs train, done in this process (a job worker,
+    or the driver where it trains the jobs itself or hands them to Ray): op determinism on, the
+    strategy made (before TensorFlow's first op), the arms checked on the data (a UserError for
+    one it cannot take) and the preview grid drawn. Returns which TensorFlow, devices and kernels
+    the jobs train with, for environment.json."""
+    from augcompare.experiments import preview
+    from augcompare.experiments.training import check_arms
+    experiment = config_mod.build(setup.config)
+    dataset = cache_format.open_cache(setup.cache)
+    tf.config.experimental.enable_op_determinism()
+    strategy = distribution(experiment.train.strategy, experiment.train.cpu_devices)
+    with timing.span("run: checks"):
+        check_arms(experiment, dataset)
+    if setup.preview_dir is not None:
+        with timing.span("run: preview grid"):
+            preview.write_run_grid(dataset, experiment.arms, setup.preview_dir)
+    return {"tensorflow": tf.__version__, "keras": keras.__version__,
+            "devices": [device.name for device in tf.config.list_logical_devices()],
+            "replicas": strategy.num_replicas_in_sync, "kernels": kernels()}
 
 
 def cluster_size():
@@ -289,7 +314,13 @@ def _train_and_evaluate(job, trainers, on_epoch, protect, started):
             trainers[key] = trainer  # the most recently used last
             while len(trainers) > KEPT_TRAINERS:
                 trainers.pop(next(iter(trainers)))
-        trainer.reset(job.seed, initial_weights_path(job.run_dir, job.seed))
+        weights = initial_weights_path(job.run_dir, job.seed)
+        if not weights.is_file():
+            # Made by the seed's first job (identically by any process: built from the seed), so
+            # that every arm of the seed starts from the same file.
+            weights.parent.mkdir(exist_ok=True)
+            write_initial_weights(experiment, dataset.image_shape, len(dataset.class_names), job.seed, weights)
+        trainer.reset(job.seed, weights)
     selected = (0, None)
     if done:
         _, selected_epoch, state, selected_weights = read_checkpoint(folder / CHECKPOINT, recover)

@@ -2,8 +2,9 @@
 jobs through this module before (or without) loading TensorFlow, so that its worker processes can
 start loading theirs at once. experiments.job trains them.
 
-A job is one arm and one seed of a run. Its inputs are plain data (Job); it writes only to its own
-folder, jobs/<arm>-seed<S>/:
+A job is one arm and one seed of a run. Its inputs are plain data (Job). The seed's first job
+writes weights/initial-seed<S>.weights.h5, which every arm of the seed starts from (any job makes
+the same file from the seed); otherwise a job writes only to its own folder, jobs/<arm>-seed<S>/:
 
 - rows.csv: its history rows, appended and synced as each epoch ends;
 - checkpoint.npz: everything training changes, renamed into place after each epoch's row;
@@ -24,7 +25,7 @@ ROWS, CHECKPOINT, RECORD = "rows.csv", "checkpoint.npz", "record.json"
 class Job:
     arm: str
     seed: int
-    run_dir: str   # the run's directory: the job reads weights/ and writes jobs/<arm>-seed<S>/
+    run_dir: str   # the run's directory: the job writes weights/ (if absent) and jobs/<arm>-seed<S>/
     cache: str     # the prepared data set (experiments.cache)
     config: dict   # the run's resolved configuration (config.to_dict)
 
@@ -35,6 +36,17 @@ class Job:
     @property
     def folder(self):
         return job_folder(self.run_dir, self.arm, self.seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What a run asks of TensorFlow before its jobs train, in the process that holds it (a job
+    worker, or the driver itself when it trains or hands jobs to Ray): the arms checked on the
+    data, the preview grid drawn into preview_dir (None: not drawn; a resumed run has it) and
+    which TensorFlow, devices and kernels the jobs train with (experiments.job.set_up)."""
+    cache: str     # the prepared data set (experiments.cache)
+    config: dict   # the run's resolved configuration (config.to_dict)
+    preview_dir: str | None = None
 
 
 class JobSetupError(UserError):

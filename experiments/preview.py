@@ -1,12 +1,14 @@
 """The grid of original and augmented samples (augmentations.png), for every kind of arm: built-in
 operations, Keras layers, a function, and mixing (with each mixed image's label weights)."""
 
+from pathlib import Path
+
 import numpy as np
 
 from augcompare.augment import AugmentationLayer, keras_layers, mixing
 from augcompare.augment.backend import tf
 from augcompare.augment.layer import MIXING_STREAM
-from augcompare.augment.params import MIXING, PARAMS, augments, operations
+from augcompare.augment.params import MIXING, augments
 from augcompare.experiments import plots
 
 
@@ -21,22 +23,6 @@ def pick_samples(images, labels, count=4, seed=0):
         picks.append(int(rng.choice(members)))
     picks = np.array(picks)
     return np.asarray(images[picks]), labels[picks]
-
-
-def arm_title(settings):
-    """A short description of an arm's settings, for figure panels."""
-    if not augments(settings):
-        return "no augmentation"
-    parts = []
-    for key, value in operations(settings).items():
-        if key in ("fill_mode", "fill_value") or not value:
-            continue
-        parts.append(key.replace("_", " ") if PARAMS[key].kind is bool else f"{key.replace('_', ' ')} {value:g}")
-    parts += [spec["layer"] for spec in settings.get("keras", ())]
-    if settings.get("function"):
-        parts.append(settings["function"].rsplit(":", 1)[-1] + "()")
-    parts += [f"{key} {settings[key]:g}" for key in MIXING if settings.get(key)]
-    return ", ".join(parts)
 
 
 def _label_weights(weights, class_names):
@@ -75,3 +61,13 @@ def draw(samples, labels, class_names, arms, value_range, path, count=4, seed=0)
               for arm, settings in arms.items() if augments(settings)}
     titles = [class_names[int(label)] if int(label) < len(class_names) else str(label) for label in labels]
     plots.augmentation_grid(samples, titles, by_arm, path, value_range=value_range)
+
+
+def write_run_grid(dataset, arms, folder):
+    """A run's grid: augmentations.png, and the samples and labels it shows
+    (preview_samples.npy, preview_labels.npy), from which `augcompare plot` redraws it."""
+    folder = Path(folder)
+    samples, labels = pick_samples(dataset.train_images, dataset.train_labels)
+    np.save(folder / "preview_samples.npy", samples, allow_pickle=False)
+    np.save(folder / "preview_labels.npy", labels, allow_pickle=False)
+    draw(samples, labels, dataset.class_names, arms, dataset.value_range, folder / "augmentations.png")

@@ -1,18 +1,20 @@
-"""A run: the whole experiment. It plans the jobs (every arm for every seed), writes each seed's
-initial weights, hands the jobs to an executor and is the only writer of history.csv and
-runs.json: as each job ends, its rows and record are merged in a fixed order (seeds in order, arms
-in file order), so the files end the same whatever the executor and the order jobs end in.
+"""A run: the whole experiment. It plans the jobs (every arm for every seed), has the arms checked
+and the preview grid drawn where TensorFlow runs (experiments.job.set_up), hands the jobs to an
+executor and is the only writer of history.csv and runs.json: as each job ends, its rows and
+record are merged in a fixed order (seeds in order, arms in file order), so the files end the
+same whatever the executor and the order jobs end in.
 
-For every seed every arm starts from the same initial weights and sees the same sample order, so
-the augmentation is the only difference between arms.
+For every seed every arm starts from the same initial weights (the seed's first job writes them
+to weights/) and sees the same sample order, so the augmentation is the only difference between
+arms.
 
 Run directory: config.toml, environment.json, data.json (what the data set holds and what was
 skipped preparing it), history.csv, runs.json (the ended jobs with their test results, and the
 two-stage design), summary.json, summary.md, accuracy.png, loss.png, ablation.png, pairs.png (three
-arms or more), strength.png (a sweep), augmentations.png, preview_samples.npy, weights/initial-seed<S>.weights.h5, jobs/<arm>-seed<S>/
-(while a job is unfinished), best/<arm>-seed<S>.keras (train.save_best), tensorboard/ (train.
-tensorboard), mlflow.json (track.mlflow: the MLflow ids, experiments.tracking), and .lock, which
-the running process holds.
+arms or more), strength.png (a sweep), augmentations.png, preview_samples.npy,
+weights/initial-seed<S>.weights.h5, jobs/<arm>-seed<S>/ (while a job is unfinished),
+best/<arm>-seed<S>.keras (train.save_best), tensorboard/ (train.tensorboard), mlflow.json
+(track.mlflow: the MLflow ids, experiments.tracking), and .lock, which the running process holds.
 
 Nothing trained is lost: a job's rows and checkpoint reach the disk after every epoch, so
 `augcompare run --resume RUN_DIR` continues a run killed at any moment and ends with the files an
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from augcompare.augment.params import augments, parse_function
+from augcompare.augment.params import arm_title, augments, parse_function
 from augcompare.experiments import config as config_mod
 from augcompare.experiments import plots, stats, timing, tracking
 from augcompare.experiments.data import load_dataset
@@ -44,8 +46,8 @@ from augcompare.experiments.jobfiles import (
     CHECKPOINT,
     ROWS,
     Job,
+    Setup,
     check_record,
-    initial_weights_path,
     job_folder,
     read_record,
 )
@@ -99,35 +101,32 @@ def function_files(experiment):
     return files
 
 
-def environment(experiment, jobs_at_once, threads):
+def environment(experiment, jobs_at_once, threads, tensorflow):
     """Versions, devices, the kernels (oneDNN or Eigen, the CPU's instruction sets, thread counts),
     the precision, the distribution strategy, how many jobs trained side by side on how many
     threads each, the project's git commit and the function files' hashes, recorded with every
-    run: all of them can change the numbers."""
+    run: all of them can change the numbers. tensorflow: what experiments.job.set_up answered,
+    in the process where the jobs' TensorFlow runs."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
-    from augcompare.augment.backend import keras, kernels, tf
-    from augcompare.experiments.job import distribution
     train = experiment.train
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+    return {"python": platform.python_version(), "tensorflow": tensorflow["tensorflow"], "keras": tensorflow["keras"],
             "numpy": np.__version__, "platform": platform.platform(), "git_commit": commit,
-            "devices": [device.name for device in tf.config.list_logical_devices()],
-            "strategy": train.strategy,
-            "replicas": distribution(train.strategy, train.cpu_devices).num_replicas_in_sync,
-            "kernels": kernels(), "precision": train.precision,
+            "devices": tensorflow["devices"], "strategy": train.strategy, "replicas": tensorflow["replicas"],
+            "kernels": tensorflow["kernels"], "precision": train.precision,
             "executor": experiment.run.executor, "jobs_at_once": jobs_at_once, "threads_per_job": threads,
             "function_files": function_files(experiment)}
 
 
-def precision_warning(precision):
-    """Why a mixed precision may be slower here than float32, or None."""
-    from augcompare.augment.backend import kernels, tf
-    if precision == "float32" or tf.config.list_physical_devices("GPU"):
+def precision_warning(precision, tensorflow):
+    """Why a mixed precision may be slower here than float32, or None. tensorflow: what
+    experiments.job.set_up answered."""
+    if precision == "float32" or any(":GPU:" in device for device in tensorflow["devices"]):
         return None
-    features = kernels()["cpu"]["features"]
+    features = tensorflow["kernels"]["cpu"]["features"]
     if precision == "mixed_bfloat16" and not {"avx512_bf16", "amx_bf16"} & set(features):
         return ("warning: train.precision = \"mixed_bfloat16\" on a CPU without AVX512_BF16 or AMX: bfloat16 is "
                 "emulated and likely slower than float32 here (README, Speed)")
@@ -441,14 +440,6 @@ class Run:
         pending = self.pending(seeds)
         if not pending:
             return
-        from augcompare.experiments.training import write_initial_weights
-        shape, classes = self.dataset.image_shape, len(self.dataset.class_names)
-        for seed in seeds:
-            path = initial_weights_path(self.run_dir, seed)
-            if not path.is_file():
-                path.parent.mkdir(exist_ok=True)
-                with timing.span("run: initial weights"):
-                    write_initial_weights(self.experiment, shape, classes, seed, path)
         epochs = self.experiment.train.epochs
         self.progress.add_jobs(len(pending), sum(epochs - self.rows_kept(arm, seed) for arm, seed in pending))
         jobs = [self.job(arm, seed) for arm, seed in pending]
@@ -482,9 +473,9 @@ class Run:
                                len(self.dataset.train_labels), self.experiment.train.epochs) * len(pending)
         return plan(self.experiment.run, len(pending), flops, self.threads)
 
-    def train(self, executor=None):
+    def train(self, executor):
         """Trains every job that has not ended, then writes the summary and the figures.
-        executor: one already started for this run (its workers load while the run prepares)."""
+        executor: the run's, started and set up (make_executor, set_up), which train closes."""
         try:
             self.load()
             if self.experiment.analysis.target_half_width and len(self.arms) < 2:
@@ -493,11 +484,8 @@ class Run:
                                 "train.seeds")
             if self.tracker is not None:
                 self.begin_tracking()
-            if executor is None:
-                executor = make_executor(self.experiment.run, *self.executor_plan())
         except BaseException as error:
-            if executor is not None:
-                executor.close()
+            executor.close()
             self.stop_tracking(type(error))
             raise
         if executor.jobs_at_once > 1:
@@ -551,19 +539,6 @@ def _data(experiment):
     return dataset
 
 
-def _prepare_training(experiment, dataset):
-    """Loads TensorFlow: op determinism on, the strategy made (before TensorFlow's first op), and
-    the arms' settings checked on the data."""
-    with timing.span("run: start-up (imports)"):
-        from augcompare.augment.backend import tf
-        from augcompare.experiments.job import distribution
-        from augcompare.experiments.training import check_arms
-    distribution(experiment.train.strategy, experiment.train.cpu_devices)
-    tf.config.experimental.enable_op_determinism()
-    with timing.span("run: checks"):
-        check_arms(experiment, dataset)
-
-
 def interrupted(run_dir):
     """The RunStopped of a KeyboardInterrupt that reached the run outside StopOnSignal's handler
     (a notebook's interrupt in a thread that cannot install one, or before training starts):
@@ -595,9 +570,11 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
         dataset = _data(experiment)
         run = Run(run_dir, experiment, dataset, log, per_seed, tracker=tracker)
         jobs_at_once, run.threads = run.executor_plan()
-        # Started before this process loads TensorFlow: the workers load theirs meanwhile.
+        # Started at once, so that the workers load TensorFlow while this process plans; where
+        # jobs train side by side, this process loads none (a worker checks the arms and draws
+        # the preview grid).
         executor = make_executor(experiment.run, jobs_at_once, run.threads)
-        _prepare_training(experiment, dataset)
+        tensorflow = executor.set_up(Setup(str(dataset.path), config_mod.to_dict(experiment), str(run_dir)))
     except BaseException:
         if executor is not None:
             executor.close()
@@ -605,16 +582,9 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
         shutil.rmtree(run_dir, ignore_errors=True)  # nothing but the lock file was written
         raise
     try:
-        from augcompare.experiments import preview
         write_text(run_dir / "config.toml", config_mod.dumps(config_mod.to_dict(experiment)))
-        write_json(run_dir / "environment.json", environment(experiment, jobs_at_once, run.threads))
+        write_json(run_dir / "environment.json", environment(experiment, jobs_at_once, run.threads, tensorflow))
         write_json(run_dir / "data.json", {**dataset.meta, "path": str(dataset.path)})
-        with timing.span("run: preview grid"):
-            samples, sample_labels = preview.pick_samples(dataset.train_images, dataset.train_labels)
-            np.save(run_dir / "preview_samples.npy", samples, allow_pickle=False)
-            np.save(run_dir / "preview_labels.npy", sample_labels, allow_pickle=False)
-            preview.draw(samples, sample_labels, dataset.class_names, experiment.arms, dataset.value_range,
-                         run_dir / "augmentations.png")
         seeds = candidate_seeds(experiment)
         seeds_text = (f"seeds {list(experiment.train.seeds)}" if not experiment.analysis.target_half_width else
                       f"{experiment.analysis.pilot_seeds} pilot seeds, then as many as a "
@@ -625,7 +595,7 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
             f"{experiment.train.epochs} epochs; primary metric {experiment.analysis.primary} -> {run_dir}")
         for line in plan_lines(experiment) + _data_lines(dataset.meta):
             log(line)
-        if warning := precision_warning(experiment.train.precision):
+        if warning := precision_warning(experiment.train.precision, tensorflow):
             log(warning)
         executor, started = None, executor
         return run.train(started)
@@ -645,6 +615,7 @@ def resume(run_dir, log=print, per_seed=False):
         raise UserError(f"{run_dir} is not a run directory (no config.toml); give the directory that "
                         "`augcompare run` printed")
     lock = DirectoryLock(run_dir / ".lock", "augcompare run --resume").acquire()
+    executor = None
     try:
         try:
             experiment = config_mod.build(config_mod.read_toml(run_dir / "config.toml"))
@@ -652,16 +623,19 @@ def resume(run_dir, log=print, per_seed=False):
             raise UserError(f"{run_dir / 'config.toml'} cannot be used ({error}); restore it from a copy") from None
         tracker = tracking.connect(experiment, run_dir, log)
         dataset = _data(experiment)
-        _prepare_training(experiment, dataset)
-        log(f"{experiment.name}: resuming {run_dir}")
         recorded_path = run_dir / "environment.json"
+        recorded = read_json(recorded_path, "delete it: it is only compared with the environment now, to warn") \
+            if recorded_path.is_file() else None
         threads = None
+        if isinstance(recorded, dict) and isinstance(recorded.get("threads_per_job"), int) \
+                and recorded["threads_per_job"] >= 0 and experiment.run.executor == "local":
+            threads = recorded["threads_per_job"]  # a job's numbers may depend on it: kept
+        run = Run(run_dir, experiment, dataset, log, per_seed, threads, tracker)
+        executor = make_executor(experiment.run, *run.executor_plan())
+        tensorflow = executor.set_up(Setup(str(dataset.path), config_mod.to_dict(experiment)))
+        log(f"{experiment.name}: resuming {run_dir}")
         if recorded_path.is_file():
-            recorded = read_json(recorded_path, "delete it: it is only compared with the environment now, to warn")
-            if isinstance(recorded, dict) and isinstance(recorded.get("threads_per_job"), int) \
-                    and recorded["threads_per_job"] >= 0 and experiment.run.executor == "local":
-                threads = recorded["threads_per_job"]  # a job's numbers may depend on it: kept
-            now = environment(experiment, None, threads)
+            now = environment(experiment, None, threads, tensorflow)
             now_kernels = {key: now["kernels"][key] for key in ("onednn", "ONEDNN_MAX_CPU_ISA", "cpu")}
             keys = ("python", "tensorflow", "keras", "numpy", "git_commit", "devices", "function_files")
             changed = [key for key in keys if not isinstance(recorded, dict) or recorded.get(key) != now[key]]
@@ -671,14 +645,17 @@ def resume(run_dir, log=print, per_seed=False):
             if changed:
                 log(f"warning: {', '.join(changed)} differ from when the run started; the epochs trained now may "
                     "not match an uninterrupted run's to the last digit")
-        if warning := precision_warning(experiment.train.precision):
+        if warning := precision_warning(experiment.train.precision, tensorflow):
             log(warning)
-        return Run(run_dir, experiment, dataset, log, per_seed, threads, tracker).train()
+        executor, started = None, executor
+        return run.train(started)
     except KeyboardInterrupt as error:
         if isinstance(error, Interrupted):  # while the data was prepared: it says what continues it
             raise
         raise interrupted(run_dir) from None
     finally:
+        if executor is not None:  # stopped before training: train() closes the executor it is given
+            executor.close()
         lock.release()
 
 
@@ -704,8 +681,7 @@ def write_outputs(run_dir, experiment, history, records, design, per_seed=False)
     summary, markdown = summary_of(run_dir, experiment, history, records, design)
     write_json(run_dir / "summary.json", summary)
     write_text(run_dir / "summary.md", markdown)
-    from augcompare.experiments import preview
-    titles = {arm: preview.arm_title(settings) for arm, settings in experiment.arms.items()}
+    titles = {arm: arm_title(settings) for arm, settings in experiment.arms.items()}
     for metric in ("accuracy", "loss"):
         plots.curves_figure(history, titles, metric, run_dir / f"{metric}.png", per_seed)
     plots.differences_figure(summary, run_dir / "ablation.png")

@@ -87,9 +87,10 @@ def build_classifier(experiment, image_shape, num_classes, seed):
 
 
 def write_initial_weights(experiment, image_shape, num_classes, seed, path):
-    """The seed's initial classifier weights, which every arm of the seed starts from."""
+    """The seed's initial classifier weights, which every arm of the seed starts from. Two jobs
+    of the seed may write them at once, the same weights: either file is the one they read."""
     write_atomically(path, lambda staging: build_classifier(experiment, image_shape, num_classes, seed)
-                     .save_weights(staging))
+                     .save_weights(staging), shared=True)
 
 
 def learning_rate(train, steps_per_epoch):

@@ -3,9 +3,11 @@ PARENT`): a fresh interpreter, never forked from one that runs TensorFlow, that 
 whole run and trains job after job on its share of the cores, keeping each arm's compiled model.
 
 It talks to the driver over the connected socket FD (multiprocessing's Connection: pickled
-messages). The driver sends a Job, or None to end; the worker answers
+messages). The driver sends a Setup (one worker, before the first job: experiments.job.set_up), a
+Job, or None to end; the worker answers
 
 - ("ready", pid) once TensorFlow has loaded;
+- ("set up", what set_up returned, timings) or ("error", None, ...) after a Setup;
 - ("epoch", job name, row, stopped_early) as each epoch's row and checkpoint reach the disk;
 - ("done", job name, record, timings) when the job has ended (its record.json is written);
 - ("error", job name, kind, message): kind "user" (a UserError: a one-line message), "os"
@@ -21,6 +23,7 @@ import signal
 import sys
 from multiprocessing.connection import Connection
 
+from augcompare.experiments.errors import UserError
 from augcompare.experiments.processes import DeferredSignals, end_with_parent
 
 
@@ -35,30 +38,41 @@ def serve(connection, threads):
     set_threads(threads)
     tf.config.experimental.enable_op_determinism()
     from augcompare.experiments import timing
-    from augcompare.experiments.errors import UserError
-    from augcompare.experiments.job import run_job
+    from augcompare.experiments.job import run_job, set_up
+    from augcompare.experiments.jobfiles import Setup
     connection.send(("ready", os.getpid()))
     trainers = {}  # job.trainer_key -> Trainer: compiled once in this process, reset for every seed
     while True:
         try:
-            job = connection.recv()
+            task = connection.recv()
         except EOFError:  # the driver has gone
             return
-        if job is None:
+        if task is None:
             return
         timing.take()
+        setup = isinstance(task, Setup)
         try:
-            record = run_job(job, trainers, protect=stop.protected,
-                             on_epoch=lambda row, stopped_early: connection.send(("epoch", job.name, row,
-                                                                                  stopped_early)))
-        except UserError as error:
-            connection.send(("error", job.name, "user", str(error)))
-        except OSError as error:
-            connection.send(("error", job.name, "os", (error.errno, error.strerror, error.filename)))
+            if setup:
+                result = set_up(task)
+            else:
+                result = run_job(task, trainers, protect=stop.protected,
+                                 on_epoch=lambda row, stopped_early: connection.send(("epoch", task.name, row,
+                                                                                      stopped_early)))
         except Exception as error:  # reported by the driver, which stops the run with it
-            connection.send(("error", job.name, "crash", f"{type(error).__name__}: {error}"))
+            connection.send(("error", None if setup else task.name, *_failure(error)))
         else:
-            connection.send(("done", job.name, record, timing.take()))
+            connection.send(("set up", result, timing.take()) if setup else ("done", task.name, result,
+                                                                               timing.take()))
+
+
+def _failure(error):
+    """(kind, detail) of an ("error", ...) message: "user" (a UserError's one-line message), "os"
+    ((errno, strerror, filename)) or "crash" (anything else)."""
+    if isinstance(error, UserError):
+        return "user", str(error)
+    if isinstance(error, OSError):
+        return "os", (error.errno, error.strerror, error.filename)
+    return "crash", f"{type(error).__name__}: {error}"
 
 
 def main():

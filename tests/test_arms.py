@@ -173,21 +173,24 @@ def test_mistakes_in_arms_are_one_line_errors(tmp_path, capsys, arm, message):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("history.csv"))
 
 
-@pytest.mark.parametrize("function, message", [
-    ("my_augs.py:nothing", "has no function 'nothing'; it defines: jitter, crop_a_row, as_double, explode"),
-    ("my_augs.py:crop_a_row", "returned shape \\[2, 31, 32, 3\\] for images of shape \\[2, 32, 32, 3\\]"),
-    ("my_augs.py:as_double", "returned float64 images; it must return float32"),
+@pytest.mark.parametrize("function, message, jobs_at_once", [
+    ("my_augs.py:nothing", "has no function 'nothing'; it defines: jitter, crop_a_row, as_double, explode", 1),
+    ("my_augs.py:crop_a_row", "returned shape \\[2, 31, 32, 3\\] for images of shape \\[2, 32, 32, 3\\]", 1),
+    ("my_augs.py:as_double", "returned float64 images; it must return float32", 1),
     ("my_augs.py:explode", "failed on a batch of shape \\[2, 32, 32, 3\\]: RuntimeError: .*line 19, in explode"
-                           ".*a bug in my function"),
+                           ".*a bug in my function", 1),
+    # Side by side, a worker checks the arms (the driver loads no TensorFlow): the same line.
+    pytest.param("my_augs.py:explode", "failed on a batch of shape \\[2, 32, 32, 3\\]: RuntimeError: .*line 19, in "
+                 "explode.*a bug in my function", 2, id="side-by-side"),
 ])
 def test_a_function_that_is_missing_or_changes_the_shape_is_refused_before_training(tmp_path, capsys, function,
-                                                                                    message):
+                                                                                    message, jobs_at_once):
     experiment = write_experiment(tmp_path, {"bad": f'{{function = "{function}"}}'})
-    sets = SMALL + [f"data.cache_dir={tmp_path / 'cache'}"]
+    sets = SMALL + [f"data.cache_dir={tmp_path / 'cache'}", f"run.jobs_at_once={jobs_at_once}"]
     assert cli.main(["run", str(experiment), "--out", str(tmp_path / "out")] + overrides(*sets)) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and re.search(message, error), error
-    assert not list((tmp_path / "out").rglob("history.csv"))
+    assert not list((tmp_path / "out").glob("*/*"))  # no run directory is left
 
 
 def test_a_trainer_reset_for_another_seed_trains_as_a_fresh_one(tmp_path):

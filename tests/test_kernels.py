@@ -39,7 +39,7 @@ def test_a_run_records_its_kernels_precision_and_where_its_time_went(tmp_path, m
     assert ("mixed_bfloat16\" on a CPU without AVX512_BF16 or AMX" in capsys.readouterr().out) == without_bf16
     document = json.loads((tmp_path / "timings.json").read_text())
     spans = document["spans"]
-    for part in ("run: data", "run: initial weights", "run: summary and figures", "job: build and compile",
+    for part in ("run: data", "run: checks", "run: preview grid", "run: summary and figures", "job: build and compile",
                  "job: training steps", "job: validation", "job: test evaluation", "job: checkpoints and rows"):
         assert spans[part] > 0, part
     job_seconds = sum(job["seconds"] for job in json.loads((run_dir / "runs.json").read_text())["jobs"])

@@ -57,6 +57,13 @@ def wait_until(condition, seconds=120):
         time.sleep(0.02)
 
 
+def has_tensorflow(pid):
+    """Whether the process has TensorFlow's library mapped: a driver of jobs side by side loads
+    none (its workers check the arms and draw the grid), so that the cores load the workers'."""
+    with open(f"/proc/{pid}/maps") as maps:
+        return "_pywrap_tensorflow_internal" in maps.read()
+
+
 def in_the_middle(run_dir):
     return any(0 < rows_in(path) < EPOCHS for path in run_dir.glob("jobs/*/rows.csv"))
 
@@ -127,6 +134,7 @@ def test_ctrl_c_and_a_killed_driver_end_the_workers_and_the_run_resumes_as_one_n
                                                                                              tmp_path):
     shared, whole = one_at_a_time
     process, run_dir, seen = start_until_mid_job(tmp_path, shared / "cache", "stopped")
+    assert not has_tensorflow(process.pid) and all(has_tensorflow(pid) for pid in seen - {process.pid})
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals its foreground process group
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
@@ -139,6 +147,7 @@ def test_ctrl_c_and_a_killed_driver_end_the_workers_and_the_run_resumes_as_one_n
     # Resumed, and the resuming driver killed (SIGKILL) once its workers have trained an epoch more.
     rows_at_stop = rows_written(run_dir)
     process, seen = resume_until(run_dir, lambda: rows_written(run_dir) > rows_at_stop and in_the_middle(run_dir))
+    assert not has_tensorflow(process.pid)
     process.kill()
     process.communicate(timeout=60)
     workers = seen - {process.pid}
