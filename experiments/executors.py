@@ -44,18 +44,6 @@ MIN_SIDE_BY_SIDE_FLOPS = 2e12
 WORKER_MEMORY = 1.5 * 2**30
 
 
-def training_flops(filters, dense_units, image_shape, num_classes, train_count, epochs):
-    """Floating-point operations of training the small CNN: 3 x its forward pass (the backward
-    pass costs about twice the forward) per image, per epoch."""
-    height, width, channels = image_shape
-    forward = 0
-    for out in filters:
-        forward += 2 * height * width * 9 * channels * out
-        height, width, channels = height // 2, width // 2, out
-    forward += 2 * height * width * channels * dense_units + 2 * dense_units * num_classes
-    return 3 * forward * train_count * epochs
-
-
 def memory_bytes():
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

@@ -39,7 +39,7 @@ from augcompare.experiments import config as config_mod
 from augcompare.experiments import plots, stats, timing, tracking
 from augcompare.experiments.data import load_dataset
 from augcompare.experiments.errors import Interrupted, RunStopped, UserError
-from augcompare.experiments.executors import make_executor, plan, training_flops
+from augcompare.experiments.executors import make_executor, plan
 from augcompare.experiments.files import DirectoryLock, read_json, write_json, write_text
 from augcompare.experiments.history import HistoryWriter, read_history
 from augcompare.experiments.jobfiles import (
@@ -53,6 +53,7 @@ from augcompare.experiments.jobfiles import (
 )
 from augcompare.experiments.processes import DeferredSignals
 from augcompare.experiments.progress import RunProgress
+from augcompare.models import training_flops
 
 # TensorFlow (augment.backend, and the modules that build models: training, job, preview) is
 # imported inside the functions that use it: a run loads its data and starts its job workers
@@ -468,9 +469,10 @@ class Run:
     def executor_plan(self):
         """(jobs at once, threads per job) for the jobs of the current stage (experiments.executors)."""
         pending = self.pending(self.seeds())
-        flops = training_flops(self.experiment.model.filters, self.experiment.model.dense_units,
-                               self.dataset.image_shape, len(self.dataset.class_names),
-                               len(self.dataset.train_labels), self.experiment.train.epochs) * len(pending)
+        model = self.experiment.model
+        flops = training_flops(self.dataset.image_shape, len(self.dataset.class_names), model.filters,
+                               model.dense_units, len(self.dataset.train_labels),
+                               self.experiment.train.epochs) * len(pending)
         return plan(self.experiment.run, len(pending), flops, self.threads)
 
     def train(self, executor):

@@ -1,5 +1,5 @@
 """The small CNN that augmentation sets are compared on."""
 
-from augcompare.models.cnn import small_cnn
+from augcompare.models.cnn import small_cnn, training_flops
 
-__all__ = ["small_cnn"]
+__all__ = ["small_cnn", "training_flops"]

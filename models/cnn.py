@@ -1,10 +1,8 @@
-"""A small convolutional classifier: Conv-Pool blocks and a dense head."""
+"""A small convolutional classifier: Conv-Pool blocks and a dense head, and what training it
+costs. Keras is imported where the model is built: a run plans its jobs from the cost before
+it loads TensorFlow (experiments.run)."""
 
 import numpy as np
-
-from augcompare.augment.backend import keras
-
-layers = keras.layers
 
 
 def layer_seeds(seed, count):
@@ -20,6 +18,8 @@ def small_cnn(input_shape, num_classes, filters=(32, 64, 128), dense_units=128, 
     the hidden dense layer; dropout: rate in [0, 1) before the output layer (0 switches it off).
     seed: the initial weights and the dropout masks come from it alone (no global random state).
     """
+    from augcompare.augment.backend import keras
+    layers = keras.layers
     seeds = iter(layer_seeds(seed, len(filters) + 3))
     inputs = keras.Input(shape=tuple(input_shape))
     x = inputs
@@ -37,3 +37,16 @@ def small_cnn(input_shape, num_classes, filters=(32, 64, 128), dense_units=128, 
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32",
                            kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)))(x)
     return keras.Model(inputs, outputs, name="small_cnn")
+
+
+def training_flops(input_shape, num_classes, filters=(32, 64, 128), dense_units=128, train_count=1, epochs=1):
+    """Floating-point operations of training small_cnn (the same arguments) on train_count images
+    for epochs: 3 x its forward pass per image (the backward pass costs about twice the forward),
+    counting the convolutions and dense layers."""
+    height, width, channels = input_shape
+    forward = 0
+    for out in filters:
+        forward += 2 * height * width * 9 * channels * out  # 3x3, "same"
+        height, width, channels = height // 2, width // 2, out  # 2x2 max-pool
+    forward += 2 * height * width * channels * dense_units + 2 * dense_units * num_classes
+    return 3 * forward * train_count * epochs

@@ -17,6 +17,7 @@ from conftest import SMALL, kill_a_job_after_its_first_epoch, numbers, overrides
 from augcompare.experiments import cli, executors
 from augcompare.experiments.config import RunConfig
 from augcompare.experiments.history import read_history
+from augcompare.models import small_cnn, training_flops
 
 EPOCHS = 3
 SETTINGS = SMALL + ["data.train_per_class=48", f"train.epochs={EPOCHS}", "train.seeds=[0, 1]", "model.dropout=0.25",
@@ -171,6 +172,22 @@ def test_ctrl_c_and_a_killed_driver_end_the_workers_and_the_run_resumes_as_one_n
 ])
 def test_the_default_jobs_at_once_follows_cores_work_and_memory(requested, jobs, flops, cores, memory, expected):
     assert executors.choose_jobs_at_once(requested, jobs, flops, cores, memory) == expected
+
+
+@pytest.mark.parametrize(("shape", "filters"), [((32, 32, 3), (32, 64, 128)), ((30, 30, 1), (8, 16, 4))])
+def test_the_training_cost_behind_the_default_counts_the_models_own_layers(shape, filters):
+    from augcompare.augment.backend import keras
+    model = small_cnn(shape, 10, filters=filters, dense_units=64)
+    forward = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, height, width, out = layer.output.shape
+            rows, columns, channels, _ = layer.kernel.shape
+            forward += 2 * height * width * rows * columns * channels * out
+        elif isinstance(layer, keras.layers.Dense):
+            inputs, out = layer.kernel.shape
+            forward += 2 * inputs * out
+    assert training_flops(shape, 10, filters, 64, train_count=5, epochs=2) == 3 * forward * 5 * 2
 
 
 def test_a_resumed_run_keeps_the_thread_count_it_started_with_and_a_users_thread_count_wins(monkeypatch):
