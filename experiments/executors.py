@@ -14,7 +14,8 @@ A job's numbers may depend on the thread count it trains with (how TensorFlow sp
 for a given jobs_at_once the same run gives the same numbers.
 
 This module loads no TensorFlow (a job trains through experiments.job, imported where one trains):
-the run plans and starts its workers before it loads TensorFlow itself.
+the run plans and starts its workers first, and where they train its jobs it loads none itself
+(set_up runs in a worker).
 """
 
 import collections
@@ -190,27 +191,32 @@ class WorkerPool:
 
     def set_up(self, setup):
         """jobfiles.Setup in the first worker to be ready, while any other is still loading: the
-        driver loads no TensorFlow of its own, and the cores load the workers' sooner."""
+        driver loads no TensorFlow of its own, and the cores load the workers' sooner. Stopped
+        (Ctrl-C, an error), it stops every worker at once, the one setting up included."""
         asked = None
-        while True:
-            if asked is None and (asked := next((worker for worker in self.workers if worker.ready), None)):
-                asked.connection.send(setup)
-            owners = {worker.connection: worker for worker in self.workers}
-            for connection in wait(list(owners), timeout=1.0):
-                worker = owners[connection]
-                try:
-                    message = connection.recv()
-                except (EOFError, OSError):
-                    if worker is asked:
-                        raise UserError(f"a job worker process ended while it set up the run (exit code "
-                                        f"{worker.process.wait()}; its messages are above); set run.jobs_at_once = 1 "
-                                        "to train in this process") from None
-                    self._replace(worker, collections.deque(), collections.Counter())
-                    continue
-                if message[0] == "set up":
-                    timing.merge(message[2])
-                    return message[1]
-                self._handle(worker, message, {}, None, None)  # "ready", or the set-up's "error"
+        try:
+            while True:
+                if asked is None and (asked := next((worker for worker in self.workers if worker.ready), None)):
+                    asked.connection.send(setup)
+                owners = {worker.connection: worker for worker in self.workers}
+                for connection in wait(list(owners), timeout=1.0):
+                    worker = owners[connection]
+                    try:
+                        message = connection.recv()
+                    except (EOFError, OSError):
+                        if worker is asked:
+                            raise UserError(f"a job worker process ended while it set up the run (exit code "
+                                            f"{worker.process.wait()}; its messages are above); set "
+                                            "run.jobs_at_once = 1 to train in this process") from None
+                        self._replace(worker, collections.deque(), collections.Counter())
+                        continue
+                    if message[0] == "set up":
+                        timing.merge(message[2])
+                        return message[1]
+                    self._handle(worker, message, {}, None, None)  # "ready", or the set-up's "error"
+        except BaseException:
+            self.stop()
+            raise
 
     def run(self, jobs, on_epoch, on_done, protect):
         queue = collections.deque(jobs)

@@ -20,6 +20,7 @@ import socket
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from augcompare.experiments.errors import UserError
@@ -28,11 +29,12 @@ from augcompare.experiments.errors import UserError
 def write_atomically(path, write, shared=False):
     """write(staging_path), then rename it over path: whoever reads path (a resumed run) finds
     the old file or the new one, never half of one. A failed write leaves the old file.
-    shared: other processes may write the same content to path at the same time (a seed's
-    initial weights, made by each of its first jobs), so each stages a file of its own."""
+    shared: other processes, on this host or another, may write the same content to path at the
+    same time (a seed's initial weights, made by each of its first jobs), so each stages a file
+    of its own."""
     path = Path(path)
-    # The prefix keeps the suffix Keras checks.
-    staging = path.with_name(f".partial-{os.getpid()}-{path.name}" if shared else f".partial-{path.name}")
+    # The name keeps the suffix Keras checks; a shared path's staging name is unique on any host.
+    staging = path.with_name(f".partial-{uuid.uuid4().hex}-{path.name}" if shared else f".partial-{path.name}")
     try:
         write(staging)
         os.replace(staging, path)

@@ -43,16 +43,16 @@ from augcompare.experiments.jobfiles import (
     Setup,
     best_index,
     best_model_path,
+    checkpoint_epochs,
     initial_weights_path,
+    read_checkpoint,
+    save_checkpoint,
     should_stop_early,
 )
 from augcompare.experiments.training import (
     Trainer,
-    checkpoint_epochs,
     one_hot,
     one_hot_batches,
-    read_checkpoint,
-    save_checkpoint,
     steps_per_epoch,
     write_initial_weights,
 )

@@ -7,16 +7,20 @@ writes weights/initial-seed<S>.weights.h5, which every arm of the seed starts fr
 the same file from the seed); otherwise a job writes only to its own folder, jobs/<arm>-seed<S>/:
 
 - rows.csv: its history rows, appended and synced as each epoch ends;
-- checkpoint.npz: everything training changes, renamed into place after each epoch's row;
+- checkpoint.npz: everything training changes, renamed into place after each epoch's row
+  (save_checkpoint, read_checkpoint; NumPy alone reads it);
 - record.json: how it ended and its test results, written last;
 - .lock: held by the process training the job, so that two never train one job at once.
 """
 
 import dataclasses
+import re
 from pathlib import Path
 
+import numpy as np
+
 from augcompare.experiments.errors import UserError
-from augcompare.experiments.files import read_json
+from augcompare.experiments.files import read_json, write_atomically
 
 ROWS, CHECKPOINT, RECORD = "rows.csv", "checkpoint.npz", "record.json"
 
@@ -110,3 +114,37 @@ def should_stop_early(rows, monitor, patience):
     if not patience or len(rows) <= patience:
         return False
     return len(rows) - 1 - best_index(rows, monitor) >= patience
+
+
+# The checkpoint: an .npz of the trainer's state ("v<i>"), the val-selected classifier weights
+# ("s<i>"), the epochs done and the selected epoch.
+
+def save_checkpoint(path, trainer, epochs_done, selected_epoch, selected_weights):
+    """Writes a job's checkpoint; trainer: an experiments.training.Trainer (its state() arrays)."""
+    arrays = {f"v{i}": a for i, a in enumerate(trainer.state())}
+    arrays.update({f"s{i}": a for i, a in enumerate(selected_weights)})
+
+    def write(staging):
+        with open(staging, "wb") as handle:
+            np.savez(handle, epochs_done=epochs_done, selected_epoch=selected_epoch, **arrays)
+    write_atomically(path, write)
+
+
+def read_checkpoint(path, recover):
+    """(epochs done, selected epoch, state arrays, selected weights) of a checkpoint; a damaged
+    file is a UserError naming it and `recover`."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            files = set(saved.files)
+            state = [saved[f"v{i}"] for i in range(sum(1 for f in files if re.fullmatch(r"v\d+", f)))]
+            selected = [saved[f"s{i}"] for i in range(sum(1 for f in files if re.fullmatch(r"s\d+", f)))]
+            return int(saved["epochs_done"]), int(saved["selected_epoch"]), state, selected
+    except Exception as error:  # BadZipFile, a missing key, a truncated member, ...: all mean damaged
+        problem = " ".join(str(error).split())[:160] or type(error).__name__
+        raise UserError(f"{path} is damaged ({type(error).__name__}: {problem}); {recover}") from None
+
+
+def checkpoint_epochs(path, recover):
+    """Epochs a checkpoint holds; 0 when there is none."""
+    return read_checkpoint(path, recover)[0] if Path(path).is_file() else 0

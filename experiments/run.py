@@ -48,6 +48,7 @@ from augcompare.experiments.jobfiles import (
     Job,
     Setup,
     check_record,
+    checkpoint_epochs,
     job_folder,
     read_record,
 )
@@ -56,8 +57,9 @@ from augcompare.experiments.progress import RunProgress
 from augcompare.models import training_flops
 
 # TensorFlow (augment.backend, and the modules that build models: training, job, preview) is
-# imported inside the functions that use it: a run loads its data and starts its job workers
-# before it loads TensorFlow itself (about 5 s of a core), so that the workers load theirs meanwhile.
+# imported only where it is used: a run loads its data and starts its job workers first, and where
+# they train its jobs it loads none itself (a TensorFlow load is about 5 s of a core), so the cores
+# load the workers'.
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESTART = "start the run again with augcompare run RUN_DIR/config.toml"
@@ -326,7 +328,6 @@ class Run:
 
     def checkpointed_rows(self):
         """(arm, seed) -> the checkpointed rows of each unfinished job (what its folder keeps)."""
-        from augcompare.experiments.training import checkpoint_epochs
         kept = {}
         for path in sorted((self.run_dir / "jobs").glob(f"*/{ROWS}")):
             try:
@@ -515,6 +516,8 @@ class Run:
         jobs_dir = self.run_dir / "jobs"
         if jobs_dir.is_dir() and not any(jobs_dir.iterdir()):
             jobs_dir.rmdir()
+        for staged in (self.run_dir / "weights").glob(".partial-*"):  # of a job killed as it wrote its seed's weights
+            staged.unlink(missing_ok=True)
         self.log("")
         with timing.span("run: summary and figures"):
             self.log(write_outputs(self.run_dir, self.experiment, self.history, self.records, self.design,
@@ -578,10 +581,12 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
         executor = make_executor(experiment.run, jobs_at_once, run.threads)
         tensorflow = executor.set_up(Setup(str(dataset.path), config_mod.to_dict(experiment), str(run_dir)))
     except BaseException:
-        if executor is not None:
-            executor.close()
-        lock.release()
-        shutil.rmtree(run_dir, ignore_errors=True)  # nothing but the lock file was written
+        try:
+            if executor is not None:
+                executor.close()
+        finally:  # a second Ctrl-C while the workers stop still leaves no run directory
+            lock.release()
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing but the lock and the preview grid is there
         raise
     try:
         write_text(run_dir / "config.toml", config_mod.dumps(config_mod.to_dict(experiment)))
@@ -604,9 +609,11 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
     except KeyboardInterrupt:
         raise interrupted(run_dir) from None
     finally:
-        if executor is not None:  # stopped before training: train() closes the executor it is given
-            executor.close()
-        lock.release()
+        try:
+            if executor is not None:  # stopped before training: train() closes the executor it is given
+                executor.close()
+        finally:
+            lock.release()
 
 
 def resume(run_dir, log=print, per_seed=False):
@@ -656,9 +663,11 @@ def resume(run_dir, log=print, per_seed=False):
             raise
         raise interrupted(run_dir) from None
     finally:
-        if executor is not None:  # stopped before training: train() closes the executor it is given
-            executor.close()
-        lock.release()
+        try:
+            if executor is not None:  # stopped before training: train() closes the executor it is given
+                executor.close()
+        finally:
+            lock.release()
 
 
 def summary_of(run_dir, experiment, history, records, design):

@@ -1,5 +1,5 @@
 """The Keras side of a job: the classifier behind an arm's augmentation, trained by one compiled
-step, and the checkpoint that holds everything training changes.
+step, and the state (Trainer.state) that a job's checkpoint holds (experiments.jobfiles).
 
 Every arm trains on one-hot labels with categorical cross-entropy, so the loss means the same in
 every arm, mixing ones included; accuracy is always against the original label. Validation and
@@ -12,8 +12,6 @@ trainer draws exactly what a freshly built one would (a test holds them together
 
 import contextlib
 import math
-import re
-from pathlib import Path
 
 import numpy as np
 
@@ -217,36 +215,3 @@ class Trainer:
 
 def steps_per_epoch(train_count, batch_size):
     return math.ceil(train_count / batch_size)
-
-
-# The checkpoint: an .npz of the trainer's state ("v<i>"), the val-selected classifier weights
-# ("s<i>"), the epochs done and the selected epoch.
-
-def save_checkpoint(path, trainer, epochs_done, selected_epoch, selected_weights):
-    arrays = {f"v{i}": a for i, a in enumerate(trainer.state())}
-    arrays.update({f"s{i}": a for i, a in enumerate(selected_weights)})
-
-    def write(staging):
-        with open(staging, "wb") as handle:
-            np.savez(handle, epochs_done=epochs_done, selected_epoch=selected_epoch, **arrays)
-    write_atomically(path, write)
-
-
-def read_checkpoint(path, recover):
-    """(epochs done, selected epoch, state arrays, selected weights) of a checkpoint; a damaged
-    file is a UserError naming it and `recover`."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as saved:
-            files = set(saved.files)
-            state = [saved[f"v{i}"] for i in range(sum(1 for f in files if re.fullmatch(r"v\d+", f)))]
-            selected = [saved[f"s{i}"] for i in range(sum(1 for f in files if re.fullmatch(r"s\d+", f)))]
-            return int(saved["epochs_done"]), int(saved["selected_epoch"]), state, selected
-    except Exception as error:  # BadZipFile, a missing key, a truncated member, ...: all mean damaged
-        problem = " ".join(str(error).split())[:160] or type(error).__name__
-        raise UserError(f"{path} is damaged ({type(error).__name__}: {problem}); {recover}") from None
-
-
-def checkpoint_epochs(path, recover):
-    """Epochs a checkpoint holds; 0 when there is none."""
-    return read_checkpoint(path, recover)[0] if Path(path).is_file() else 0

@@ -161,6 +161,30 @@ def test_ctrl_c_and_a_killed_driver_end_the_workers_and_the_run_resumes_as_one_n
     assert json.loads((run_dir / "environment.json").read_text())["threads_per_job"] == 1  # kept from the start
 
 
+def test_ctrl_c_while_a_worker_sets_the_run_up_stops_it_at_once_and_leaves_no_run_directory(tmp_path):
+    """A function of the user's that hangs as a worker checks the arms: Ctrl-C stops that worker
+    too (SIGTERM) instead of waiting the minute a stopped worker may take."""
+    checking = tmp_path / "checking"
+    (tmp_path / "hangs.py").write_text(f"import pathlib\nimport time\n\n\ndef hang(images, seed):\n"
+                                       f"    pathlib.Path({str(checking)!r}).touch()\n    time.sleep(300)\n"
+                                       f"    return images\n")
+    (tmp_path / "hangs.toml").write_text('name = "hangs"\n[arms]\nbaseline = {}\n'
+                                         'hangs = {function = "hangs.py:hang"}\n')
+    sets = SMALL + [f"data.cache_dir={tmp_path / 'cache'}", "run.jobs_at_once=2"]
+    process = subprocess.Popen([sys.executable, "-m", "augcompare.experiments.cli", "run", str(tmp_path / "hangs.toml"),
+                                "--out", str(tmp_path / "results")] + overrides(*sets),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_until(lambda: checking.exists() or process.poll() is not None)
+    assert process.poll() is None, process.communicate()[1]
+    assert not has_tensorflow(process.pid)
+    signalled = time.monotonic()
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert time.monotonic() - signalled < executors.WorkerPool.STOP_SECONDS / 2  # not waited for
+    assert not list((tmp_path / "results").glob("*/*"))  # no run directory is left
+
+
 @pytest.mark.parametrize(("requested", "jobs", "flops", "cores", "memory", "expected"), [
     (0, 12, 1e13, 2, None, 2),           # the demo on 2 cores: one job per core
     (0, 12, 1e13, 16, None, 12),         # never more workers than jobs
