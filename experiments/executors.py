@@ -198,22 +198,18 @@ class WorkerPool:
             while True:
                 if asked is None and (asked := next((worker for worker in self.workers if worker.ready), None)):
                     asked.connection.send(setup)
-                owners = {worker.connection: worker for worker in self.workers}
-                for connection in wait(list(owners), timeout=1.0):
-                    worker = owners[connection]
-                    try:
-                        message = connection.recv()
-                    except (EOFError, OSError):
+                for worker, message in self._messages():
+                    if message is None:
                         if worker is asked:
                             raise UserError(f"a job worker process ended while it set up the run (exit code "
                                             f"{worker.process.wait()}; its messages are above); set "
-                                            "run.jobs_at_once = 1 to train in this process") from None
+                                            "run.jobs_at_once = 1 to train in this process")
                         self._replace(worker, collections.deque(), collections.Counter())
-                        continue
-                    if message[0] == "set up":
+                    elif message[0] == "set up":
                         timing.merge(message[2])
                         return message[1]
-                    self._handle(worker, message, {}, None, None)  # "ready", or the set-up's "error"
+                    else:
+                        self._handle(worker, message, {}, None, None)  # "ready", or the set-up's "error"
         except BaseException:
             self.stop()
             raise
@@ -230,18 +226,25 @@ class WorkerPool:
                         job = mine[0] if mine else queue[0]
                         queue.remove(job)
                         worker.give(job)
-                owners = {worker.connection: worker for worker in self.workers}
-                for connection in wait(list(owners), timeout=1.0):
-                    worker = owners[connection]
-                    try:
-                        message = connection.recv()
-                    except (EOFError, OSError):
+                for worker, message in self._messages():
+                    if message is None:
                         self._replace(worker, queue, attempts)
-                        continue
-                    self._handle(worker, message, names, on_epoch, on_done)
+                    else:
+                        self._handle(worker, message, names, on_epoch, on_done)
         except BaseException:
             self.stop()
             raise
+
+    def _messages(self):
+        """(worker, message) for each message the workers send within a second; message None
+        where a worker's process has ended."""
+        owners = {worker.connection: worker for worker in self.workers}
+        for connection in wait(list(owners), timeout=1.0):
+            try:
+                message = connection.recv()
+            except (EOFError, OSError):
+                message = None
+            yield owners[connection], message
 
     def _handle(self, worker, message, names, on_epoch, on_done):
         kind = message[0]
