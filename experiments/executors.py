@@ -287,18 +287,21 @@ class WorkerPool:
         self.workers[self.workers.index(worker)] = _Worker(self.threads)
 
     def stop(self):
-        """Stops every worker between an epoch's writes (SIGTERM), killing one that does not end in
-        STOP_SECONDS: whatever it trained since its last checkpoint is trained again on resume."""
+        """Stops every worker with a job between an epoch's writes (SIGTERM), killing one that does
+        not end in STOP_SECONDS: whatever it trained since its last checkpoint is trained again on
+        resume. A worker without a job (loading, setting the run up, idle) has nothing to finish
+        and is killed at once (a SIGTERM was once lost in a worker tracing a user's function: one
+        Ctrl-C during a set-up in 11 waited the full STOP_SECONDS)."""
         for worker in self.workers:
-            worker.signal(signal.SIGTERM)
+            worker.signal(signal.SIGTERM if worker.job is not None else signal.SIGKILL)
         for worker in self.workers:
             worker.end(self.STOP_SECONDS)
         self.workers = []
 
     def close(self):
         for worker in self.workers:
-            if not worker.ready:  # still loading TensorFlow (a run stopped before training): no need to wait
-                worker.signal(signal.SIGTERM)
+            if not worker.ready:  # still loading TensorFlow (a run stopped before training): nothing to finish
+                worker.signal(signal.SIGKILL)
             elif worker.process.poll() is None:
                 try:
                     worker.connection.send(None)
