@@ -290,8 +290,8 @@ class WorkerPool:
         """Stops every worker with a job between an epoch's writes (SIGTERM), killing one that does
         not end in STOP_SECONDS: whatever it trained since its last checkpoint is trained again on
         resume. A worker without a job (loading, setting the run up, idle) has nothing to finish
-        and is killed at once (a SIGTERM was once lost in a worker tracing a user's function: one
-        Ctrl-C during a set-up in 11 waited the full STOP_SECONDS)."""
+        and is killed at once: one Ctrl-C in 11 during a set-up here waited the full STOP_SECONDS
+        for a worker sent SIGTERM (why it did not end was not found)."""
         for worker in self.workers:
             worker.signal(signal.SIGTERM if worker.job is not None else signal.SIGKILL)
         for worker in self.workers:
