@@ -179,9 +179,10 @@ class _Worker:
 class WorkerPool:
     """Jobs side by side on this machine: `count` worker processes of `threads` TensorFlow
     threads each, started as soon as the pool is made (TensorFlow loads in them while the driver
-    loads its own and prepares) and kept for the whole run. A worker takes the next job of an arm it has already
-    compiled where there is one. A worker that dies (killed, out of memory) is replaced and its
-    job continues from its last checkpoint, up to WORKER_RETRIES times."""
+    prepares, loading none of its own: set_up runs in the first worker ready) and kept for the
+    whole run. A worker takes the next job of an arm it has already compiled where there is one.
+    A worker that dies (killed, out of memory) is replaced and its job continues from its last
+    checkpoint, up to WORKER_RETRIES times."""
 
     STOP_SECONDS = 60  # how long a stopped worker may take to finish the epoch's writes
 

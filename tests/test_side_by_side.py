@@ -163,7 +163,7 @@ def test_ctrl_c_and_a_killed_driver_end_the_workers_and_the_run_resumes_as_one_n
 
 def test_ctrl_c_while_a_worker_sets_the_run_up_stops_it_at_once_and_leaves_no_run_directory(tmp_path):
     """A function of the user's that hangs as a worker checks the arms: Ctrl-C stops that worker
-    too (SIGTERM) instead of waiting the minute a stopped worker may take."""
+    at once (it has no job to finish) instead of waiting the minute a stopped worker may take."""
     checking = tmp_path / "checking"
     (tmp_path / "hangs.py").write_text(f"import pathlib\nimport time\n\n\ndef hang(images, seed):\n"
                                        f"    pathlib.Path({str(checking)!r}).touch()\n    time.sleep(300)\n"
