@@ -327,10 +327,10 @@ def draw_strength(summary):
             best = next(point for point in points_ if point["value"] == sweep["best"])
             axis.plot([best["value"]], [best["mean"] * scale], "*", markersize=18, color="gold",
                       markeredgecolor="black", zorder=5)  # under the point and its bars, which stay readable
-            for point in points_:
-                if point["value"] in sweep["not_worse"]:
-                    axis.plot([point["value"]], [point["mean"] * scale], "o", markersize=11, fillstyle="none",
-                              color="goldenrod", zorder=4)
+        for point in points_:
+            if point["value"] in sweep["not_worse"]:
+                axis.plot([point["value"]], [point["mean"] * scale], "o", markersize=11, fillstyle="none",
+                          color="goldenrod", zorder=4)
         axis.set_xticks(x, [f"{value:g}" for value in x])
         axis.set_title(f"{name}: {sweep['setting']}", fontsize=10)
         axis.set_xlabel(f"{sweep['setting']} ({_SETTING_UNITS.get(sweep['setting'], 'value')})")
@@ -341,7 +341,7 @@ def draw_strength(summary):
     handles += [Line2D([], [], marker="*", linestyle="none", markersize=12, color="gold", markeredgecolor="black",
                        label="best value"),
                 Line2D([], [], marker="o", linestyle="none", markersize=10, fillstyle="none", color="goldenrod",
-                       label="not shown worse than the best")]
+                       label="could equally be picked")]
     if against:
         handles.append(Patch(color="grey", alpha=0.15, linewidth=0, label="smallest effect of interest"))
     figure.suptitle(f"{LABELS[metric]} against each swept value: "
@@ -353,7 +353,8 @@ def draw_strength(summary):
 def strength_figure(summary, path):
     """Saves strength.png: a panel per sweep, the primary metric's difference from the baseline
     (the arm's own mean where there is none) against the swept value with 95% intervals coloured
-    by verdict; the best value starred, the values not shown worse than it ringed."""
+    by verdict; the best value starred (only where it is separable), the other values that could
+    equally be picked ringed."""
     draw_strength(summary).savefig(path, dpi=DPI)
 
 

@@ -146,15 +146,59 @@ def pairing_efficiency(treated, control):
     return float(1 - np.var(treated - control, ddof=1) / total)
 
 
-def verdict(metric, difference, interval90, p_holm, min_effect):
-    """better | worse (Holm-adjusted p < ALPHA, by the sign that favours the arm) | equivalent
-    (the 90% interval inside +-min_effect) | inconclusive (neither)."""
-    if p_holm is not None and p_holm < ALPHA:
+def verdict(metric, difference, interval90, p_holm, min_effect, p_sign_flip=None, sd=None, floor=None):
+    """The verdict of one primary comparison (every threshold at ALPHA = 0.05):
+
+    better | worse: the Holm-adjusted p < ALPHA and the exact sign-flip test's own p < ALPHA (it
+      needs no normal errors, but its smallest p over n seeds is 2 / 2^n: 6 seeds at least), by
+      the sign that favours the arm;
+    equivalent: at least two seeds whose differences spread (sd > 0: seeds that all agree show
+      nothing about the noise), the 90% interval inside +-min_effect, and a test split that
+      resolves min_effect (floor, one arm's binomial standard error on it, at most min_effect;
+      None: not known, not checked);
+    inconclusive: anything else (comparison_reason says why).
+    difference, interval90, sd, floor and min_effect in the metric's units (fractions for accuracies)."""
+    if p_holm is not None and p_holm < ALPHA and p_sign_flip is not None and p_sign_flip < ALPHA:
         favourable = difference < 0 if lower_is_better(metric) else difference > 0
         return "better" if favourable else "worse"
-    if interval90 is not None and -min_effect < interval90[0] and interval90[1] < min_effect:
+    if (interval90 is not None and -min_effect < interval90[0] and interval90[1] < min_effect and sd
+            and (floor is None or floor <= min_effect)):
         return "equivalent"
     return "inconclusive"
+
+
+def smallest_sign_flip_p(seeds):
+    """The smallest two-sided p the exact sign-flip test reaches over this many seeds: 2 / 2^n."""
+    return 1.0 if seeds < 2 else min(1.0, 2 / 2 ** seeds)
+
+
+def seeds_for_sign_flip(alpha=ALPHA):
+    """The fewest seeds whose exact sign-flip test can reach p < alpha (6 at 0.05)."""
+    return next(n for n in range(2, 64) if smallest_sign_flip_p(n) < alpha)
+
+
+def comparison_reason(entry, min_effect):
+    """Why a comparison is inconclusive, in a few words (None where nothing in particular held it
+    back or it is not inconclusive): one seed, no spread, the sign-flip test or Holm's correction
+    where the 95% interval excludes 0, or a test split too small for equivalence."""
+    if entry["verdict"] != "inconclusive":
+        return None
+    seeds, metric = entry["seeds"], entry["metric"]
+    if seeds < 2:
+        return "one seed"
+    if not entry["sd"]:
+        return f"no spread across {seeds} seeds"
+    reasons = []
+    low, high = entry["ci95"]
+    if low > 0 or high < 0:  # a difference shows before the correction and the sign-flip check
+        if entry["p_sign_flip"] >= ALPHA:
+            reasons.append(f"sign-flip p = {_p(entry['p_sign_flip'])} at {seeds} seeds")
+        if entry["p_holm"] is not None and entry["p_holm"] >= ALPHA:
+            reasons.append(f"Holm-adjusted p = {_p(entry['p_holm'])}")
+    interval90, floor = entry["ci90"], entry.get("noise_floor")
+    if (-min_effect < interval90[0] and interval90[1] < min_effect and floor is not None and floor > min_effect):
+        reasons.append(f"noise floor {points(metric, floor)} > ±{points(metric, min_effect)}")
+    return "; ".join(reasons) or None
 
 
 def stein_seeds(pilot_sd, pilot_n, half_width, max_seeds, confidence=1 - ALPHA):
@@ -286,7 +330,8 @@ def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1
                 entry[metric] = paired_difference([counted[arm, s][metric] for s in shared],
                                                   [counted[baseline, s][metric] for s in shared])
         if primary in entry:
-            entry["primary"] = _comparison(counted, arm, baseline, shared, primary, design, extended, baseline)
+            entry["primary"] = _comparison(counted, arm, baseline, shared, primary, design, extended, baseline,
+                                           test_count)
         summary["vs_baseline"][arm] = entry
     if not extended:
         _adjust([entry["primary"] for entry in summary["vs_baseline"].values() if "primary" in entry], min_effect / 100)
@@ -299,14 +344,16 @@ def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1
         shared = _shared(counted, arm, other)
         if shared and all(primary in counted[a, s] for a in (arm, other) for s in shared):
             pairs.append({"arm": arm, "other": other, "seeds": shared,
-                          "primary": _comparison(counted, arm, other, shared, primary, design, True, baseline)})
+                          "primary": _comparison(counted, arm, other, shared, primary, design, True, baseline,
+                                                                 test_count)})
     _adjust([pair["primary"] for pair in pairs], min_effect / 100)
     vs_baseline = [entry["primary"] for entry in summary["vs_baseline"].values() if "primary" in entry]
     if every_pair:
         by_pair = {(pair["arm"], pair["other"]): pair["primary"] for pair in pairs}
         for arm, entry in summary["vs_baseline"].items():
             if "primary" in entry:
-                entry["primary"].update(p_holm=by_pair[arm, baseline]["p_holm"], verdict=by_pair[arm, baseline]["verdict"])
+                entry["primary"].update(p_holm=by_pair[arm, baseline]["p_holm"], verdict=by_pair[arm, baseline]["verdict"],
+                                        reason=by_pair[arm, baseline]["reason"])
     else:
         _adjust(vs_baseline, min_effect / 100)
     summary["comparisons"] = "all" if every_pair else "baseline"
@@ -323,9 +370,10 @@ def _shared(counted, arm, other):
     return sorted(seed for (name, seed) in counted if name == arm and (other, seed) in counted)
 
 
-def _comparison(counted, arm, other, seeds, primary, design, with_improvement, baseline):
+def _comparison(counted, arm, other, seeds, primary, design, with_improvement, baseline, test_count=None):
     """The primary comparison arm - other over the paired seeds, before Holm's adjustment
-    (_adjust fills p_holm and the verdict)."""
+    (_adjust fills p_holm, the verdict and the reason). Its noise floor is one arm's binomial
+    standard error on the test split at the two arms' mean accuracy (test accuracies only)."""
     treated = [counted[arm, s][primary] for s in seeds]
     control = [counted[other, s][primary] for s in seeds]
     differences = np.subtract(treated, control)
@@ -336,6 +384,8 @@ def _comparison(counted, arm, other, seeds, primary, design, with_improvement, b
         "ci90": paired_difference(treated, control, confidence=EQUIVALENCE)["ci95"], "p": difference["p"],
         "p_holm": None, "p_sign_flip": sign_flip_p(differences), "verdict": None, "seeds": len(seeds), "sd": sd,
         "mde": minimum_detectable_effect(sd, len(seeds)), "pairing_efficiency": pairing_efficiency(treated, control)}
+    if primary.endswith("test_accuracy") and test_count:
+        entry["noise_floor"] = binomial_noise_floor(float(np.mean(treated + control)), test_count)["binomial_se"]
     # The two-stage design keys each pilot sd by the arm (against the baseline) or by "arm - other".
     pilot_sd = (design or {}).get("pilot_sd", {})
     sd_of_pilot = pilot_sd.get(f"{arm} - {other}") or (pilot_sd.get(arm) if other == baseline else None)
@@ -353,7 +403,9 @@ def _adjust(entries, min_effect):
     for entry, p_holm in zip(testable, holm([entry["p"] for entry in testable]) if testable else []):
         entry["p_holm"] = p_holm
     for entry in entries:
-        entry["verdict"] = verdict(entry["metric"], entry["mean"], entry["ci90"], entry["p_holm"], min_effect)
+        entry["verdict"] = verdict(entry["metric"], entry["mean"], entry["ci90"], entry["p_holm"], min_effect,
+                                   entry["p_sign_flip"], entry["sd"], entry.get("noise_floor"))
+        entry["reason"] = comparison_reason(entry, min_effect)
 
 
 _OPPOSITE = {"better": "worse", "worse": "better", "equivalent": "equivalent", "inconclusive": "inconclusive"}
@@ -378,48 +430,84 @@ def _against(pairs, arm, other):
 
 
 def _best_first(summary, primary, arms):
-    """The arms with a primary metric, best mean first."""
+    """(the arms with a primary metric, best mean first; the seeds the means are over; each arm's
+    describe() over them): the seeds every one of them counted, so that a failed job does not
+    move an arm up or down (each arm's own seeds, and None, where no seed is common to all)."""
     measured = [arm for arm in arms if summary["arms"][arm].get(primary)]
-    return sorted(measured, key=lambda arm: summary["arms"][arm][primary]["mean"],
-                  reverse=not lower_is_better(primary))
+    if not measured:
+        return [], None, {}
+    by_seed = {arm: dict(zip(summary["arms"][arm]["seeds"], summary["arms"][arm][primary]["values"]))
+               for arm in measured}
+    common = sorted(set.intersection(*(set(values) for values in by_seed.values())))
+    described = {arm: describe([by_seed[arm][seed] for seed in common] if common else list(by_seed[arm].values()))
+                 for arm in measured}
+    order = sorted(measured, key=lambda arm: described[arm]["mean"], reverse=not lower_is_better(primary))
+    return order, common or None, described
 
 
 def _evidence(entry):
-    keys = ("mean", "ci95", "p_holm", "verdict", "seeds", "prob_improvement")
+    keys = ("mean", "ci95", "p_holm", "verdict", "reason", "seeds", "prob_improvement")
     return None if entry is None else {key: entry.get(key) for key in keys}
 
 
+def _shown_worse(summary, pairs, arms):
+    """The arms that some verdict in the summary (from every pair or against the baseline) shows
+    worse than another of the arms."""
+    verdicts = [(pair["arm"], pair["other"], pair["primary"]["verdict"]) for pair in pairs]
+    verdicts += [(arm, summary["baseline"], entry["primary"]["verdict"])
+                 for arm, entry in summary["vs_baseline"].items() if "primary" in entry]
+    return {(other if verdict_ == "better" else arm) for arm, other, verdict_ in verdicts
+            if verdict_ in ("better", "worse") and arm in arms and other in arms}
+
+
+def _picks(summary, pairs, order):
+    """(the arms that could be picked: none is shown worse than any arm by any verdict in the
+    summary, best mean first; the best: the one pick, else None, no separable best)."""
+    worse = _shown_worse(summary, pairs, order)
+    picks = [arm for arm in order if arm not in worse]
+    return picks, (picks[0] if len(picks) == 1 else None)
+
+
 def _ranking(summary, pairs, primary, arms):
-    """Arms by the primary metric's mean, the best, and the arms not shown worse than it (a
-    verdict other than worse against the best, from the every-pair family), with each arm's
-    comparison with the best as the evidence. None with fewer than three measured arms."""
-    order = _best_first(summary, primary, arms)
+    """Arms by the primary metric's mean over the seeds every one of them counted (order, seeds;
+    means: each arm's describe() over those seeds),
+    the arms that could be picked (picks, also as not_worse: no verdict in the summary, from every
+    pair or against the baseline, shows them worse than any arm), the best (the only pick, else
+    None: no separable best), the leader (the first pick by mean, or the first arm where every
+    arm is shown worse than another) and each arm's comparison with the leader (vs_best, from the
+    every-pair family). None with fewer than three measured arms."""
+    order, seeds, described = _best_first(summary, primary, arms)
     if len(order) < 3:
         return None
-    best = order[0]
-    evidence = {arm: _evidence(_against(pairs, arm, best)) for arm in order[1:]}
-    not_worse = [best] + [arm for arm in order[1:] if evidence[arm] is None or evidence[arm]["verdict"] != "worse"]
-    return {"order": order, "best": best, "not_worse": not_worse, "vs_best": evidence}
+    picks, best = _picks(summary, pairs, order)
+    leader = picks[0] if picks else order[0]
+    evidence = {arm: _evidence(_against(pairs, arm, leader)) for arm in order if arm != leader}
+    return {"order": order, "seeds": seeds, "means": described, "best": best, "leader": leader, "picks": picks, "not_worse": picks,
+            "vs_best": evidence}
 
 
 def _sweep_summary(summary, pairs, primary, sweep):
-    """A sweep's best value (by the primary metric's mean), the values not shown worse than it
-    (from the every-pair family), and each value's difference from the baseline (from the arm's
-    own mean and 95% t interval where there is no baseline)."""
+    """A sweep's values that could be picked (picks: no verdict in the summary shows the arm worse
+    than another arm of the sweep; best mean, over the seeds all its arms counted, first), its
+    best value (the only pick, else None: no separable best; not_worse: the other picks), the
+    leader (the first pick), and each value's difference from the baseline (from the arm's own
+    mean and 95% t interval where there is no baseline)."""
     values = dict(zip(sweep["arms"], sweep["values"]))
-    order = _best_first(summary, primary, sweep["arms"])
+    order, seeds, _ = _best_first(summary, primary, sweep["arms"])
     result = {"setting": sweep["setting"], "values": sweep["values"], "arms": sweep["arms"], "best": None,
-              "best_arm": None, "not_worse": [], "points": []}
+              "best_arm": None, "leader": None, "picks": [], "not_worse": [], "seeds": seeds, "points": []}
     if not order:
         return result
-    best = order[0]
-    not_worse = [arm for arm in order[1:] if (_against(pairs, arm, best) or {}).get("verdict") != "worse"]
-    result.update(best=values[best], best_arm=best, not_worse=[values[arm] for arm in not_worse])
+    picks, best = _picks(summary, pairs, order)
+    leader = picks[0] if picks else order[0]
+    result.update(best=None if best is None else values[best], best_arm=best, leader=values[leader],
+                  picks=[values[arm] for arm in picks], not_worse=[values[arm] for arm in picks if arm != best])
     baseline = summary["baseline"]
     for arm in sweep["arms"]:
         entry = summary["vs_baseline"].get(arm, {}).get("primary")
         if entry is not None:
-            point = {"mean": entry["mean"], "ci95": entry["ci95"], "against": baseline, "verdict": entry["verdict"]}
+            point = {"mean": entry["mean"], "ci95": entry["ci95"], "against": baseline, "verdict": entry["verdict"],
+                     "reason": entry.get("reason")}
         elif summary["arms"][arm].get(primary):
             measured = summary["arms"][arm][primary]
             interval = (None if measured["std"] is None else list(stats.t.interval(
@@ -442,33 +530,55 @@ def points(metric, value, signed=False, digits=1):
     return f"{value:{'+' if signed else ''}.{digits + 2}f}"
 
 
+def _seeds_text(seeds):
+    return ", ".join(str(seed) for seed in seeds)
+
+
 def _ranking_lines(summary):
     """The Ranking section of summary.md."""
     metric, ranking = summary["primary"]["metric"], summary["ranking"]
-    best, family = ranking["best"], len(summary["pairs"])
+    leader, family = ranking["leader"], len(summary["pairs"])
+    seeds = ranking.get("seeds")
+    every = sorted({seed for arm in ranking["order"] for seed in summary["arms"][arm]["seeds"]})
+    over = (f"over seeds {_seeds_text(seeds)}, the seeds every ranked arm counted (seed(s) "
+            f"{_seeds_text(sorted(set(every) - set(seeds)))} left out: some arm has no result for them)"
+            if seeds and seeds != every else "over the seeds every ranked arm counted" if seeds
+            else "over each arm's own seeds (no seed is common to every arm)")
     lines = ["## Ranking", "",
-             f"Arms by mean {LABELS[metric]}, best first. The evidence is each arm's comparison with `{best}` from "
-             f"every pair of arms, Holm-adjusted across all {family} pairs: the best arm is picked by the same seeds, "
-             "and only a correction over every pair covers whichever arm comes out on top. An arm not shown worse "
-             f"than `{best}` could equally be picked.", "",
-             f"| rank | arm | {LABELS[metric]} | difference from {best} | 95% CI | P(beats {best}) [95% CI] | p (Holm) "
-             f"| verdict against {best} |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"Arms by mean {LABELS[metric]} {over}, best first. The evidence is each arm's comparison with `{leader}` "
+             f"from every pair of arms, Holm-adjusted across all {family} pairs: the best arm is picked by the same "
+             "seeds, and only a correction over every pair covers whichever arm comes out on top. An arm that any "
+             "verdict in this summary shows worse than another arm is never offered as a pick.", "",
+             f"| rank | arm | {LABELS[metric]} | difference from {leader} | 95% CI | P(beats {leader}) [95% CI] | "
+             f"p (Holm) | verdict against {leader} |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for rank, arm in enumerate(ranking["order"], 1):
-        mean = _mean_std(metric, summary["arms"][arm].get(metric))
+        mean = _mean_std(metric, ranking["means"][arm])
         evidence = ranking["vs_best"].get(arm)
-        if arm == best:
-            lines.append(f"| {rank} | **{arm}** | {mean} | best | | | | |")
+        if arm == leader:
+            lines.append(f"| {rank} | **{arm}** | {mean} | {'best' if ranking['best'] else 'leader'} | | | | |")
         elif evidence is None:
             lines.append(f"| {rank} | {arm} | {mean} | no seeds in common | | | | |")
         else:
             lines.append(f"| {rank} | {arm} | {mean} | {points(metric, evidence['mean'], True)} | "
                          f"{_interval(metric, evidence['ci95'])} | {_improvement(evidence['prob_improvement'])} | "
-                         f"{_p(evidence['p_holm'])} | {evidence['verdict']} |")
-    others = [arm for arm in ranking["not_worse"] if arm != best]
-    lines += ["", f"**Best: {best}.** " + (f"Not shown worse than it: {', '.join(others)} (each could equally be "
-                                             "picked on this evidence)." if others
-                                             else "Every other arm is shown worse than it.")]
-    return lines
+                         f"{_p(evidence['p_holm'])} | {_verdict_cell(evidence)} |")
+    if ranking["best"]:
+        last = f"**Best: {ranking['best']}.** Every other arm is shown worse than it or than another arm."
+    elif ranking["picks"]:
+        last = (f"**No separable best.** {', '.join(ranking['picks'])} could equally be picked on this evidence "
+                "(none is shown worse than any arm).")
+    else:
+        last = "**No separable best.** Every arm is shown worse than another (their comparisons use different seeds)."
+    most = max((pair["primary"]["seeds"] for pair in summary["pairs"]), default=0)
+    if not ranking["best"] and most < seeds_for_sign_flip():
+        last += (f" At {most} seed(s) no comparison can be shown better or worse (the exact sign-flip test's smallest p "
+                 f"is {smallest_sign_flip_p(most):.3g}); {seeds_for_sign_flip()} seeds can.")
+    return lines + ["", last]
+
+
+def _verdict_cell(entry):
+    """A verdict and, where it is inconclusive for a reason worth naming, the reason."""
+    return entry["verdict"] + (f" ({entry['reason']})" if entry.get("reason") else "")
 
 
 def _value(value):
@@ -479,20 +589,25 @@ def _sweep_lines(summary):
     """The Sweeps section of summary.md: per sweep, the best value and those not shown worse."""
     metric = summary["primary"]["metric"]
     lines = ["## Sweeps", "",
-             f"Each sweep's arms by value: the best value by mean {LABELS[metric]}, and the values not shown worse "
-             "than it (from every pair, Holm-adjusted as in the ranking); the differences are from the baseline "
-             "(strength.png draws them).", ""]
+             f"Each sweep's arms by value: the values that could be picked (no verdict shows them worse than another "
+             f"value; from every pair, Holm-adjusted as in the ranking), best mean {LABELS[metric]} first, and the best "
+             "value where only one can; the differences are from the baseline (strength.png draws them).", ""]
     for name, sweep in summary["sweeps"].items():
         values = ", ".join(_value(value) for value in sweep["values"])
-        if sweep["best"] is None:
+        if sweep.get("leader") is None:
             lines.append(f"- **{name}** ({sweep['setting']} = {values}): no value has finished yet.")
             continue
-        others = ", ".join(_value(value) for value in sweep["not_worse"])
-        lines.append(f"- **{name}** ({sweep['setting']} = {values}): best {sweep['setting']} = "
-                     f"**{_value(sweep['best'])}** (`{sweep['best_arm']}`); "
-                     + (f"not shown worse than it: {others}." if others else "every other value is shown worse."))
+        if sweep["best"] is not None:
+            lines.append(f"- **{name}** ({sweep['setting']} = {values}): best {sweep['setting']} = "
+                         f"**{_value(sweep['best'])}** (`{sweep['best_arm']}`); every other value is shown worse than "
+                         "it or than another value.")
+        else:
+            picks = ", ".join(_value(value) for value in sweep["picks"])
+            lines.append(f"- **{name}** ({sweep['setting']} = {values}): no separable best; "
+                         + (f"{sweep['setting']} = {picks} could equally be picked." if picks
+                            else "every value is shown worse than another."))
         for point in sweep["points"]:
-            against = (f"against {point['against']}, {point['verdict']}" if point["against"]
+            against = (f"against {point['against']}, {_verdict_cell(point)}" if point["against"]
                        else "the arm's own mean (no baseline)")
             lines.append(f"  - {sweep['setting']} = {_value(point['value'])}: "
                          f"{points(metric, point['mean'], bool(point['against']))} "
@@ -546,9 +661,13 @@ def verdict_sentence(arm, baseline, entry, min_effect):
     mde = entry.get("mde")
     more = (f" At {entry['seeds']} seeds the smallest difference this run detects with 80% power is "
             f"{points(metric, mde)} {unit}".rstrip() + "." if mde is not None else "")
+    reason = entry.get("reason")
+    if reason and reason.startswith("no spread"):
+        reason += (": every seed gave the same difference, which says nothing about how much it varies, so "
+                   "neither a difference nor equivalence can be shown")
     return (f"**{arm}: inconclusive** against {baseline}: difference {points(metric, mean, True)} {unit}, 95% CI "
             f"{interval}, Holm-adjusted {_p_equals(entry['p_holm'])}; neither a difference nor equivalence within "
-            f"±{threshold} is shown.{more}")
+            f"±{threshold} is shown" + (f" ({reason})" if reason else "") + f".{more}")
 
 
 def _improvement(value):
@@ -592,7 +711,7 @@ def to_markdown(summary, name):
             entry = pair["primary"]
             lines.append(f"| {pair['arm']} | {pair['other']} | {entry['seeds']} | {points(metric, entry['mean'], True)} "
                          f"| {_interval(metric, entry['ci95'])} | {_improvement(entry['prob_improvement'])} | "
-                         f"{_p(entry['p_holm'])} | {_p(entry['p_sign_flip'])} | {entry['verdict']} | "
+                         f"{_p(entry['p_holm'])} | {_p(entry['p_sign_flip'])} | {_verdict_cell(entry)} | "
                          f"{points(metric, entry['mde'])} | {_efficiency(entry)} |")
         if compared:
             lines.append("")
@@ -615,7 +734,7 @@ def to_markdown(summary, name):
             improvement = f" {_improvement(entry['prob_improvement'])} |" if extended else ""
             lines.append(f"| {arm} | {entry['seeds']} | {points(metric, entry['mean'], True)} | "
                          f"{_interval(metric, entry['ci95'])} |{improvement} {_p(entry['p_holm'])} | "
-                         f"{_p(entry['p_sign_flip'])} | {entry['verdict']} | {points(metric, entry['mde'])} | "
+                         f"{_p(entry['p_sign_flip'])} | {_verdict_cell(entry)} | {points(metric, entry['mde'])} | "
                          f"{_efficiency(entry)} |")
         lines.append("")
         lines += [verdict_sentence(arm, baseline, entry, primary["min_effect"]) for arm, entry in compared.items()]

@@ -128,14 +128,58 @@ def test_every_pair_is_one_family_under_holm():
 def test_the_ranking_names_the_best_and_the_arms_not_shown_worse():
     summary = summary_of(FOUR, baseline="plain")
     ranking = summary["ranking"]
-    assert ranking["order"] == ["strong", "close", "plain", "weak"] and ranking["best"] == "strong"
-    assert ranking["not_worse"] == ["strong", "close"]
+    # strong and close are not told apart: no separable best, though strong leads by mean.
+    assert ranking["order"] == ["strong", "close", "plain", "weak"] and ranking["best"] is None
+    assert ranking["leader"] == "strong" and ranking["picks"] == ranking["not_worse"] == ["strong", "close"]
     close, weak = ranking["vs_best"]["close"], ranking["vs_best"]["weak"]
     assert close["mean"] == pytest.approx(np.mean(np.subtract(FOUR["close"], FOUR["strong"])))
     assert close["verdict"] != "worse" and weak["verdict"] == "worse" and weak["mean"] < 0
     assert weak["prob_improvement"]["estimate"] == 0.0  # weak never beats strong
     text = stats.to_markdown({"name": "x", **summary}, "x")
-    assert "## Ranking" in text and "**Best: strong.** Not shown worse than it: close" in text
+    assert "## Ranking" in text and "**No separable best.** strong, close could equally be picked" in text
+    assert "**Best" not in text
+
+
+def test_the_ranking_stands_on_the_seeds_every_arm_ran():
+    """a is ahead of b by 1.8 points on every seed; b's seed 8 failed, where a had its worst
+    result: ranked on each arm's own seeds, b came out on top while the evidence says a - b =
+    +1.8 points, better. The ranking uses seeds 0-7 and says seed 8 is left out."""
+    seeds = range(9)
+    b = [0.80, 0.82, 0.79, 0.81, 0.80, 0.83, 0.81, 0.80]
+    values = {"a": [value + 0.018 + 0.0004 * (seed % 3) for seed, value in enumerate(b)] + [0.70],
+              "b": b + [None], "c": [value - 0.05 + 0.001 * (seed % 2) for seed, value in enumerate(b)] + [0.60]}
+    history, jobs = [], {}
+    for arm, per_seed in values.items():
+        for seed, value in zip(seeds, per_seed):
+            if value is None:
+                jobs[arm, seed] = {**record(arm, seed, 0.0), "status": "failed", "reason": "loss became nan"}
+                continue
+            history += rows(arm, seed, value)
+            jobs[arm, seed] = record(arm, seed, value)
+    summary = stats.summarize(history, list(values), 1, jobs, test_count=1000)
+    ranking = summary["ranking"]
+    assert ranking["order"] == ["a", "b", "c"] and ranking["best"] == "a" and ranking["seeds"] == list(range(8))
+    assert ranking["vs_best"]["b"]["verdict"] == "worse"
+    assert ranking["means"]["a"]["mean"] == pytest.approx(np.mean(values["a"][:8]))
+    text = stats.to_markdown(summary, "x")
+    assert "**Best: a.**" in text and "seed(s) 8 left out" in text
+
+
+def test_an_arm_shown_worse_than_the_baseline_is_never_offered_as_a_pick():
+    """Three arms against the baseline (not every pair): flip is worse than the baseline (Holm
+    across the two baseline comparisons) but not shown worse than strong in the every-pair
+    family. The summary must not offer it as a pick; strong and the baseline are not told
+    apart, so there is no separable best."""
+    values = {"baseline": [0.9204, 0.8744, 0.9042, 0.8943, 0.8955, 0.8978],
+              "strong": [0.8840, 0.8738, 0.8909, 0.9648, 0.9040, 0.8948],
+              "flip": [0.9076, 0.8604, 0.8890, 0.8811, 0.8820, 0.8851]}
+    summary = summary_of(values, baseline="baseline")
+    assert summary["vs_baseline"]["flip"]["primary"]["verdict"] == "worse"
+    ranking = summary["ranking"]
+    assert ranking["vs_best"]["flip"]["verdict"] == "inconclusive"  # the larger family does not separate them
+    assert "flip" not in ranking["picks"] and ranking["picks"] == ["strong", "baseline"] and ranking["best"] is None
+    text = stats.to_markdown(summary, "x")
+    assert "**No separable best.** strong, baseline could equally be picked" in text
 
 
 def test_two_augmented_arms_without_a_baseline_are_compared():
@@ -267,11 +311,16 @@ def test_a_sweep_summary_names_the_best_value_and_those_not_shown_worse():
     sweeps = {"r": {"setting": "rotation", "values": [10, 30, 90], "arms": ["r-10", "r-30", "r-90"]}}
     summary = summary_of(values, baseline="plain", sweeps=sweeps)
     sweep = summary["sweeps"]["r"]
-    assert (sweep["best"], sweep["best_arm"], sweep["not_worse"]) == (30, "r-30", [10])
+    # 30 and 10 are not told apart: no separable best, both could be picked; 90 is shown worse.
+    assert (sweep["best"], sweep["best_arm"], sweep["leader"], sweep["picks"]) == (None, None, 30, [30, 10])
     assert [point["value"] for point in sweep["points"]] == [10, 30, 90]
     assert sweep["points"][2]["mean"] == pytest.approx(np.mean(np.subtract(FOUR["weak"], FOUR["plain"])))
     text = stats.to_markdown(summary, "x")
-    assert "best rotation = **30** (`r-30`); not shown worse than it: 10." in text
+    assert "no separable best; rotation = 30, 10 could equally be picked." in text
+    separable = summary_of({**values, "r-10": FOUR["plain"]}, baseline="plain", sweeps=sweeps)["sweeps"]["r"]
+    assert (separable["best"], separable["best_arm"], separable["not_worse"]) == (30, "r-30", [])
+    assert "best rotation = **30** (`r-30`)" in stats.to_markdown(summary_of({**values, "r-10": FOUR["plain"]},
+                                                                             baseline="plain", sweeps=sweeps), "x")
 
 
 # ---- Figures -----------------------------------------------------------------------------------

@@ -100,18 +100,21 @@ def test_pairing_efficiency():
     assert stats.pairing_efficiency([0.7, 0.9, 0.8], [0.9, 0.7, 0.8]) < 0  # anti-correlated: pairing hurts
 
 
-@pytest.mark.parametrize("difference, interval90, p_holm, expected", [
-    (0.05, [0.03, 0.07], 0.01, "better"),
-    (-0.05, [-0.07, -0.03], 0.01, "worse"),
-    (0.001, [-0.004, 0.006], 0.6, "equivalent"),
-    (0.01, [-0.02, 0.04], 0.4, "inconclusive"),
+@pytest.mark.parametrize("difference, interval90, p_holm, p_sign_flip, sd, floor, expected", [
+    (0.05, [0.03, 0.07], 0.01, 0.031, 0.02, None, "better"),
+    (-0.05, [-0.07, -0.03], 0.01, 0.031, 0.02, None, "worse"),
+    (0.05, [0.03, 0.07], 0.01, 0.125, 0.02, None, "inconclusive"),  # 4 seeds: the sign-flip test cannot decide
+    (0.001, [-0.004, 0.006], 0.6, 0.8, 0.004, 0.009, "equivalent"),
+    (0.002, [0.002, 0.002], 0.5, 0.5, 0.0, None, "inconclusive"),  # no spread: not evidence of equivalence
+    (0.001, [-0.004, 0.006], 0.6, 0.8, 0.004, 0.026, "inconclusive"),  # 300 test images cannot resolve 1 point
+    (0.01, [-0.02, 0.04], 0.4, 0.4, 0.02, None, "inconclusive"),
 ])
-def test_verdicts(difference, interval90, p_holm, expected):
-    assert stats.verdict("test_accuracy", difference, interval90, p_holm, min_effect=0.01) == expected
+def test_verdicts(difference, interval90, p_holm, p_sign_flip, sd, floor, expected):
+    assert stats.verdict("test_accuracy", difference, interval90, p_holm, 0.01, p_sign_flip, sd, floor) == expected
 
 
 def test_a_lower_loss_is_better():
-    assert stats.verdict("test_loss", -0.2, [-0.3, -0.1], 0.001, 0.01) == "better"
+    assert stats.verdict("test_loss", -0.2, [-0.3, -0.1], 0.001, 0.01, 0.01, 0.05) == "better"
 
 
 def rows(arm, seed, val_accuracies, accuracy=0.9):
@@ -129,23 +132,64 @@ def test_summary_reports_the_primary_comparison_with_holm_across_arms():
     arms = ["plain", "flip", "tilt"]
     history, jobs = [], {}
     for seed, (base, flip, tilt) in enumerate([(0.70, 0.80, 0.71), (0.72, 0.83, 0.70), (0.68, 0.77, 0.69),
-                                                (0.71, 0.82, 0.72)]):
+                                                (0.71, 0.82, 0.72), (0.69, 0.80, 0.70), (0.70, 0.81, 0.69)]):
         for arm, value in zip(arms, (base, flip, tilt)):
             history += rows(arm, seed, [0.5, 0.6, value])
             jobs[arm, seed] = record(arm, seed, value)
     history += rows("flip", 9, [0.6])  # a job that has not ended: left out
     summary = stats.summarize(history, arms, 3, jobs, baseline="plain", test_count=500)
     flip = summary["vs_baseline"]["flip"]["primary"]
-    assert flip["metric"] == "test_accuracy" and flip["seeds"] == 4
-    assert flip["mean"] == pytest.approx(0.1025)
-    assert flip["verdict"] == "better" and flip["p_holm"] < 0.05 and flip["p_sign_flip"] == pytest.approx(0.125)
+    assert flip["metric"] == "test_accuracy" and flip["seeds"] == 6
+    assert flip["mean"] == pytest.approx(0.105)
+    assert flip["verdict"] == "better" and flip["p_holm"] < 0.05 and flip["p_sign_flip"] == pytest.approx(2 / 2**6)
     raw = [summary["vs_baseline"][arm]["primary"]["p"] for arm in ("flip", "tilt")]
     assert [summary["vs_baseline"][arm]["primary"]["p_holm"] for arm in ("flip", "tilt")] == pytest.approx(
         stats.holm(raw))
-    assert summary["arms"]["flip"]["test_accuracy"]["values"] == pytest.approx([0.80, 0.83, 0.77, 0.82])
+    assert summary["arms"]["flip"]["test_accuracy"]["values"] == pytest.approx([0.80, 0.83, 0.77, 0.82, 0.80, 0.81])
     assert summary["primary"]["noise_floor"]["test_images"] == 500
     text = stats.to_markdown(summary, "x")
     assert "**flip: better** than plain" in text and text.index("## Primary metric") < text.index("## Arms")
+
+
+def summary_of(values, **options):
+    """The summary of arms whose test accuracy per seed is values[arm] (seeds 0, 1, ...)."""
+    history, jobs = [], {}
+    for arm, per_seed in values.items():
+        for seed, value in enumerate(per_seed):
+            history += rows(arm, seed, [0.5, value])
+            jobs[arm, seed] = record(arm, seed, value)
+    return stats.summarize(history, list(values), 2, jobs, baseline=list(values)[0], **options)
+
+
+@pytest.mark.parametrize("treated", [[0.802, 0.752], [0.80, 0.75]])  # +0.2 points on both seeds; the same numbers
+def test_no_spread_across_seeds_is_not_equivalence(treated):
+    """Seeds that all give the same difference show nothing about its noise: inconclusive, said
+    as "no spread across 2 seeds", never equivalent."""
+    summary = summary_of({"plain": [0.80, 0.75], "other": treated}, test_count=100_000)
+    entry = summary["vs_baseline"]["other"]["primary"]
+    assert entry["verdict"] == "inconclusive" and entry["reason"] == "no spread across 2 seeds"
+    assert "inconclusive (no spread across 2 seeds)" in stats.to_markdown(summary, "x")
+
+
+def test_four_seeds_cannot_show_better_whatever_the_t_test_says():
+    """Four seeds, every one 10 points better: the t-test's p is tiny, but the exact sign-flip
+    test cannot go below 0.125, so the verdict is inconclusive and says why."""
+    summary = summary_of({"plain": [0.70, 0.72, 0.68, 0.71], "flip": [0.80, 0.83, 0.77, 0.82]})
+    entry = summary["vs_baseline"]["flip"]["primary"]
+    assert entry["p_holm"] < 0.001 and entry["p_sign_flip"] == pytest.approx(0.125)
+    assert entry["verdict"] == "inconclusive" and entry["reason"] == "sign-flip p = 0.12 at 4 seeds"
+
+
+@pytest.mark.parametrize("test_count, expected", [(300, "inconclusive"), (100_000, "equivalent"), (None, "equivalent")])
+def test_equivalence_needs_a_test_split_that_resolves_the_smallest_effect(test_count, expected):
+    """A tight interval inside +-1 point: equivalent where the test split measures an accuracy to
+    better than 1 point (binomial standard error), not on 300 images (2.6 points)."""
+    summary = summary_of({"plain": [0.70, 0.72, 0.68, 0.71, 0.69, 0.70],
+                          "same": [0.701, 0.719, 0.681, 0.712, 0.689, 0.700]}, test_count=test_count)
+    entry = summary["vs_baseline"]["same"]["primary"]
+    assert entry["verdict"] == expected
+    if expected == "inconclusive":
+        assert entry["reason"] == "noise floor 2.6 > ±1.0"
 
 
 def test_failed_jobs_are_listed_and_left_out():
