@@ -225,9 +225,10 @@ def candidate_seeds(experiment):
     return seeds[:experiment.analysis.max_seeds]
 
 
-def plan_lines(experiment):
+def plan_lines(experiment, test_count=None):
     """What a run will train and compare, printed at its start: jobs (arms x seeds, sweeps
-    included: a sweep of k values is k arms, so k jobs per seed), the sweeps and the comparisons."""
+    included: a sweep of k values is k arms, so k jobs per seed), the sweeps and the comparisons,
+    and a warning where the seeds or the test split (test_count images) cannot support a verdict."""
     analysis, arms = experiment.analysis, list(experiment.arms)
     epochs = experiment.train.epochs
     if analysis.target_half_width:
@@ -251,7 +252,8 @@ def plan_lines(experiment):
                                      f"every pair ({len(pairs)} comparisons, Holm across them)"
                                      + ("" if baseline is not None else "; no baseline arm"))
                      + (f"; the ranking from all {every} pairs" if len(arms) >= 3 else ""))
-    return lines
+    seeds = len(candidate_seeds(experiment)) if analysis.target_half_width else len(experiment.train.seeds)
+    return lines + stats.design_warnings(seeds, analysis.primary, analysis.min_effect, test_count, experiment.arms)
 
 
 class Run:
@@ -600,7 +602,7 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
         log(f"{experiment.name}: {counts['train']} train / {counts['val']} val / {counts['test']} test "
             f"{dataset.kind} of {', '.join(dataset.class_names)}; arms {', '.join(experiment.arms)}; {seeds_text}; "
             f"{experiment.train.epochs} epochs; primary metric {experiment.analysis.primary} -> {run_dir}")
-        for line in plan_lines(experiment) + _data_lines(dataset.meta):
+        for line in plan_lines(experiment, counts["test"]) + _data_lines(dataset.meta):
             log(line)
         if warning := precision_warning(experiment.train.precision, tensorflow):
             log(warning)

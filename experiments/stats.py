@@ -201,6 +201,33 @@ def comparison_reason(entry, min_effect):
     return "; ".join(reasons) or None
 
 
+def design_warnings(seeds, primary, min_effect, test_count=None, arms=None):
+    """Warnings, for the start of a run, where its design cannot reach a verdict it asks for:
+    too few seeds for the sign-flip test (better/worse), a test split too small to measure an
+    accuracy to within min_effect (points; equivalent), two arms with the same settings
+    (arms: name -> settings). Each says what would do."""
+    lines = []
+    enough = seeds_for_sign_flip()
+    if seeds < enough:
+        lines.append(f"warning: {seeds} seed(s) cannot show an arm better or worse: the exact sign-flip test's smallest p "
+                     f"over {seeds} seed(s) is {smallest_sign_flip_p(seeds):.3g}, not below {ALPHA:g}; give at least "
+                     f"{enough} seeds (train.seeds)")
+    share = (min_effect / 100) ** 2 * (test_count or 0)  # p(1 - p) <= n * min_effect^2: the accuracies resolved
+    if primary.endswith("test_accuracy") and test_count and share < 0.25:
+        low = (1 - math.sqrt(1 - 4 * share)) / 2
+        lines.append(f"warning: on {test_count} test images an accuracy between {low * 100:.0f}% and "
+                     f"{(1 - low) * 100:.0f}% has a binomial standard error above min_effect ({min_effect:g} points), "
+                     f"so no arm there can be shown equivalent; {math.ceil(0.25 / (min_effect / 100) ** 2)} test "
+                     "images (or a larger analysis.min_effect) would do")
+    names = list(arms or {})
+    for i, arm in enumerate(names):
+        for other in names[i + 1:]:
+            if arms[arm] == arms[other]:
+                lines.append(f"warning: arms {arm} and {other} are the same set (identical settings): they differ by "
+                             "seed noise at most, so their comparison can show no difference; change or remove one")
+    return lines
+
+
 def stein_seeds(pilot_sd, pilot_n, half_width, max_seeds, confidence=1 - ALPHA):
     """Stein's two-stage design: the number of seeds that brings the paired-t interval's
     half-width to half_width, given the pilot's standard deviation of the paired differences

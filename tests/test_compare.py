@@ -182,6 +182,18 @@ def test_an_arm_shown_worse_than_the_baseline_is_never_offered_as_a_pick():
     assert "**No separable best.** strong, baseline could equally be picked" in text
 
 
+def test_the_plan_line_warns_when_the_seeds_or_the_test_split_cannot_support_a_verdict():
+    """Four seeds and 300 test images: the start says that no arm can be shown better, worse or
+    equivalent, and what would do; the bundled demo (6 seeds, 1000 test images) is only told about
+    equivalence."""
+    lines = run.plan_lines(config.load("demo", ["train.seeds=[0, 1, 2, 3]"]), 300)
+    assert any(line.startswith("warning: 4 seed(s) cannot show an arm better or worse") for line in lines)
+    assert any(line.startswith("warning: on 300 test images") and "2500 test images" in line for line in lines)
+    demo = run.plan_lines(config.load("demo"), 1000)
+    assert not any("seed(s) cannot" in line for line in demo) and any("on 1000 test images" in line for line in demo)
+    assert not any(line.startswith("warning") for line in run.plan_lines(config.load("demo"), 2500))
+
+
 def test_two_augmented_arms_without_a_baseline_are_compared():
     """The new user's experiment: preset standard against preset geometric, no baseline."""
     summary = summary_of({"standard": FOUR["strong"], "geometric": FOUR["plain"]})

@@ -192,6 +192,29 @@ def test_equivalence_needs_a_test_split_that_resolves_the_smallest_effect(test_c
         assert entry["reason"] == "noise floor 2.6 > ±1.0"
 
 
+@pytest.mark.parametrize("seeds, test_count, arms, expected", [
+    (6, 2500, {"plain": {}, "flip": {"horizontal_flip": True}}, []),
+    (4, 2500, None, ["warning: 4 seed(s) cannot show an arm better or worse: the exact sign-flip test's smallest p "
+                     "over 4 seed(s) is 0.125, not below 0.05; give at least 6 seeds (train.seeds)"]),
+    (6, 300, None, ["warning: on 300 test images an accuracy between 3% and 97% has a binomial standard error above "
+                    "min_effect (1 points), so no arm there can be shown equivalent; 2500 test images (or a larger "
+                    "analysis.min_effect) would do"]),
+    (6, None, {"a": {"rotation": 5.0}, "b": {"rotation": 5.0}},
+     ["warning: arms a and b are the same set (identical settings): they differ by seed noise at most, so their "
+      "comparison can show no difference; change or remove one"]),
+])
+def test_the_start_warns_where_the_design_cannot_reach_a_verdict(seeds, test_count, arms, expected):
+    assert stats.design_warnings(seeds, "test_accuracy", 1.0, test_count, arms) == expected
+
+
+def test_the_noise_floor_warning_matches_the_binomial_standard_error():
+    """Below the accuracy the warning names, the standard error is within min_effect; just above, not."""
+    (line,) = stats.design_warnings(6, "test_accuracy", 1.0, 1000)
+    low = int(line.split("between ")[1].split("%")[0]) / 100  # 11%
+    assert math.sqrt(low * (1 - low) / 1000) <= 0.01 < math.sqrt((low + 0.01) * (1 - low - 0.01) / 1000)
+    assert stats.design_warnings(6, "test_loss", 1.0, 300) == []  # a loss has no binomial floor
+
+
 def test_failed_jobs_are_listed_and_left_out():
     history = rows("plain", 0, [0.5, 0.6, 0.7]) + rows("flip", 0, [0.5, 0.6, 0.7])
     jobs = {("plain", 0): record("plain", 0, 0.7), ("flip", 0): {**record("flip", 0, 0.0), "status": "failed",
