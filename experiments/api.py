@@ -4,6 +4,7 @@ objects.
     from augcompare.experiments import run_experiment, load_run
     result = run_experiment("demo", overrides={"train.epochs": 3})
     result.verdicts          # {"augmented": "better"}
+    result.best, result.ranking, result.pairs, result.sweeps
     result.summary           # summary.json; result.history: the rows of history.csv
 
 run_experiment runs exactly what the command line runs (config.load or config.build, then
@@ -19,7 +20,7 @@ import dataclasses
 from pathlib import Path
 
 from augcompare.augment import backend  # noqa: F401  (TensorFlow loaded quietly, before a user's own import)
-from augcompare.experiments import config, tracking
+from augcompare.experiments import config, stats, tracking
 from augcompare.experiments.errors import RunStopped, UserError
 from augcompare.experiments.files import read_json
 from augcompare.experiments.history import read_history
@@ -29,20 +30,29 @@ from augcompare.experiments.history import read_history
 class RunResult:
     """A run directory's answer.
 
-    run_dir: the directory; summary: summary.json as a dict (fractions in [0, 1]); history: the
-    rows of history.csv as dicts (arm, seed, epoch, loss, accuracy, val_loss, val_accuracy,
-    epoch_seconds); verdicts: arm -> verdict of the primary comparison with the baseline
-    ("better", "worse", "equivalent" or "inconclusive"); mlflow_run_id: the MLflow run the run
-    was logged to (track.mlflow), else None.
+    run_dir: the directory; summary: summary.json as a dict (fractions in [0, 1], its "units"
+    says which); history: the rows of history.csv as dicts (arm, seed, epoch, loss, accuracy,
+    val_loss, val_accuracy, epoch_seconds); verdicts: arm -> verdict of the primary comparison
+    with the baseline ("better", "worse", "equivalent" or "inconclusive"), or, in a run without
+    a baseline, (arm, other) -> verdict of every pair; mlflow_run_id: the MLflow run the run was
+    logged to (track.mlflow), else None; ranking: the arms best first (by the primary metric over
+    the seeds they all counted); best: the best arm, None where the top cannot be separated;
+    pairs: (arm, other) -> the comparison arm - other (verdict, reason, difference and ci95 in
+    points, p_holm, seeds), every pair where the summary has them, else against the baseline;
+    sweeps: summary.json's sweeps (name -> best value, picks, points), {} without sweeps.
     """
     run_dir: Path
     summary: dict
     history: list
     verdicts: dict
     mlflow_run_id: str | None = None
+    ranking: list = dataclasses.field(default_factory=list)
+    best: str | None = None
+    pairs: dict = dataclasses.field(default_factory=dict)
+    sweeps: dict = dataclasses.field(default_factory=dict)
 
     def __repr__(self):
-        return f"RunResult({str(self.run_dir)!r}, verdicts={self.verdicts})"
+        return f"RunResult({str(self.run_dir)!r}, verdicts={self.verdicts}, best={self.best!r})"
 
 
 def _experiment(experiment, overrides):
@@ -105,7 +115,12 @@ def load_run(run_dir):
     try:
         verdicts = {arm: entry["primary"]["verdict"] for arm, entry in summary["vs_baseline"].items()
                     if "primary" in entry}
+        pairs = stats.pair_comparisons(summary)
+        ranking, best = stats.ranked(summary)
     except (KeyError, TypeError, AttributeError):
         raise UserError(f"{run_dir / 'summary.json'} lacks the primary comparison; redraw it with augcompare plot "
                         f"{run_dir}") from None
-    return RunResult(run_dir, summary, history, verdicts, tracking.read_ids(run_dir).get("run_id"))
+    if summary.get("baseline") is None:
+        verdicts = {key: pair["verdict"] for key, pair in pairs.items()}
+    return RunResult(run_dir, summary, history, verdicts, tracking.read_ids(run_dir).get("run_id"), ranking, best,
+                     pairs, summary.get("sweeps") or {})

@@ -4,6 +4,7 @@ effect) and a verdict on the primary metric, declared before the run (analysis.p
 
 Accuracies are fractions in [0, 1] here; the tables show percentage points. "Points" for a loss
 metric are hundredths of the loss, so that analysis.min_effect reads the same way for both.
+summary.json says so under "units"; the Python API's pair comparisons are in points.
 """
 
 import math
@@ -15,6 +16,10 @@ ALPHA = 0.05          # two-sided level of every test and of the 95% intervals
 EQUIVALENCE = 0.90    # the interval that must lie inside +-min_effect for "equivalent" (two one-sided tests at 5%)
 POWER = 0.80          # for the minimum detectable effect
 EXACT_SIGN_FLIPS = 16  # up to 2^16 sign patterns the sign-flip test is exact; beyond, seeded Monte Carlo
+
+UNITS = ("accuracies, accuracy gaps, their differences and intervals, min_effect and noise floors: fractions in "
+         "[0, 1] (summary.md shows them x 100, in percentage points); losses and their differences as they are "
+         "(min_effect and noise floors in hundredths of them); p-values and P(better) are probabilities")
 
 # Per-job metrics, from its history rows and its record. "final" is the last epoch trained;
 # "selected" the epoch val chose (train.monitor); test metrics are measured once, at the end.
@@ -328,7 +333,7 @@ def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1
     summary = {"epochs": epochs, "baseline": baseline, "arms": {}, "vs_baseline": {},
                "primary": {"metric": primary, "label": LABELS[primary], "min_effect": min_effect / 100,
                            "confidence": 1 - ALPHA, "correction": correction},
-               "design": design}
+               "design": design, "units": UNITS}
     for arm in arms:
         seeds = sorted(seed for (name, seed) in counted if name == arm)
         per_arm = {"seeds": seeds}
@@ -545,6 +550,34 @@ def _sweep_summary(summary, pairs, primary, sweep):
             continue
         result["points"].append({"value": values[arm], "arm": arm, **point})
     return result
+
+
+def pair_comparisons(summary):
+    """The primary comparisons of a summary: {(arm, other): {verdict, reason, difference, ci95,
+    p_holm, seeds}} read as arm - other, from every pair where the summary has them, else
+    against the baseline. difference and ci95 in points (x 100, as analysis.min_effect)."""
+    if "pairs" in summary:
+        entries = [((pair["arm"], pair["other"]), pair["primary"]) for pair in summary["pairs"]]
+    else:
+        entries = [((arm, summary["baseline"]), entry["primary"]) for arm, entry in summary["vs_baseline"].items()
+                   if "primary" in entry]
+    return {key: {"verdict": entry["verdict"], "reason": entry.get("reason"), "difference": entry["mean"] * 100,
+                  "ci95": None if entry["ci95"] is None else [value * 100 for value in entry["ci95"]],
+                  "p_holm": entry["p_holm"], "seeds": entry["seeds"]} for key, entry in entries}
+
+
+def ranked(summary):
+    """(the arms best first by the primary metric over the seeds they all counted; the best arm,
+    or None where the top cannot be separated): the ranking's where the summary has one (three
+    arms or more), else that of the two arms, the best the one the comparison shows better."""
+    if summary.get("ranking"):
+        return summary["ranking"]["order"], summary["ranking"]["best"]
+    order = _best_first(summary, summary["primary"]["metric"], list(summary["arms"]))[0]
+    verdicts = [(arm, other, entry["verdict"]) for (arm, other), entry in pair_comparisons(summary).items()]
+    if len(order) == 2 and len(verdicts) == 1 and verdicts[0][2] in ("better", "worse"):
+        arm, other, verdict_ = verdicts[0]
+        return order, arm if verdict_ == "better" else other
+    return order, None
 
 
 def points(metric, value, signed=False, digits=1):

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from conftest import rows_in
 
-from augcompare.experiments import cli, config, load_run, resume_run, run_experiment
+from augcompare.experiments import cli, config, load_run, resume_run, run_experiment, stats
 from augcompare.experiments.errors import RunStopped, UserError
+from augcompare.experiments.files import write_json
 from augcompare.experiments.history import read_history
 
 EXPERIMENT = {
@@ -152,3 +153,48 @@ def test_a_run_that_never_trained_is_named_as_such_by_plot_and_load_run(tmp_path
                      f"plot; continue it with augcompare run --resume {run_dir}, or delete it\n")
     with pytest.raises(UserError, match=r"has not finished \(no summary.json yet\): continue it with resume_run\("):
         load_run(run_dir)
+
+
+def written_run(run_dir, values, baseline, sweeps=None):
+    """A run directory with a config.toml and the summary.json of arms whose test accuracy per seed
+    is values[arm] (nothing trained)."""
+    history, jobs = [], {}
+    for arm, per_seed in values.items():
+        for seed, value in enumerate(per_seed):
+            history.append({"arm": arm, "seed": seed, "epoch": 1, "loss": 0.1, "accuracy": 0.9, "val_loss": 0.3,
+                            "val_accuracy": 0.7, "epoch_seconds": 1.0})
+            jobs[arm, seed] = {"arm": arm, "seed": seed, "status": "finished", "epochs": 1, "reason": "",
+                               "test_accuracy": value, "test_loss": 1 - value}
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text(config.dumps(config.to_dict(config.load())))
+    write_json(run_dir / "summary.json", {"name": "x", **stats.summarize(history, list(values), 1, jobs,
+                                                                         baseline=baseline, sweeps=sweeps)})
+    return run_dir
+
+
+STRONG, PLAIN, WEAK = ([0.80, 0.83, 0.77, 0.82, 0.79, 0.81], [0.70, 0.72, 0.68, 0.71, 0.69, 0.70],
+                       [0.60, 0.61, 0.57, 0.62, 0.58, 0.60])
+
+
+def test_load_run_carries_the_ranking_the_best_arm_every_pair_and_the_sweeps(tmp_path):
+    """Three augmented arms and no baseline: the verdicts are every pair's (not empty), with the
+    ranking, the best arm, each pair's difference in points and the sweep."""
+    sweeps = {"rot": {"setting": "rotation", "values": [10, 30], "arms": ["rot-10", "rot-30"]}}
+    result = load_run(written_run(tmp_path / "r", {"standard": STRONG, "rot-10": PLAIN, "rot-30": WEAK}, None,
+                                  sweeps))
+    assert result.verdicts == {("rot-10", "standard"): "worse", ("rot-30", "standard"): "worse",
+                               ("rot-30", "rot-10"): "worse"}
+    assert result.ranking == ["standard", "rot-10", "rot-30"] and result.best == "standard"
+    pair = result.pairs["rot-10", "standard"]
+    assert pair["difference"] == pytest.approx(100 * np.mean(np.subtract(PLAIN, STRONG)))
+    assert pair["ci95"][0] < pair["difference"] < pair["ci95"][1] < 0 and pair["seeds"] == 6
+    assert result.sweeps["rot"]["best"] == 10 and "best='standard'" in repr(result)
+
+
+def test_load_run_of_two_arms_names_the_better_one_or_none(tmp_path):
+    result = load_run(written_run(tmp_path / "a", {"baseline": PLAIN, "flip": STRONG}, "baseline"))
+    assert result.verdicts == {"flip": "better"} and result.best == "flip" and result.ranking == ["flip", "baseline"]
+    assert set(result.pairs) == {("flip", "baseline")} and result.sweeps == {}
+    close = [value + 0.001 * (-1) ** seed for seed, value in enumerate(PLAIN)]
+    result = load_run(written_run(tmp_path / "b", {"baseline": PLAIN, "flip": close}, "baseline"))
+    assert result.best is None and result.verdicts["flip"] != "better"

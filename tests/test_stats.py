@@ -147,6 +147,7 @@ def test_summary_reports_the_primary_comparison_with_holm_across_arms():
         stats.holm(raw))
     assert summary["arms"]["flip"]["test_accuracy"]["values"] == pytest.approx([0.80, 0.83, 0.77, 0.82, 0.80, 0.81])
     assert summary["primary"]["noise_floor"]["test_images"] == 500
+    assert "fractions in [0, 1]" in summary["units"] and "percentage points" in summary["units"]
     text = stats.to_markdown(summary, "x")
     assert "**flip: better** than plain" in text and text.index("## Primary metric") < text.index("## Arms")
 
