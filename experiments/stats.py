@@ -214,9 +214,9 @@ def design_warnings(seeds, primary, min_effect, test_count=None, arms=None):
     lines = []
     enough = seeds_for_sign_flip()
     if seeds < enough:
-        lines.append(f"warning: {seeds} seed(s) cannot show an arm better or worse: the exact sign-flip test's smallest p "
-                     f"over {seeds} seed(s) is {smallest_sign_flip_p(seeds):.3g}, not below {ALPHA:g}; give at least "
-                     f"{enough} seeds (train.seeds)")
+        lines.append(f"warning: {seeds} seed(s) cannot show an arm better or worse: the exact sign-flip test's "
+                     f"smallest p over {seeds} seed(s) is {smallest_sign_flip_p(seeds):.3g}, not below {ALPHA:g}; give "
+                     f"at least {enough} seeds (train.seeds)")
     share = (min_effect / 100) ** 2 * (test_count or 0)  # p(1 - p) <= n * min_effect^2: the accuracies resolved
     if primary.endswith("test_accuracy") and test_count and share < 0.25:
         low = (1 - math.sqrt(1 - 4 * share)) / 2
@@ -384,8 +384,7 @@ def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1
         by_pair = {(pair["arm"], pair["other"]): pair["primary"] for pair in pairs}
         for arm, entry in summary["vs_baseline"].items():
             if "primary" in entry:
-                entry["primary"].update(p_holm=by_pair[arm, baseline]["p_holm"], verdict=by_pair[arm, baseline]["verdict"],
-                                        reason=by_pair[arm, baseline]["reason"])
+                entry["primary"].update({key: by_pair[arm, baseline][key] for key in ("p_holm", "verdict", "reason")})
     else:
         _adjust(vs_baseline, min_effect / 100)
     summary["comparisons"] = "all" if every_pair else "baseline"
@@ -514,8 +513,8 @@ def _ranking(summary, pairs, primary, arms):
     picks, best = _picks(summary, pairs, order)
     leader = picks[0] if picks else order[0]
     evidence = {arm: _evidence(_against(pairs, arm, leader)) for arm in order if arm != leader}
-    return {"order": order, "seeds": seeds, "means": described, "best": best, "leader": leader, "picks": picks, "not_worse": picks,
-            "vs_best": evidence}
+    return {"order": order, "seeds": seeds, "means": described, "best": best, "leader": leader, "picks": picks,
+            "not_worse": picks, "vs_best": evidence}
 
 
 def _sweep_summary(summary, pairs, primary, sweep):
@@ -631,8 +630,8 @@ def _ranking_lines(summary):
         last = "**No separable best.** Every arm is shown worse than another (their comparisons use different seeds)."
     most = max((pair["primary"]["seeds"] for pair in summary["pairs"]), default=0)
     if not ranking["best"] and most < seeds_for_sign_flip():
-        last += (f" At {most} seed(s) no comparison can be shown better or worse (the exact sign-flip test's smallest p "
-                 f"is {smallest_sign_flip_p(most):.3g}); {seeds_for_sign_flip()} seeds can.")
+        last += (f" At {most} seed(s) no comparison can be shown better or worse (the exact sign-flip test's "
+                 f"smallest p is {smallest_sign_flip_p(most):.3g}); {seeds_for_sign_flip()} seeds can.")
     return lines + ["", last]
 
 
@@ -649,9 +648,9 @@ def _sweep_lines(summary):
     """The Sweeps section of summary.md: per sweep, the best value and those not shown worse."""
     metric = summary["primary"]["metric"]
     lines = ["## Sweeps", "",
-             f"Each sweep's arms by value: the values that could be picked (no verdict shows them worse than another "
-             f"value; from every pair, Holm-adjusted as in the ranking), best mean {LABELS[metric]} first, and the best "
-             "value where only one can; the differences are from the baseline (strength.png draws them).", ""]
+             "Each sweep's arms by value: the values that could be picked (no verdict shows them worse than another "
+             f"value; from every pair, Holm-adjusted as in the ranking), best mean {LABELS[metric]} first, and the "
+             "best value where only one can; the differences are from the baseline (strength.png draws them).", ""]
     for name, sweep in summary["sweeps"].items():
         values = ", ".join(_value(value) for value in sweep["values"])
         if sweep.get("leader") is None:
@@ -754,6 +753,9 @@ def to_markdown(summary, name):
     floor = primary.get("noise_floor")
     floor_text = (f" Noise floor: on {floor['test_images']} test images one arm's accuracy has a binomial standard "
                   f"error of {floor['binomial_se'] * 100:.1f} points." if floor else "")
+    rule_text = (f" A verdict of better or worse needs Holm-adjusted p < {ALPHA:g} and sign-flip p < {ALPHA:g} (at least "
+                 f"{seeds_for_sign_flip()} seeds); equivalent needs the 90% interval inside ±min_effect, differences "
+                 "that vary across seeds, and a noise floor within min_effect.")
     improvement_text = (" P(better) is the probability of improvement: the chance that the arm beats the other on a "
                         "seed drawn at random (ties count half), with its exact 95% interval.")
     if extended and summary["comparisons"] == "all" and summary["pairs"]:
@@ -763,7 +765,7 @@ def to_markdown(summary, name):
                   f"one more chance of a false finding, so the family is larger and each correction stricter than "
                   f"against one baseline), a sign-flip permutation test as a check (exact up to {EXACT_SIGN_FLIPS} "
                   f"seeds); smallest effect of interest ±{points(metric, primary['min_effect'])}{unit}."
-                  + improvement_text + floor_text, ""]
+                  + improvement_text + floor_text + rule_text, ""]
         lines += ["| arm | other | seeds | difference | 95% CI | P(better) [95% CI] | p (Holm) | p (sign-flip) | verdict "
                   "| detectable (80% power) | pairing efficiency |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -782,7 +784,7 @@ def to_markdown(summary, name):
                   f"`{baseline}`, a sign-flip permutation test as a check (exact up to {EXACT_SIGN_FLIPS} seeds); "
                   f"smallest effect of interest ±{points(metric, primary['min_effect'])}"
                   + (" points" if is_fraction(metric) else "") + "."
-                  + (improvement_text if extended else "") + floor_text, ""]
+                  + (improvement_text if extended else "") + floor_text + rule_text, ""]
         if extended:
             lines += ["| arm | seeds | difference | 95% CI | P(better) [95% CI] | p (Holm) | p (sign-flip) | verdict | "
                       "detectable (80% power) | pairing efficiency |",

@@ -384,7 +384,8 @@ class Tracker:
                 metrics[f"arms.{arm}.{primary}.mean"] = float(value)
         ranking = summary.get("ranking")
         if isinstance(ranking, dict):
-            tags.update({"ranking.best": str(ranking.get("best")), "ranking.order": ", ".join(ranking.get("order", [])),
+            tags.update({"ranking.best": str(ranking.get("best") or "no separable best"),
+                         "ranking.order": ", ".join(ranking.get("order", [])),
                          "ranking.not_worse": ", ".join(ranking.get("not_worse", []))})
         held = self.client.get_run(run_id).data.metrics  # a resumed run logs only what changed
         self._log(run_id, metrics=[(key, value, 0) for key, value in metrics.items() if held.get(key) != value],

@@ -90,7 +90,8 @@ def test_summary_declares_the_primary_metric_and_reports_test_results(finished_r
     assert set(primary) >= {"metric", "mean", "ci95", "p_holm", "verdict", "seeds"}
     assert primary["verdict"] in ("better", "worse", "equivalent", "inconclusive") and primary["seeds"] == 2
     twin = summary["vs_baseline"]["twin"]["primary"]
-    assert twin["mean"] == 0 and twin["verdict"] == "equivalent"  # the 90% interval [0, 0] is inside +-1 point
+    # The twin is the baseline's settings again: the same numbers on every seed are no spread, not equivalence.
+    assert twin["mean"] == 0 and twin["verdict"] == "inconclusive" and twin["reason"] == "no spread across 2 seeds"
     markdown = (finished_run / "summary.md").read_text()
     assert markdown.index("## Primary metric: test accuracy") < markdown.index("## Arms (secondary)")
     resolved = config.read_toml(finished_run / "config.toml")
