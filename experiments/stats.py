@@ -16,6 +16,9 @@ ALPHA = 0.05          # two-sided level of every test and of the 95% intervals
 EQUIVALENCE = 0.90    # the interval that must lie inside +-min_effect for "equivalent" (two one-sided tests at 5%)
 POWER = 0.80          # for the minimum detectable effect
 EXACT_SIGN_FLIPS = 16  # up to 2^16 sign patterns the sign-flip test is exact; beyond, seeded Monte Carlo
+# Paired differences closer than this are the same: accuracies are counts / n, whose differences
+# round to a last bit that varies from seed to seed (2/997 - 0/997 != 971/997 - 969/997 in floats).
+SAME = 1e-9
 
 UNITS = ("accuracies, accuracy gaps, their differences and intervals, min_effect and noise floors: fractions in "
          "[0, 1] (summary.md shows them x 100, in percentage points); losses and their differences as they are "
@@ -85,7 +88,7 @@ def paired_difference(treated, control, confidence=1 - ALPHA):
     mean, n = float(differences.mean()), len(differences)
     if n < 2:
         return {"mean": mean, "ci95": None, "p": None, "n": n}
-    if np.ptp(differences) == 0:  # every seed gave the same difference: no spread to test against
+    if np.ptp(differences) <= SAME:  # every seed gave the same difference: no spread to test against
         return {"mean": mean, "ci95": [mean, mean], "p": sign_flip_p(differences), "n": n}
     test = stats.ttest_rel(treated, control)
     interval = test.confidence_interval(confidence)
@@ -185,14 +188,15 @@ def seeds_for_sign_flip(alpha=ALPHA):
 def comparison_reason(entry, min_effect):
     """Why a comparison is inconclusive, in a few words (None where nothing in particular held it
     back or it is not inconclusive): one seed, no spread, the sign-flip test or Holm's correction
-    where the 95% interval excludes 0, or a test split too small for equivalence."""
+    where the 95% interval excludes 0, or a test split too small for equivalence. No spread is
+    said whatever the verdict: its interval has no width and shows nothing."""
+    seeds, metric = entry["seeds"], entry["metric"]
+    if seeds >= 2 and not entry["sd"]:
+        return f"no spread across {seeds} seeds"
     if entry["verdict"] != "inconclusive":
         return None
-    seeds, metric = entry["seeds"], entry["metric"]
     if seeds < 2:
         return "one seed"
-    if not entry["sd"]:
-        return f"no spread across {seeds} seeds"
     reasons = []
     low, high = entry["ci95"]
     if low > 0 or high < 0:  # a difference shows before the correction and the sign-flip check
@@ -409,7 +413,7 @@ def _comparison(counted, arm, other, seeds, primary, design, with_improvement, b
     control = [counted[other, s][primary] for s in seeds]
     differences = np.subtract(treated, control)
     difference = paired_difference(treated, control)
-    sd = float(np.std(differences, ddof=1)) if len(seeds) > 1 else None
+    sd = (None if len(seeds) < 2 else 0.0 if np.ptp(differences) <= SAME else float(np.std(differences, ddof=1)))
     entry = {
         "metric": primary, "mean": difference["mean"], "ci95": difference["ci95"],
         "ci90": paired_difference(treated, control, confidence=EQUIVALENCE)["ci95"], "p": difference["p"],
@@ -713,7 +717,9 @@ def verdict_sentence(arm, baseline, entry, min_effect):
         small = (entry["ci95"] and max(abs(entry["ci95"][0]), abs(entry["ci95"][1])) < min_effect)
         return (f"**{arm}: {verdict_}** than {baseline}: {LABELS[metric]} {size} {direction}, 95% CI {interval}, "
                 f"Holm-adjusted {_p_equals(entry['p_holm'])}" + (f" (but by less than the smallest effect of interest, "
-                                                            f"{threshold})" if small else "") + ".")
+                                                            f"{threshold})" if small else "")
+                + (f" ({entry['reason']}: every seed gave the same difference, so the interval has no width; the "
+                   "exact sign-flip test decides)" if entry.get("reason") else "") + ".")
     if verdict_ == "equivalent":
         return (f"**{arm}: equivalent** to {baseline}: the 90% interval {_interval(metric, entry['ci90'])} lies inside "
                 f"±{threshold}, the smallest effect of interest.")

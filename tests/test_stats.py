@@ -162,14 +162,28 @@ def summary_of(values, **options):
     return stats.summarize(history, list(values), 2, jobs, baseline=list(values)[0], **options)
 
 
-@pytest.mark.parametrize("treated", [[0.802, 0.752], [0.80, 0.75]])  # +0.2 points on both seeds; the same numbers
-def test_no_spread_across_seeds_is_not_equivalence(treated):
+@pytest.mark.parametrize("control, treated", [
+    ([0.80, 0.75], [0.802, 0.752]),  # +0.2 points on both seeds
+    ([0.80, 0.75], [0.80, 0.75]),  # the same numbers
+    ([994 / 997, 969 / 997], [996 / 997, 971 / 997]),  # +2 images of 997 on both, 1e-16 apart in floats
+])
+def test_no_spread_across_seeds_is_not_equivalence(control, treated):
     """Seeds that all give the same difference show nothing about its noise: inconclusive, said
-    as "no spread across 2 seeds", never equivalent."""
-    summary = summary_of({"plain": [0.80, 0.75], "other": treated}, test_count=100_000)
+    as "no spread across 2 seeds", never equivalent, and never a t-test on rounding."""
+    summary = summary_of({"plain": control, "other": treated}, test_count=100_000)
     entry = summary["vs_baseline"]["other"]["primary"]
     assert entry["verdict"] == "inconclusive" and entry["reason"] == "no spread across 2 seeds"
     assert "inconclusive (no spread across 2 seeds)" in stats.to_markdown(summary, "x")
+    assert entry["p"] == stats.sign_flip_p(np.subtract(treated, control)) and entry["mde"] is None
+
+
+def test_six_seeds_without_spread_are_better_by_the_sign_flip_test_and_say_so():
+    summary = summary_of({"plain": [0.70, 0.72, 0.68, 0.71, 0.69, 0.70],
+                          "flip": [0.75, 0.77, 0.73, 0.76, 0.74, 0.75]}, test_count=1000)
+    entry = summary["vs_baseline"]["flip"]["primary"]
+    assert entry["verdict"] == "better" and entry["reason"] == "no spread across 6 seeds"
+    assert entry["p"] == pytest.approx(2 / 2**6)
+    assert "better (no spread across 6 seeds)" in stats.to_markdown(summary, "x")
 
 
 def test_four_seeds_cannot_show_better_whatever_the_t_test_says():
