@@ -393,11 +393,16 @@ def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1
         _adjust(vs_baseline, min_effect / 100)
     summary["comparisons"] = "all" if every_pair else "baseline"
     summary["pairs"] = pairs
-    ranking = _ranking(summary, pairs, primary, arms)
+    # A pair shows one verdict wherever it appears: the ranking and the sweeps read a comparison
+    # with the baseline from the baseline's family above, every other pair from every pair's.
+    shown = pairs if every_pair else [
+        {**pair, "primary": summary["vs_baseline"][pair["arm"]]["primary"]} if pair["other"] == baseline else pair
+        for pair in pairs]
+    ranking = _ranking(summary, shown, primary, arms)
     if ranking:
         summary["ranking"] = ranking
     if sweeps:
-        summary["sweeps"] = {name: _sweep_summary(summary, pairs, primary, sweep) for name, sweep in sweeps.items()}
+        summary["sweeps"] = {name: _sweep_summary(summary, shown, primary, sweep) for name, sweep in sweeps.items()}
     return summary
 
 
@@ -610,8 +615,10 @@ def _ranking_lines(summary):
     lines = ["## Ranking", "",
              f"Arms by mean {LABELS[metric]} {over}, best first. The evidence is each arm's comparison with `{leader}` "
              f"from every pair of arms, Holm-adjusted across all {family} pairs: the best arm is picked by the same "
-             "seeds, and only a correction over every pair covers whichever arm comes out on top. An arm that any "
-             "verdict in this summary shows worse than another arm is never offered as a pick.", "",
+             "seeds, and only a correction over every pair covers whichever arm comes out on top"
+             + (f" (a comparison with `{summary['baseline']}` is the one above, Holm-adjusted across the baseline's "
+                "comparisons, so that a pair shows one verdict)" if summary["comparisons"] == "baseline" else "")
+             + ". An arm that any verdict in this summary shows worse than another arm is never offered as a pick.", "",
              f"| rank | arm | {LABELS[metric]} | difference from {leader} | 95% CI | P(beats {leader}) [95% CI] | "
              f"p (Holm) | verdict against {leader} |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for rank, arm in enumerate(ranking["order"], 1):

@@ -180,6 +180,11 @@ def test_an_arm_shown_worse_than_the_baseline_is_never_offered_as_a_pick():
     assert "flip" not in ranking["picks"] and ranking["picks"] == ["strong", "baseline"] and ranking["best"] is None
     text = stats.to_markdown(summary, "x")
     assert "**No separable best.** strong, baseline could equally be picked" in text
+    # With the baseline leading, flip's row against it shows the verdict of the table above: one verdict a pair.
+    summary = summary_of({**values, "strong": [value - 0.01 for value in values["strong"]]}, baseline="baseline")
+    assert summary["ranking"]["leader"] == "baseline" and "flip" not in summary["ranking"]["picks"]
+    assert summary["ranking"]["vs_best"]["flip"]["verdict"] == "worse"
+    assert summary["ranking"]["vs_best"]["flip"]["p_holm"] == summary["vs_baseline"]["flip"]["primary"]["p_holm"]
 
 
 def test_the_plan_line_warns_when_the_seeds_or_the_test_split_cannot_support_a_verdict():
