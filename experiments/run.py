@@ -252,8 +252,10 @@ def plan_lines(experiment, test_count=None):
                                      f"every pair ({len(pairs)} comparisons, Holm across them)"
                                      + ("" if baseline is not None else "; no baseline arm"))
                      + (f"; the ranking from all {every} pairs" if len(arms) >= 3 else ""))
-    seeds = len(candidate_seeds(experiment)) if analysis.target_half_width else len(experiment.train.seeds)
-    return lines + stats.design_warnings(seeds, analysis.primary, analysis.min_effect, test_count, experiment.arms)
+    seeds, most = ((analysis.pilot_seeds, len(candidate_seeds(experiment))) if analysis.target_half_width
+                   else (len(experiment.train.seeds), None))
+    return lines + stats.design_warnings(seeds, analysis.primary, analysis.min_effect, test_count, experiment.arms,
+                                         most)
 
 
 class Run:

@@ -210,17 +210,23 @@ def comparison_reason(entry, min_effect):
     return "; ".join(reasons) or None
 
 
-def design_warnings(seeds, primary, min_effect, test_count=None, arms=None):
+def design_warnings(seeds, primary, min_effect, test_count=None, arms=None, most=None):
     """Warnings, for the start of a run, where its design cannot reach a verdict it asks for:
-    too few seeds for the sign-flip test (better/worse), a test split too small to measure an
-    accuracy to within min_effect (points; equivalent), two arms with the same settings
-    (arms: name -> settings). Each says what would do."""
+    too few seeds for the sign-flip test (better/worse; with Stein's design, seeds is the pilot
+    and most the largest count it may run), a test split too small to measure an accuracy to
+    within min_effect (points; equivalent), two arms with the same settings (arms: name ->
+    settings). Each says what would do."""
     lines = []
     enough = seeds_for_sign_flip()
-    if seeds < enough:
+    if most is not None and seeds < enough <= most:
+        lines.append(f"warning: the two-stage design may stop at its {seeds} pilot seed(s), which cannot show an arm "
+                     f"better or worse (the exact sign-flip test's smallest p is {smallest_sign_flip_p(seeds):.3g}); "
+                     f"analysis.pilot_seeds = {enough} makes sure it can")
+    elif (most if most is not None else seeds) < enough:
+        seeds, setting = (seeds, "train.seeds") if most is None else (most, "analysis.max_seeds")
         lines.append(f"warning: {seeds} seed(s) cannot show an arm better or worse: the exact sign-flip test's "
                      f"smallest p over {seeds} seed(s) is {smallest_sign_flip_p(seeds):.3g}, not below {ALPHA:g}; give "
-                     f"at least {enough} seeds (train.seeds)")
+                     f"at least {enough} seeds ({setting})")
     share = (min_effect / 100) ** 2 * (test_count or 0)  # p(1 - p) <= n * min_effect^2: the accuracies resolved
     if primary.endswith("test_accuracy") and test_count and share < 0.25:
         low = (1 - math.sqrt(1 - 4 * share)) / 2

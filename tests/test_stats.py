@@ -222,6 +222,14 @@ def test_the_start_warns_where_the_design_cannot_reach_a_verdict(seeds, test_cou
     assert stats.design_warnings(seeds, "test_accuracy", 1.0, test_count, arms) == expected
 
 
+def test_the_two_stage_design_is_warned_where_it_may_stop_short_of_six_seeds():
+    (pilot,) = stats.design_warnings(5, "test_accuracy", 1.0, None, None, most=30)
+    assert pilot.startswith("warning: the two-stage design may stop at its 5 pilot seed(s)")
+    assert "analysis.pilot_seeds = 6" in pilot and stats.design_warnings(6, "test_accuracy", 1.0, most=30) == []
+    (capped,) = stats.design_warnings(3, "test_accuracy", 1.0, most=4)  # max_seeds 4: never enough
+    assert capped.startswith("warning: 4 seed(s) cannot show an arm better or worse") and "(analysis.max_seeds)" in capped
+
+
 def test_the_noise_floor_warning_matches_the_binomial_standard_error():
     """Below the accuracy the warning names, the standard error is within min_effect; just above, not."""
     (line,) = stats.design_warnings(6, "test_accuracy", 1.0, 1000)
