@@ -638,17 +638,18 @@ def _ranking_lines(summary):
             lines.append(f"| {rank} | {arm} | {mean} | {points(metric, evidence['mean'], True)} | "
                          f"{_interval(metric, evidence['ci95'])} | {_improvement(evidence['prob_improvement'])} | "
                          f"{_p(evidence['p_holm'])} | {_verdict_cell(evidence)} |")
+    most = max((pair["primary"]["seeds"] for pair in summary["pairs"]), default=0)
     if ranking["best"]:
         last = f"**Best: {ranking['best']}.** Every other arm is shown worse than it or than another arm."
+    elif most < seeds_for_sign_flip():
+        last = (f"**No separable best.** At {most} seed(s) no comparison can be shown better or worse (the exact "
+                f"sign-flip test's smallest p is {smallest_sign_flip_p(most):.3g}); {seeds_for_sign_flip()} seeds can. "
+                "The order above is by mean alone.")
     elif ranking["picks"]:
         last = (f"**No separable best.** {', '.join(ranking['picks'])} could equally be picked on this evidence "
                 "(none is shown worse than any arm).")
     else:
         last = "**No separable best.** Every arm is shown worse than another (their comparisons use different seeds)."
-    most = max((pair["primary"]["seeds"] for pair in summary["pairs"]), default=0)
-    if not ranking["best"] and most < seeds_for_sign_flip():
-        last += (f" At {most} seed(s) no comparison can be shown better or worse (the exact sign-flip test's "
-                 f"smallest p is {smallest_sign_flip_p(most):.3g}); {seeds_for_sign_flip()} seeds can.")
     return lines + ["", last]
 
 

@@ -199,6 +199,14 @@ def test_the_plan_line_warns_when_the_seeds_or_the_test_split_cannot_support_a_v
     assert not any(line.startswith("warning") for line in run.plan_lines(config.load("demo"), 2500))
 
 
+def test_a_ranking_at_four_seeds_says_that_no_comparison_can_be_decided():
+    summary = summary_of({arm: values[:4] for arm, values in FOUR.items()}, baseline="plain")
+    assert summary["ranking"]["best"] is None
+    assert ("**No separable best.** At 4 seed(s) no comparison can be shown better or worse (the exact sign-flip "
+            "test's smallest p is 0.125); 6 seeds can. The order above is by mean alone.") in stats.to_markdown(summary,
+                                                                                                                 "x")
+
+
 def test_two_augmented_arms_without_a_baseline_are_compared():
     """The new user's experiment: preset standard against preset geometric, no baseline."""
     summary = summary_of({"standard": FOUR["strong"], "geometric": FOUR["plain"]})
