@@ -773,9 +773,9 @@ def to_markdown(summary, name):
     floor = primary.get("noise_floor")
     floor_text = (f" Noise floor: on {floor['test_images']} test images one arm's accuracy has a binomial standard "
                   f"error of {floor['binomial_se'] * 100:.1f} points." if floor else "")
-    rule_text = (f" A verdict of better or worse needs Holm-adjusted p < {ALPHA:g} and sign-flip p < {ALPHA:g} (at least "
-                 f"{seeds_for_sign_flip()} seeds); equivalent needs the 90% interval inside ±min_effect, differences "
-                 "that vary across seeds, and a noise floor within min_effect.")
+    rule_text = (f" A verdict of better or worse needs Holm-adjusted p < {ALPHA:g} and sign-flip p < {ALPHA:g} (at "
+                 f"least {seeds_for_sign_flip()} seeds); equivalent needs the 90% interval inside ±min_effect, "
+                 "differences that vary across seeds, and a noise floor within min_effect.")
     improvement_text = (" P(better) is the probability of improvement: the chance that the arm beats the other on a "
                         "seed drawn at random (ties count half), with its exact 95% interval.")
     if extended and summary["comparisons"] == "all" and summary["pairs"]:
