@@ -78,11 +78,13 @@ def describe(values):
 def paired_difference(treated, control, confidence=1 - ALPHA):
     """Mean of treated - control over paired seeds with the paired-t confidence interval (under
     "ci95": the 95% one unless confidence says otherwise) and p-value (scipy.stats.ttest_rel);
-    no interval with fewer than two pairs. Where every pair differs by the same amount the t-test
+    no interval with fewer than two pairs. Where every pair differs by the same amount (within
+    SAME: float rounding) the t-test
     has no spread to test against (scipy gives NaN; its limit, p = 0, would overclaim, as equal
     differences come easily from accuracies on a finite test split): the p-value is then the exact
     sign-flip test's, which needs no variance (2 / 2^n; 1 for no difference), so the arm stays in
-    Holm's family."""
+    Holm's family. The interval is then the point [mean, mean]: no spread, which verdict() never
+    takes for equivalence."""
     treated, control = np.asarray(treated, dtype=float), np.asarray(control, dtype=float)
     differences = treated - control
     mean, n = float(differences.mean()), len(differences)
