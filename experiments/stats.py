@@ -330,7 +330,10 @@ def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1
     Finished and early-stopped jobs count; failed ones are listed with their reason. Paired
     differences use the seeds counted in both arms. min_effect is in points (see the module).
     comparisons: "baseline" or "all" (analysis.comparisons; without a baseline every pair is
-    compared); sweeps: the experiment's sweeps (name -> {setting, values, arms}).
+    compared); sweeps: the experiment's sweeps (name -> {setting, values, arms}); test_count: the
+    test split's size, for the noise floor that equivalence needs. Each primary comparison's
+    verdict is verdict()'s (what each verdict needs is listed there), with comparison_reason()'s
+    reason where it is inconclusive or has no spread.
     """
     by_job = {}
     for row in history:
