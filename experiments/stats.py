@@ -645,7 +645,9 @@ def _ranking_lines(summary):
                          f"{_p(evidence['p_holm'])} | {_verdict_cell(evidence)} |")
     most = max((pair["primary"]["seeds"] for pair in summary["pairs"]), default=0)
     if ranking["best"]:
-        last = f"**Best: {ranking['best']}.** Every other arm is shown worse than it or than another arm."
+        direct = all(entry and entry["verdict"] == "worse" for entry in ranking["vs_best"].values())
+        last = (f"**Best: {ranking['best']}.** Every other arm is shown worse than it"
+                + ("." if direct else " or than another arm."))
     elif most < seeds_for_sign_flip():
         last = (f"**No separable best.** At {most} seed(s) no comparison can be shown better or worse (the exact "
                 f"sign-flip test's smallest p is {smallest_sign_flip_p(most):.3g}); {seeds_for_sign_flip()} seeds can. "
