@@ -40,7 +40,8 @@ def _parser():
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a setting, e.g. --set train.epochs=3 --set train.seeds=[0]")
     run.add_argument("--resume", metavar="RUN_DIR",
-                     help="continue an interrupted run: ended runs are kept, the others go on from their last epoch")
+                     help="continue an interrupted run: ended runs are kept, the others go on from their last epoch; "
+                     "--set train.seeds=[...] with more seeds trains the added seeds' jobs")
     run.add_argument("--per-seed", action="store_true", help="draw each seed's curve as a thin line too")
 
     plot = commands.add_parser("plot", help="redraw every figure of a run directory from its saved history")
@@ -92,9 +93,10 @@ def _run(args):
     with timing.span("run: start-up (imports)"):
         from augcompare.experiments import config, run
     if args.resume:
-        if args.experiment or args.overrides or args.run_id:
-            raise config.UserError("--resume takes only the run directory; its config.toml says the rest")
-        run_dir = run.resume(args.resume, per_seed=args.per_seed)
+        if args.experiment or args.run_id:
+            raise config.UserError("--resume takes only the run directory (and --set train.seeds=[...] to add seeds); "
+                                   "its config.toml says the rest")
+        run_dir = run.resume(args.resume, per_seed=args.per_seed, overrides=args.overrides)
     else:
         experiment = config.load(args.experiment, args.overrides)
         run_dir = run.start(experiment, args.out, args.run_id, per_seed=args.per_seed)

@@ -8,7 +8,8 @@ For every seed every arm starts from the same initial weights (the seed's first 
 to weights/) and sees the same sample order, so the augmentation is the only difference between
 arms.
 
-Run directory: config.toml, environment.json, data.json (what the data set holds and what was
+Run directory: config.toml, started.json (what the run started with, experiments.started),
+environment.json, data.json (what the data set holds and what was
 skipped preparing it), history.csv, runs.json (the ended jobs with their test results, and the
 two-stage design), summary.json, summary.md, accuracy.png, loss.png, ablation.png, pairs.png (three
 arms or more), strength.png (a sweep), augmentations.png, preview_samples.npy,
@@ -37,6 +38,7 @@ import numpy as np
 from augcompare.augment.params import arm_title, augments, parse_function
 from augcompare.experiments import config as config_mod
 from augcompare.experiments import plots, stats, timing, tracking
+from augcompare.experiments import started as started_with
 from augcompare.experiments.data import load_dataset
 from augcompare.experiments.errors import Interrupted, RunStopped, UserError
 from augcompare.experiments.executors import make_executor, plan
@@ -590,6 +592,7 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
         raise
     try:
         write_text(run_dir / "config.toml", config_mod.dumps(config_mod.to_dict(experiment)))
+        started_with.write(run_dir, experiment)
         write_json(run_dir / "environment.json", environment(experiment, jobs_at_once, run.threads, tensorflow))
         write_json(run_dir / "data.json", {**dataset.meta, "path": str(dataset.path)})
         seeds = candidate_seeds(experiment)
@@ -616,9 +619,12 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
             lock.release()
 
 
-def resume(run_dir, log=print, per_seed=False):
+def resume(run_dir, log=print, per_seed=False, overrides=()):
     """Continues an interrupted run: ended jobs are kept, the others continue from their last
-    checkpointed epoch. Returns the run directory."""
+    checkpointed epoch. overrides (--set's KEY=VALUE strings) may only add seeds (train.seeds
+    grown, the run's seeds first): their jobs train, and the summary covers every seed. Any other
+    change, in overrides or in config.toml since the run started, is a UserError naming it.
+    Returns the run directory."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.toml); give the directory that "
@@ -626,10 +632,7 @@ def resume(run_dir, log=print, per_seed=False):
     lock = DirectoryLock(run_dir / ".lock", "augcompare run --resume").acquire()
     executor = None
     try:
-        try:
-            experiment = config_mod.build(config_mod.read_toml(run_dir / "config.toml"))
-        except UserError as error:
-            raise UserError(f"{run_dir / 'config.toml'} cannot be used ({error}); restore it from a copy") from None
+        experiment = started_with.check(run_dir, overrides)
         tracker = tracking.connect(experiment, run_dir, log)
         dataset = _data(experiment)
         recorded_path = run_dir / "environment.json"
@@ -643,6 +646,7 @@ def resume(run_dir, log=print, per_seed=False):
         executor = make_executor(experiment.run, *run.executor_plan())
         tensorflow = executor.set_up(Setup(str(dataset.path), config_mod.to_dict(experiment)))
         log(f"{experiment.name}: resuming {run_dir}")
+        started_with.keep(run_dir, experiment)  # seeds added become the run's
         if recorded_path.is_file():
             now = environment(experiment, None, threads, tensorflow)
             now_kernels = {key: now["kernels"][key] for key in ("onednn", "ONEDNN_MAX_CPU_ISA", "cpu")}
