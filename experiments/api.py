@@ -44,17 +44,45 @@ class RunResult:
     def __repr__(self):
         return f"RunResult({str(self.run_dir)!r}, verdicts={self.verdicts})"
 
+    def analyze(self, overrides=None, name=None, force=False, per_seed=False):
+        """The run's summary and figures again with other analysis settings, as `augcompare
+        analyze` does: overrides of analysis.primary, min_effect, baseline or comparisons
+        ({"analysis.min_effect": 0.5} or ["analysis.comparisons=all"]); the answer goes to
+        run_dir/analyses/<name>/ (name: from the changed settings where None; an existing one is
+        replaced only with force). Nothing trains and none of the run's files changes. Returns
+        its AnalysisResult."""
+        from augcompare.experiments.analyze import analyze
+        folder, _ = analyze(self.run_dir, _overrides(overrides), name, force, per_seed)
+        summary = read_json(folder / "summary.json", "analyze again with force=True")
+        return AnalysisResult(folder, summary, _verdicts(summary, folder))
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisResult:
+    """An analysis of a run (RunResult.analyze): folder, run_dir/analyses/<name>/; summary, its
+    summary.json; verdicts, as RunResult's, under the analysis's settings."""
+    folder: Path
+    summary: dict
+    verdicts: dict
+
+
+def _overrides(overrides):
+    """overrides as config.apply_overrides takes them: "KEY=VALUE" strings as --set takes them,
+    or a dict {"train.epochs": 3} as (key, value) pairs."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, dict):
+        return list(overrides.items())
+    if isinstance(overrides, str) or not all(isinstance(item, str) for item in overrides):
+        raise UserError(f"overrides must be a dict {{'train.epochs': 3}} or a list of 'KEY=VALUE' strings, got "
+                        f"{overrides!r}")
+    return list(overrides)
+
 
 def _experiment(experiment, overrides):
     """The Experiment of a bundled name, a .toml path or a dict of the file's schema, with
     overrides: "KEY=VALUE" strings as --set takes them, or a dict {"train.epochs": 3}."""
-    if overrides is None:
-        overrides = []
-    elif isinstance(overrides, dict):
-        overrides = list(overrides.items())
-    elif isinstance(overrides, str) or not all(isinstance(item, str) for item in overrides):
-        raise UserError(f"overrides must be a dict {{'train.epochs': 3}} or a list of 'KEY=VALUE' strings, got "
-                        f"{overrides!r}")
+    overrides = _overrides(overrides)
     if isinstance(experiment, dict):
         return config.build(config.apply_overrides(experiment, overrides), base_dir=Path.cwd())
     if isinstance(experiment, (str, Path)):
@@ -102,10 +130,14 @@ def load_run(run_dir):
                         f"resume_run({str(run_dir)!r}) or augcompare run --resume {run_dir}")
     summary = read_json(run_dir / "summary.json", f"redraw it with augcompare plot {run_dir}")
     history = read_history(run_dir / "history.csv", appended=False) if (run_dir / "history.csv").is_file() else []
-    try:
-        verdicts = {arm: entry["primary"]["verdict"] for arm, entry in summary["vs_baseline"].items()
-                    if "primary" in entry}
-    except (KeyError, TypeError, AttributeError):
-        raise UserError(f"{run_dir / 'summary.json'} lacks the primary comparison; redraw it with augcompare plot "
-                        f"{run_dir}") from None
+    verdicts = _verdicts(summary, run_dir, f"redraw it with augcompare plot {run_dir}")
     return RunResult(run_dir, summary, history, verdicts, tracking.read_ids(run_dir).get("run_id"))
+
+
+def _verdicts(summary, folder, recover="analyze again with force=True"):
+    """arm -> verdict of its primary comparison with the baseline, from folder's summary.json."""
+    try:
+        return {arm: entry["primary"]["verdict"] for arm, entry in summary["vs_baseline"].items()
+                if "primary" in entry}
+    except (KeyError, TypeError, AttributeError):
+        raise UserError(f"{folder / 'summary.json'} lacks the primary comparison; {recover}") from None

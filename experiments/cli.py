@@ -48,6 +48,16 @@ def _parser():
     plot.add_argument("run_dir")
     plot.add_argument("--per-seed", action="store_true", help="draw each seed's curve as a thin line too")
 
+    analyze = commands.add_parser("analyze", help="a run's summary and figures again with other analysis settings, "
+                                  "into RUN_DIR/analyses/<name>/ (trains nothing, changes none of the run's files)")
+    analyze.add_argument("run_dir")
+    analyze.add_argument("--set", dest="overrides", action="append", default=[], metavar="analysis.KEY=VALUE",
+                         help="primary, min_effect, baseline or comparisons, e.g. --set analysis.comparisons=all")
+    analyze.add_argument("--name", help="the folder under RUN_DIR/analyses/ (default: from the changed settings, e.g. "
+                         "min_effect-0.5_comparisons-all)")
+    analyze.add_argument("--force", action="store_true", help="replace an analysis of that name")
+    analyze.add_argument("--per-seed", action="store_true", help="draw each seed's curve as a thin line too")
+
     show = commands.add_parser("preview", help="draw originals and augmented variants to a PNG")
     show.add_argument("experiment", nargs="?", help="experiment .toml file or bundled name (default: the demo)")
     show.add_argument("--arm", help="only this arm (default: every augmenting arm)")
@@ -107,6 +117,13 @@ def _plot(args):
     from augcompare.experiments import run
     print(run.redraw(args.run_dir, per_seed=args.per_seed), end="")
     print(f"figures redrawn in {args.run_dir}")
+
+
+def _analyze(args):
+    from augcompare.experiments.analyze import analyze
+    folder, markdown = analyze(args.run_dir, args.overrides, args.name, args.force, args.per_seed)
+    print(markdown, end="")
+    print(f"analysis written to {folder}")
 
 
 def _preview(args):
@@ -216,7 +233,7 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     from augcompare.experiments import console, timing
     from augcompare.experiments.errors import RunStopped, UserError
-    handlers = {"run": _run, "plot": _plot, "preview": _preview, "augmentations": _augmentations,
+    handlers = {"run": _run, "plot": _plot, "analyze": _analyze, "preview": _preview, "augmentations": _augmentations,
                 "experiments": _experiments, "prepare": _prepare, "bench": _bench}
     try:
         with timing.written_if_asked(started_at):

@@ -200,6 +200,34 @@ def read_runs(run_dir):
     return records, design
 
 
+def ended_rows(run_dir, records):
+    """(every row of history.csv, the rows of the jobs runs.json lists as ended: records), the
+    latter checked against their records. Rows of a job runs.json does not list are a merge cut
+    short (history.csv is written first): the job's own folder still holds them and its record.
+    Anything else is damage, a UserError."""
+    history_path = Path(run_dir) / "history.csv"
+    rows = read_history(history_path, appended=False)
+    orphans = sorted({(row["arm"], row["seed"]) for row in rows} - set(records))
+    for arm, seed in orphans:
+        if not (job_folder(run_dir, arm, seed) / "record.json").is_file():
+            raise UserError(f"{history_path} holds rows of {arm} seed {seed}, which runs.json does not "
+                            f"list{' (runs.json is missing)' if not records else ''}; restore runs.json "
+                            f"from a copy or {RESTART}")
+    kept = [row for row in rows if (row["arm"], row["seed"]) in records]
+    epochs = {key: [] for key in records}
+    for row in kept:
+        epochs[row["arm"], row["seed"]].append(row["epoch"])
+    for key, record in records.items():
+        if len(epochs[key]) != record["epochs"]:
+            raise UserError(f"{history_path} holds {len(epochs[key])} rows of {key[0]} seed {key[1]} "
+                            f"but runs.json says {record['epochs']} epochs; restore both files from a copy "
+                            f"or {RESTART}")
+        if sorted(epochs[key]) != list(range(1, record["epochs"] + 1)):
+            raise UserError(f"{history_path} holds epochs {sorted(epochs[key])} of {key[0]} seed "
+                            f"{key[1]}, not 1 to {record['epochs']}; restore it from a copy or {RESTART}")
+    return rows, kept
+
+
 def check_dataset(experiment, dataset):
     """The data set against the experiment, before anything trains."""
     size = dataset.image_shape[0]
@@ -287,27 +315,7 @@ class Run:
             raise UserError(f"{self.history_path} is missing but runs.json lists {len(self.records)} ended jobs; "
                             f"restore it from a copy or {RESTART}")
         if self.history_path.is_file():
-            rows = read_history(self.history_path, appended=False)
-            # Rows of a job not in runs.json are a merge cut short (history.csv is written first):
-            # the job's own folder still holds them and its record. Anything else is damage.
-            orphans = sorted({(row["arm"], row["seed"]) for row in rows} - set(self.records))
-            for arm, seed in orphans:
-                if not (job_folder(self.run_dir, arm, seed) / "record.json").is_file():
-                    raise UserError(f"{self.history_path} holds rows of {arm} seed {seed}, which runs.json does not "
-                                    f"list{' (runs.json is missing)' if not self.records else ''}; restore runs.json "
-                                    f"from a copy or {RESTART}")
-            kept = [row for row in rows if (row["arm"], row["seed"]) in self.records]
-            epochs = {key: [] for key in self.records}
-            for row in kept:
-                epochs[row["arm"], row["seed"]].append(row["epoch"])
-            for key, record in self.records.items():
-                if len(epochs[key]) != record["epochs"]:
-                    raise UserError(f"{self.history_path} holds {len(epochs[key])} rows of {key[0]} seed {key[1]} "
-                                    f"but runs.json says {record['epochs']} epochs; restore both files from a copy "
-                                    f"or {RESTART}")
-                if sorted(epochs[key]) != list(range(1, record["epochs"] + 1)):
-                    raise UserError(f"{self.history_path} holds epochs {sorted(epochs[key])} of {key[0]} seed "
-                                    f"{key[1]}, not 1 to {record['epochs']}; restore it from a copy or {RESTART}")
+            rows, kept = ended_rows(self.run_dir, self.records)
             self.history = sorted(kept, key=lambda row: (self.order(row), row["epoch"]))
             if len(kept) != len(rows):
                 HistoryWriter(self.history_path).rewrite(self.history)
@@ -690,10 +698,11 @@ def summary_of(run_dir, experiment, history, records, design):
     return summary, stats.to_markdown(summary, experiment.name)
 
 
-def write_outputs(run_dir, experiment, history, records, design, per_seed=False):
-    """summary.json, summary.md and the figures, from history rows and the job records."""
-    run_dir = Path(run_dir)
+def write_outputs(run_dir, experiment, history, records, design, per_seed=False, out_dir=None):
+    """summary.json, summary.md and the figures, from history rows and the job records, in
+    out_dir (default: the run directory)."""
     summary, markdown = summary_of(run_dir, experiment, history, records, design)
+    run_dir = Path(out_dir or run_dir)
     write_json(run_dir / "summary.json", summary)
     write_text(run_dir / "summary.md", markdown)
     titles = {arm: arm_title(settings) for arm, settings in experiment.arms.items()}

@@ -80,8 +80,9 @@ def _seeds_error(run_dir, before, after, where):
     old, new = before["train"]["seeds"], after["train"]["seeds"]
     if before["analysis"].get("target_half_width"):
         return (f"{where} changes train.seeds, but the run uses the two-stage design (analysis.target_half_width = "
-                f"{before['analysis']['target_half_width']:g}): its seeds are chosen from the pilot's spread, and seeds "
-                "added once its results are in would void the design's half-width; start a new run for more seeds")
+                f"{before['analysis']['target_half_width']:g}): its seeds are chosen from the pilot's spread, and "
+                "seeds added once its results are in would void the design's half-width; start a new run for more "
+                "seeds")
     if len(new) <= len(old) or new[:len(old)] != old:
         example = old + [max(old) + 1]
         return (f"{where} sets train.seeds = {_shown(new)}, but a resumed run keeps its seeds {_shown(old)} first, in "

@@ -215,7 +215,8 @@ def test_a_resume_that_changes_any_setting_but_added_seeds_is_refused_naming_it(
     assert f"augcompare analyze {run_dir} --set analysis.KEY=VALUE" in error
     for seeds in ("[1]", "[1, 0]", "[1, 2]"):
         error = refused(run_dir, capsys, f"train.seeds={seeds}")
-        assert "a resumed run keeps its seeds [0] first, in order, and may only add more, e.g. train.seeds=[0,1]" in error
+        assert "a resumed run keeps its seeds [0] first, in order, and may only add more, e.g. " \
+               "train.seeds=[0,1]" in error
     assert "unknown key train.seed;" in refused(run_dir, capsys, "train.seed=[0, 1]")
 
 
