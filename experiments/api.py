@@ -111,11 +111,13 @@ def run_experiment(experiment="demo", overrides=None, out="results", run_id=None
     return load_run(run_dir)
 
 
-def resume_run(run_dir, per_seed=False):
-    """Continues an interrupted run as `augcompare run --resume RUN_DIR` does; its RunResult."""
+def resume_run(run_dir, per_seed=False, overrides=None):
+    """Continues an interrupted run as `augcompare run --resume RUN_DIR` does; its RunResult.
+    overrides may only add seeds ({"train.seeds": [0, 1, 2, 3]}, the run's seeds first), whose
+    jobs then train, as `--set train.seeds=[...]` does."""
     from augcompare.experiments import run
     try:
-        return load_run(run.resume(run_dir, per_seed=per_seed))
+        return load_run(run.resume(run_dir, per_seed=per_seed, overrides=_overrides(overrides)))
     except RunStopped as error:
         raise _stopped(error) from None
 

@@ -654,7 +654,10 @@ def resume(run_dir, log=print, per_seed=False, overrides=()):
         executor = make_executor(experiment.run, *run.executor_plan())
         tensorflow = executor.set_up(Setup(str(dataset.path), config_mod.to_dict(experiment)))
         log(f"{experiment.name}: resuming {run_dir}")
-        started_with.keep(run_dir, experiment)  # seeds added become the run's
+        added = started_with.keep(run_dir, experiment)  # seeds added become the run's
+        if added:
+            log(f"seeds added: {', '.join(map(str, added))}; their {len(added) * len(experiment.arms)} jobs train now, "
+                "and the summary covers every seed")
         if recorded_path.is_file():
             now = environment(experiment, None, threads, tensorflow)
             now_kernels = {key: now["kernels"][key] for key in ("onednn", "ONEDNN_MAX_CPU_ISA", "cpu")}
@@ -733,7 +736,7 @@ def redraw(run_dir, per_seed=False):
 
 def _redraw(run_dir, per_seed):
     from augcompare.experiments import preview
-    experiment = config_mod.build(config_mod.read_toml(run_dir / "config.toml"))
+    experiment = started_with.check(run_dir, command="augcompare plot")
     records, design = read_runs(run_dir)
     markdown = write_outputs(run_dir, experiment, read_history(run_dir / "history.csv"), records, design, per_seed)
     samples_path, labels_path = run_dir / "preview_samples.npy", run_dir / "preview_labels.npy"

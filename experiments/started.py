@@ -125,8 +125,8 @@ def check(run_dir, overrides=(), command="augcompare run --resume"):
             raise UserError(f"{command} continues the run as it started, so --set may only add seeds "
                             f"(train.seeds); it changes {listed}. Start a new run for that: augcompare run "
                             f"{toml_path} --set {example}{hint}")
-        raise UserError(f"{toml_path} was edited since the run started: {listed}; set it back to continue or "
-                        f"analyze this run, or start a new run from the edited file: augcompare run {toml_path}")
+        raise UserError(f"{toml_path} was edited since the run started: {listed}; set it back to use this run "
+                        f"({command}), or start a new run from the edited file: augcompare run {toml_path}")
     return experiment
 
 
@@ -134,10 +134,13 @@ def keep(run_dir, experiment):
     """Makes experiment (checked by check: the run's settings, perhaps with seeds added) the
     run's: config.toml first, then started.json, each only where it differs, so that a kill
     between them leaves config.toml with more seeds than the record, which the next resume
-    accepts as seeds added. A run without a record gets one."""
+    accepts as seeds added. A run without a record gets one. Returns the seeds added."""
     run_dir = Path(run_dir)
     document = config_mod.to_dict(experiment)
-    if _plain(document) != _plain(config_mod.to_dict(config_mod.build(config_mod.read_toml(run_dir / "config.toml")))):
+    written = _plain(config_mod.to_dict(config_mod.build(config_mod.read_toml(run_dir / "config.toml"))))
+    started = read(run_dir) or written
+    if _plain(document) != written:
         write_text(run_dir / "config.toml", config_mod.dumps(document))
     if read(run_dir) != _plain(document):
         write(run_dir, experiment)
+    return [seed for seed in experiment.train.seeds if seed not in started["train"]["seeds"]]

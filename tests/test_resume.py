@@ -170,11 +170,12 @@ def one_seed_run(tmp_path_factory):
     return run_small(tmp_path_factory.mktemp("one_seed"), run_id="one")
 
 
-def test_resume_with_more_seeds_trains_only_their_jobs_as_a_run_of_every_seed_would(one_seed_run, tmp_path):
+def test_resume_with_more_seeds_trains_only_their_jobs_as_a_run_of_every_seed_would(one_seed_run, tmp_path, capsys):
     run_dir = tmp_path / "grown"
     shutil.copytree(one_seed_run, run_dir)
     seed_0 = read_history(run_dir / "history.csv")  # epoch_seconds too: a job trained again would differ
     assert cli.main(["run", "--resume", str(run_dir), "--set", "train.seeds=[0, 1]"]) == 0
+    assert "seeds added: 1; their 2 jobs train now, and the summary covers every seed" in capsys.readouterr().out
     rows = read_history(run_dir / "history.csv")
     assert [row for row in rows if row["seed"] == 0] == seed_0
     both = run_small(tmp_path, "train.seeds=[0, 1]", run_id="both", cache=one_seed_run.parent.parent.parent / "cache")
@@ -207,6 +208,10 @@ def test_a_resume_that_changes_any_setting_but_added_seeds_is_refused_naming_it(
     error = refused(run_dir, capsys)
     assert f"{toml} was edited since the run started: train.epochs = 6 (started with 2)" in error
     assert f"augcompare run {toml}" in error
+    before = hashes(run_dir)
+    assert cli.main(["plot", str(run_dir)]) == 2  # nor is the summary redrawn as a run of 6 epochs
+    assert "train.epochs = 6 (started with 2); set it back to use this run (augcompare plot)" in capsys.readouterr().err
+    assert hashes(run_dir) == before
     toml.write_text(written)
     error = refused(run_dir, capsys, "train.epochs=3")
     assert "--set may only add seeds (train.seeds); it changes train.epochs = 3 (started with 2)" in error
