@@ -12,9 +12,10 @@ from augcompare.experiments.errors import UserError
 
 
 def run_files(run_dir):
-    """The run's own files and their bytes (an analysis's folder is not the run's)."""
+    """The run's own files and their bytes, its lock's included (an analysis's folder is not the
+    run's)."""
     return {path: path.read_bytes() for path in run_dir.rglob("*")
-            if path.is_file() and path.name != ".lock" and "analyses" not in path.relative_to(run_dir).parts}
+            if path.is_file() and "analyses" not in path.relative_to(run_dir).parts}
 
 
 @pytest.fixture(scope="module")
