@@ -75,7 +75,7 @@ def _shown(value):
     return "(none)" if value is None else json.dumps(value)
 
 
-def _seeds_error(run_dir, before, after, where):
+def _seeds_error(before, after, where):
     """Why train.seeds cannot change from before's to after's, or None where seeds are added."""
     old, new = before["train"]["seeds"], after["train"]["seeds"]
     if before["analysis"].get("target_half_width"):
@@ -110,7 +110,7 @@ def check(run_dir, overrides=(), command="augcompare run --resume"):
     for where, document in ((str(toml_path), written), ("--set", now)):
         changed = differences(before, document)
         if "train.seeds" in changed:
-            error = _seeds_error(run_dir, before, document, where)
+            error = _seeds_error(before, document, where)
             if error:
                 raise UserError(error)
         others = [key for key in changed if key != "train.seeds"]
