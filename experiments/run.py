@@ -654,6 +654,9 @@ def resume(run_dir, log=print, per_seed=False, overrides=()):
         executor = make_executor(experiment.run, *run.executor_plan())
         tensorflow = executor.set_up(Setup(str(dataset.path), config_mod.to_dict(experiment)))
         log(f"{experiment.name}: resuming {run_dir}")
+        if not (run_dir / started_with.STARTED).is_file():
+            log(f"warning: {run_dir} has no {started_with.STARTED} (a run started before it was recorded, or it was "
+                "deleted): config.toml is taken as what the run started with, unchecked")
         added = started_with.keep(run_dir, experiment)  # seeds added become the run's
         if added:
             log(f"seeds added: {', '.join(map(str, added))}; their {len(added) * len(experiment.arms)} jobs train now, "

@@ -250,7 +250,7 @@ def test_a_damaged_or_edited_record_of_the_start_is_a_one_line_error(one_seed_ru
     assert "started.json lacks its fields (config, sha256)" in refused(run_dir, capsys)
 
 
-def test_a_run_without_the_record_resumes_as_before_and_gets_one(one_seed_run, tmp_path):
+def test_a_run_without_the_record_resumes_as_before_and_gets_one(one_seed_run, tmp_path, capsys):
     run_dir = tmp_path / "r"
     shutil.copytree(one_seed_run, run_dir)
     record = run_dir / "started.json"
@@ -258,4 +258,5 @@ def test_a_run_without_the_record_resumes_as_before_and_gets_one(one_seed_run, t
     record.unlink()  # a run started before the record existed
     toml = (run_dir / "config.toml").read_text()
     assert cli.main(["run", "--resume", str(run_dir)]) == 0
+    assert f"warning: {run_dir} has no started.json" in capsys.readouterr().out
     assert record.read_text() == written and (run_dir / "config.toml").read_text() == toml
