@@ -54,7 +54,10 @@ class RunResult:
         from augcompare.experiments.analyze import analyze
         folder, _ = analyze(self.run_dir, _overrides(overrides), name, force, per_seed)
         summary = read_json(folder / "summary.json", "analyze again with force=True")
-        return AnalysisResult(folder, summary, _verdicts(summary, folder))
+        # As load_run reads a run's verdicts (its summary.json was written the same way).
+        verdicts = {arm: entry["primary"]["verdict"] for arm, entry in summary["vs_baseline"].items()
+                    if "primary" in entry}
+        return AnalysisResult(folder, summary, verdicts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,14 +135,10 @@ def load_run(run_dir):
                         f"resume_run({str(run_dir)!r}) or augcompare run --resume {run_dir}")
     summary = read_json(run_dir / "summary.json", f"redraw it with augcompare plot {run_dir}")
     history = read_history(run_dir / "history.csv", appended=False) if (run_dir / "history.csv").is_file() else []
-    verdicts = _verdicts(summary, run_dir, f"redraw it with augcompare plot {run_dir}")
-    return RunResult(run_dir, summary, history, verdicts, tracking.read_ids(run_dir).get("run_id"))
-
-
-def _verdicts(summary, folder, recover="analyze again with force=True"):
-    """arm -> verdict of its primary comparison with the baseline, from folder's summary.json."""
     try:
-        return {arm: entry["primary"]["verdict"] for arm, entry in summary["vs_baseline"].items()
-                if "primary" in entry}
+        verdicts = {arm: entry["primary"]["verdict"] for arm, entry in summary["vs_baseline"].items()
+                    if "primary" in entry}
     except (KeyError, TypeError, AttributeError):
-        raise UserError(f"{folder / 'summary.json'} lacks the primary comparison; {recover}") from None
+        raise UserError(f"{run_dir / 'summary.json'} lacks the primary comparison; redraw it with augcompare plot "
+                        f"{run_dir}") from None
+    return RunResult(run_dir, summary, history, verdicts, tracking.read_ids(run_dir).get("run_id"))

@@ -599,8 +599,8 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing but the lock and the preview grid is there
         raise
     try:
-        write_text(run_dir / "config.toml", config_mod.dumps(config_mod.to_dict(experiment)))
         started_with.write(run_dir, experiment)
+        write_text(run_dir / "config.toml", config_mod.dumps(config_mod.to_dict(experiment)))
         write_json(run_dir / "environment.json", environment(experiment, jobs_at_once, run.threads, tensorflow))
         write_json(run_dir / "data.json", {**dataset.meta, "path": str(dataset.path)})
         seeds = candidate_seeds(experiment)
