@@ -54,17 +54,48 @@ class RunResult:
     def __repr__(self):
         return f"RunResult({str(self.run_dir)!r}, verdicts={self.verdicts}, best={self.best!r})"
 
+    def analyze(self, overrides=None, name=None, force=False, per_seed=False):
+        """The run's summary and figures again with other analysis settings, as `augcompare
+        analyze` does: overrides of analysis.primary, min_effect, baseline or comparisons
+        ({"analysis.min_effect": 0.5} or ["analysis.comparisons=all"]); the answer goes to
+        run_dir/analyses/<name>/ (name: from the changed settings where None; an existing one is
+        replaced only with force). Nothing trains and none of the run's files changes. Returns
+        its AnalysisResult."""
+        from augcompare.experiments.analyze import analyze
+        folder, _ = analyze(self.run_dir, _overrides(overrides), name, force, per_seed)
+        summary = read_json(folder / "summary.json", "analyze again with force=True")
+        # As load_run reads a run's verdicts (its summary.json was written the same way).
+        verdicts = {arm: entry["primary"]["verdict"] for arm, entry in summary["vs_baseline"].items()
+                    if "primary" in entry}
+        return AnalysisResult(folder, summary, verdicts)
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisResult:
+    """An analysis of a run (RunResult.analyze): folder, run_dir/analyses/<name>/; summary, its
+    summary.json; verdicts, as RunResult's, under the analysis's settings."""
+    folder: Path
+    summary: dict
+    verdicts: dict
+
+
+def _overrides(overrides):
+    """overrides as config.apply_overrides takes them: "KEY=VALUE" strings as --set takes them,
+    or a dict {"train.epochs": 3} as (key, value) pairs."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, dict):
+        return list(overrides.items())
+    if isinstance(overrides, str) or not all(isinstance(item, str) for item in overrides):
+        raise UserError(f"overrides must be a dict {{'train.epochs': 3}} or a list of 'KEY=VALUE' strings, got "
+                        f"{overrides!r}")
+    return list(overrides)
+
 
 def _experiment(experiment, overrides):
     """The Experiment of a bundled name, a .toml path or a dict of the file's schema, with
     overrides: "KEY=VALUE" strings as --set takes them, or a dict {"train.epochs": 3}."""
-    if overrides is None:
-        overrides = []
-    elif isinstance(overrides, dict):
-        overrides = list(overrides.items())
-    elif isinstance(overrides, str) or not all(isinstance(item, str) for item in overrides):
-        raise UserError(f"overrides must be a dict {{'train.epochs': 3}} or a list of 'KEY=VALUE' strings, got "
-                        f"{overrides!r}")
+    overrides = _overrides(overrides)
     if isinstance(experiment, dict):
         return config.build(config.apply_overrides(experiment, overrides), base_dir=Path.cwd())
     if isinstance(experiment, (str, Path)):
@@ -93,11 +124,13 @@ def run_experiment(experiment="demo", overrides=None, out="results", run_id=None
     return load_run(run_dir)
 
 
-def resume_run(run_dir, per_seed=False):
-    """Continues an interrupted run as `augcompare run --resume RUN_DIR` does; its RunResult."""
+def resume_run(run_dir, per_seed=False, overrides=None):
+    """Continues an interrupted run as `augcompare run --resume RUN_DIR` does; its RunResult.
+    overrides may only add seeds ({"train.seeds": [0, 1, 2, 3]}, the run's seeds first), whose
+    jobs then train, as `--set train.seeds=[...]` does."""
     from augcompare.experiments import run
     try:
-        return load_run(run.resume(run_dir, per_seed=per_seed))
+        return load_run(run.resume(run_dir, per_seed=per_seed, overrides=_overrides(overrides)))
     except RunStopped as error:
         raise _stopped(error) from None
 

@@ -40,12 +40,23 @@ def _parser():
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a setting, e.g. --set train.epochs=3 --set train.seeds=[0]")
     run.add_argument("--resume", metavar="RUN_DIR",
-                     help="continue an interrupted run: ended runs are kept, the others go on from their last epoch")
+                     help="continue an interrupted run: ended runs are kept, the others go on from their last epoch; "
+                     "--set train.seeds=[...] with more seeds trains the added seeds' jobs")
     run.add_argument("--per-seed", action="store_true", help="draw each seed's curve as a thin line too")
 
     plot = commands.add_parser("plot", help="redraw every figure of a run directory from its saved history")
     plot.add_argument("run_dir")
     plot.add_argument("--per-seed", action="store_true", help="draw each seed's curve as a thin line too")
+
+    analyze = commands.add_parser("analyze", help="a run's summary and figures again with other analysis settings, "
+                                  "into RUN_DIR/analyses/<name>/ (trains nothing, changes none of the run's files)")
+    analyze.add_argument("run_dir")
+    analyze.add_argument("--set", dest="overrides", action="append", default=[], metavar="analysis.KEY=VALUE",
+                         help="primary, min_effect, baseline or comparisons, e.g. --set analysis.comparisons=all")
+    analyze.add_argument("--name", help="the folder under RUN_DIR/analyses/ (default: from the changed settings, e.g. "
+                         "min_effect-0.5_comparisons-all)")
+    analyze.add_argument("--force", action="store_true", help="replace an analysis of that name")
+    analyze.add_argument("--per-seed", action="store_true", help="draw each seed's curve as a thin line too")
 
     show = commands.add_parser("preview", help="draw originals and augmented variants to a PNG")
     show.add_argument("experiment", nargs="?", help="experiment .toml file or bundled name (default: the demo)")
@@ -92,9 +103,10 @@ def _run(args):
     with timing.span("run: start-up (imports)"):
         from augcompare.experiments import config, run
     if args.resume:
-        if args.experiment or args.overrides or args.run_id:
-            raise config.UserError("--resume takes only the run directory; its config.toml says the rest")
-        run_dir = run.resume(args.resume, per_seed=args.per_seed)
+        if args.experiment or args.run_id:
+            raise config.UserError("--resume takes only the run directory (and --set train.seeds=[...] to add seeds); "
+                                   "its config.toml says the rest")
+        run_dir = run.resume(args.resume, per_seed=args.per_seed, overrides=args.overrides)
     else:
         experiment = config.load(args.experiment, args.overrides)
         run_dir = run.start(experiment, args.out, args.run_id, per_seed=args.per_seed)
@@ -105,6 +117,13 @@ def _plot(args):
     from augcompare.experiments import run
     print(run.redraw(args.run_dir, per_seed=args.per_seed), end="")
     print(f"figures redrawn in {args.run_dir}")
+
+
+def _analyze(args):
+    from augcompare.experiments.analyze import analyze
+    folder, markdown = analyze(args.run_dir, args.overrides, args.name, args.force, args.per_seed)
+    print(markdown, end="")
+    print(f"analysis written to {folder}")
 
 
 def _preview(args):
@@ -214,7 +233,7 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     from augcompare.experiments import console, timing
     from augcompare.experiments.errors import RunStopped, UserError
-    handlers = {"run": _run, "plot": _plot, "preview": _preview, "augmentations": _augmentations,
+    handlers = {"run": _run, "plot": _plot, "analyze": _analyze, "preview": _preview, "augmentations": _augmentations,
                 "experiments": _experiments, "prepare": _prepare, "bench": _bench}
     try:
         with timing.written_if_asked(started_at):

@@ -8,7 +8,8 @@ For every seed every arm starts from the same initial weights (the seed's first 
 to weights/) and sees the same sample order, so the augmentation is the only difference between
 arms.
 
-Run directory: config.toml, environment.json, data.json (what the data set holds and what was
+Run directory: config.toml, started.json (what the run started with, experiments.started),
+environment.json, data.json (what the data set holds and what was
 skipped preparing it), history.csv, runs.json (the ended jobs with their test results, and the
 two-stage design), summary.json, summary.md, accuracy.png, loss.png, ablation.png, pairs.png (three
 arms or more), strength.png (a sweep), augmentations.png, preview_samples.npy,
@@ -37,6 +38,7 @@ import numpy as np
 from augcompare.augment.params import arm_title, augments, parse_function
 from augcompare.experiments import config as config_mod
 from augcompare.experiments import plots, stats, timing, tracking
+from augcompare.experiments import started as started_with
 from augcompare.experiments.data import load_dataset
 from augcompare.experiments.errors import Interrupted, RunStopped, UserError
 from augcompare.experiments.executors import make_executor, plan
@@ -198,6 +200,34 @@ def read_runs(run_dir):
     return records, design
 
 
+def ended_rows(run_dir, records):
+    """(every row of history.csv, the rows of the jobs runs.json lists as ended: records), the
+    latter checked against their records. Rows of a job runs.json does not list are a merge cut
+    short (history.csv is written first): the job's own folder still holds them and its record.
+    Anything else is damage, a UserError."""
+    history_path = Path(run_dir) / "history.csv"
+    rows = read_history(history_path, appended=False)
+    orphans = sorted({(row["arm"], row["seed"]) for row in rows} - set(records))
+    for arm, seed in orphans:
+        if not (job_folder(run_dir, arm, seed) / "record.json").is_file():
+            raise UserError(f"{history_path} holds rows of {arm} seed {seed}, which runs.json does not "
+                            f"list{' (runs.json is missing)' if not records else ''}; restore runs.json "
+                            f"from a copy or {RESTART}")
+    kept = [row for row in rows if (row["arm"], row["seed"]) in records]
+    epochs = {key: [] for key in records}
+    for row in kept:
+        epochs[row["arm"], row["seed"]].append(row["epoch"])
+    for key, record in records.items():
+        if len(epochs[key]) != record["epochs"]:
+            raise UserError(f"{history_path} holds {len(epochs[key])} rows of {key[0]} seed {key[1]} "
+                            f"but runs.json says {record['epochs']} epochs; restore both files from a copy "
+                            f"or {RESTART}")
+        if sorted(epochs[key]) != list(range(1, record["epochs"] + 1)):
+            raise UserError(f"{history_path} holds epochs {sorted(epochs[key])} of {key[0]} seed "
+                            f"{key[1]}, not 1 to {record['epochs']}; restore it from a copy or {RESTART}")
+    return rows, kept
+
+
 def check_dataset(experiment, dataset):
     """The data set against the experiment, before anything trains."""
     size = dataset.image_shape[0]
@@ -289,27 +319,7 @@ class Run:
             raise UserError(f"{self.history_path} is missing but runs.json lists {len(self.records)} ended jobs; "
                             f"restore it from a copy or {RESTART}")
         if self.history_path.is_file():
-            rows = read_history(self.history_path, appended=False)
-            # Rows of a job not in runs.json are a merge cut short (history.csv is written first):
-            # the job's own folder still holds them and its record. Anything else is damage.
-            orphans = sorted({(row["arm"], row["seed"]) for row in rows} - set(self.records))
-            for arm, seed in orphans:
-                if not (job_folder(self.run_dir, arm, seed) / "record.json").is_file():
-                    raise UserError(f"{self.history_path} holds rows of {arm} seed {seed}, which runs.json does not "
-                                    f"list{' (runs.json is missing)' if not self.records else ''}; restore runs.json "
-                                    f"from a copy or {RESTART}")
-            kept = [row for row in rows if (row["arm"], row["seed"]) in self.records]
-            epochs = {key: [] for key in self.records}
-            for row in kept:
-                epochs[row["arm"], row["seed"]].append(row["epoch"])
-            for key, record in self.records.items():
-                if len(epochs[key]) != record["epochs"]:
-                    raise UserError(f"{self.history_path} holds {len(epochs[key])} rows of {key[0]} seed {key[1]} "
-                                    f"but runs.json says {record['epochs']} epochs; restore both files from a copy "
-                                    f"or {RESTART}")
-                if sorted(epochs[key]) != list(range(1, record["epochs"] + 1)):
-                    raise UserError(f"{self.history_path} holds epochs {sorted(epochs[key])} of {key[0]} seed "
-                                    f"{key[1]}, not 1 to {record['epochs']}; restore it from a copy or {RESTART}")
+            rows, kept = ended_rows(self.run_dir, self.records)
             self.history = sorted(kept, key=lambda row: (self.order(row), row["epoch"]))
             if len(kept) != len(rows):
                 HistoryWriter(self.history_path).rewrite(self.history)
@@ -593,6 +603,7 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing but the lock and the preview grid is there
         raise
     try:
+        started_with.write(run_dir, experiment)
         write_text(run_dir / "config.toml", config_mod.dumps(config_mod.to_dict(experiment)))
         write_json(run_dir / "environment.json", environment(experiment, jobs_at_once, run.threads, tensorflow))
         write_json(run_dir / "data.json", {**dataset.meta, "path": str(dataset.path)})
@@ -620,9 +631,12 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
             lock.release()
 
 
-def resume(run_dir, log=print, per_seed=False):
+def resume(run_dir, log=print, per_seed=False, overrides=()):
     """Continues an interrupted run: ended jobs are kept, the others continue from their last
-    checkpointed epoch. Returns the run directory."""
+    checkpointed epoch. overrides (--set's KEY=VALUE strings) may only add seeds (train.seeds
+    grown, the run's seeds first): their jobs train, and the summary covers every seed. Any other
+    change, in overrides or in config.toml since the run started, is a UserError naming it.
+    Returns the run directory."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.toml); give the directory that "
@@ -630,10 +644,7 @@ def resume(run_dir, log=print, per_seed=False):
     lock = DirectoryLock(run_dir / ".lock", "augcompare run --resume").acquire()
     executor = None
     try:
-        try:
-            experiment = config_mod.build(config_mod.read_toml(run_dir / "config.toml"))
-        except UserError as error:
-            raise UserError(f"{run_dir / 'config.toml'} cannot be used ({error}); restore it from a copy") from None
+        experiment = started_with.check(run_dir, overrides)
         tracker = tracking.connect(experiment, run_dir, log)
         dataset = _data(experiment)
         recorded_path = run_dir / "environment.json"
@@ -647,6 +658,13 @@ def resume(run_dir, log=print, per_seed=False):
         executor = make_executor(experiment.run, *run.executor_plan())
         tensorflow = executor.set_up(Setup(str(dataset.path), config_mod.to_dict(experiment)))
         log(f"{experiment.name}: resuming {run_dir}")
+        if not (run_dir / started_with.STARTED).is_file():
+            log(f"warning: {run_dir} has no {started_with.STARTED} (a run started before it was recorded, or it was "
+                "deleted): config.toml is taken as what the run started with, unchecked")
+        added = started_with.keep(run_dir, experiment)  # seeds added become the run's
+        if added:
+            log(f"seeds added: {', '.join(map(str, added))}; their {len(added) * len(experiment.arms)} jobs train now, "
+                "and the summary covers every seed")
         if recorded_path.is_file():
             now = environment(experiment, None, threads, tensorflow)
             now_kernels = {key: now["kernels"][key] for key in ("onednn", "ONEDNN_MAX_CPU_ISA", "cpu")}
@@ -690,10 +708,11 @@ def summary_of(run_dir, experiment, history, records, design):
     return summary, stats.to_markdown(summary, experiment.name)
 
 
-def write_outputs(run_dir, experiment, history, records, design, per_seed=False):
-    """summary.json, summary.md and the figures, from history rows and the job records."""
-    run_dir = Path(run_dir)
+def write_outputs(run_dir, experiment, history, records, design, per_seed=False, out_dir=None):
+    """summary.json, summary.md and the figures, from history rows and the job records, in
+    out_dir (default: the run directory)."""
     summary, markdown = summary_of(run_dir, experiment, history, records, design)
+    run_dir = Path(out_dir or run_dir)
     write_json(run_dir / "summary.json", summary)
     write_text(run_dir / "summary.md", markdown)
     titles = {arm: arm_title(settings) for arm, settings in experiment.arms.items()}
@@ -724,7 +743,7 @@ def redraw(run_dir, per_seed=False):
 
 def _redraw(run_dir, per_seed):
     from augcompare.experiments import preview
-    experiment = config_mod.build(config_mod.read_toml(run_dir / "config.toml"))
+    experiment = started_with.check(run_dir, command="augcompare plot")
     records, design = read_runs(run_dir)
     markdown = write_outputs(run_dir, experiment, read_history(run_dir / "history.csv"), records, design, per_seed)
     samples_path, labels_path = run_dir / "preview_samples.npy", run_dir / "preview_labels.npy"

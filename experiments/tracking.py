@@ -276,6 +276,7 @@ class Tracker:
         seed) -> checkpointed rows)."""
         self.arms = arms
         run_id = self.ids["run_id"]
+        continuing = run_id is not None
         if run_id is None:
             run_id = self.client.create_run(self.ids["experiment_id"], run_name=self.run_dir.name,
                                             tags=self._source_tags()).info.run_id
@@ -290,6 +291,12 @@ class Tracker:
         if environment.get("git_commit"):
             tags.append((MLFLOW_GIT_COMMIT, environment["git_commit"]))
         params = [(key, value) for key, value in _flat(config) if not key.startswith("track.")]
+        # An MLflow param never changes; the one setting a resume may change (train.seeds, seeds
+        # added) keeps the value it started with, and a tag augcompare.<key> holds the new one.
+        logged = self.client.get_run(run_id).data.params if continuing else {}
+        changed = {key for key, value in params if logged.get(key, _clip(value, 6000)) != _clip(value, 6000)}
+        tags += [(f"augcompare.{key}", value) for key, value in params if key in changed]
+        params = [(key, value) for key, value in params if key not in changed]
         self._log(run_id, params=params, tags=tags)
         self._artifacts(START_FILES)
         # A nested run created just before a kill may have missed mlflow.json: its tags find it.

@@ -4,6 +4,7 @@ KeyboardInterrupt in a thread that cannot install signal handlers) stops a run r
 
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,6 +71,17 @@ def test_run_experiment_answers_with_objects_and_writes_what_the_command_line_wr
     assert cli.main(["run", str(result.run_dir / "config.toml"), "--out", str(folder / "cli"), "--run-id", "c"]) == 0
     assert numbers(read_history(folder / "cli" / "mine" / "c" / "history.csv")) == numbers(result.history)
     capsys.readouterr()
+
+
+def test_resume_run_with_more_seeds_trains_their_jobs(uninterrupted, tmp_path):
+    run_dir = tmp_path / "whole"
+    shutil.copytree(uninterrupted.run_dir, run_dir)
+    result = resume_run(run_dir, overrides={"train.seeds": [0, 1]})
+    assert result.summary["arms"]["flipped"]["seeds"] == [0, 1]
+    assert numbers(result.history[:4]) == numbers(uninterrupted.history)  # seed 0's, as they were
+    assert sorted({row["seed"] for row in result.history}) == [0, 1] and len(result.history) == 2 * 2 * 2
+    with pytest.raises(UserError, match="--set may only add seeds"):
+        resume_run(run_dir, overrides={"train.epochs": 3})
 
 
 def test_experiments_by_name_or_path_with_overrides_and_mistakes_as_errors(tmp_path):

@@ -76,3 +76,22 @@ def test_the_design_needs_two_arms(tmp_path, capsys):
         run_small(tmp_path, *DESIGN, "arms={baseline = {}}")
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "analysis.target_half_width needs two arms or more" in error
+
+
+def test_analyze_keeps_the_stein_interval_for_the_designs_metric_only_and_resume_adds_no_seeds(two_stage, tmp_path,
+                                                                                            capsys):
+    import shutil
+    run_dir = tmp_path / "r"
+    shutil.copytree(two_stage[1], run_dir)
+    own = json.loads((run_dir / "summary.json").read_text())["vs_baseline"]["augmented"]["primary"]
+    assert cli.main(["analyze", str(run_dir), "--set", "analysis.min_effect=0.5"]) == 0
+    same = json.loads((run_dir / "analyses" / "min_effect-0.5" / "summary.json").read_text())
+    assert same["vs_baseline"]["augmented"]["primary"]["stein_ci95"] == own["stein_ci95"]
+    # The pilot's sd is of test accuracy: no Stein interval for a loss from it.
+    assert cli.main(["analyze", str(run_dir), "--set", "analysis.primary=test_loss"]) == 0
+    loss = json.loads((run_dir / "analyses" / "primary-test_loss" / "summary.json").read_text())
+    assert "stein_ci95" not in loss["vs_baseline"]["augmented"]["primary"] and loss["design"]["seeds"]
+    seeds = json.loads((run_dir / "runs.json").read_text())["design"]["seeds"]
+    capsys.readouterr()
+    assert cli.main(["run", "--resume", str(run_dir), "--set", f"train.seeds=[0, {max(seeds) + 1}]"]) == 2
+    assert "uses the two-stage design (analysis.target_half_width = 0.5)" in capsys.readouterr().err

@@ -69,6 +69,8 @@ DAMAGE = {
     "record.json without its fields": (lambda d: (d / "jobs" / "baseline-seed0" / "record.json").write_text(
         '{"arm": "baseline"}') and d / "jobs" / "baseline-seed0" / "record.json",
         "record.json is damaged \\(seed and epochs must be integers\\); delete it to evaluate that job again"),
+    "started.json garbage": (lambda d: (d / "started.json").write_text('{"config": ') and d / "started.json",
+                             "started.json is not valid JSON.*restore it from a copy"),
     "environment.json garbage": (lambda d: (d / "environment.json").write_bytes(b"\x00\xff") and d / "environment.json",
                                  "environment.json is not (text|valid JSON)"),
 }

@@ -248,3 +248,27 @@ def test_a_relative_sqlite_path_is_made_absolute_and_on_error_is_checked(tmp_pat
     assert config.load(overrides=["track.mlflow=http://host:5000"]).track.mlflow == "http://host:5000"
     with pytest.raises(UserError, match="track.on_error = 'later' is not valid; choose one of stop, continue"):
         config.load(overrides=["track.on_error=later"])
+
+
+def test_seeds_added_on_resume_stay_tracked_with_the_new_seeds_as_a_tag(tmp_path, capsys):
+    """An MLflow param never changes: train.seeds keeps the start's value, augcompare.train.seeds
+    holds the seeds added, and the added seeds' jobs get their nested runs."""
+    from mlflow.tracking import MlflowClient
+    memory = Path("/dev/shm")
+    store = Path(tempfile.mkdtemp(dir=memory)) if memory.is_dir() and os.access(memory, os.W_OK) else tmp_path
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    try:
+        sets = SMALL + [f"data.cache_dir={tmp_path / 'cache'}", f"track.mlflow={uri}", "train.epochs=1"]
+        assert cli.main(["run", "--out", str(tmp_path / "results"), "--run-id", "r"] + overrides(*sets)) == 0
+        run_dir = tmp_path / "results" / "demo" / "r"
+        assert cli.main(["run", "--resume", str(run_dir), "--set", "train.seeds=[0, 1]"]) == 0
+        assert "warning: MLflow" not in capsys.readouterr().out
+        client = MlflowClient(uri)
+        ids = json.loads((run_dir / "mlflow.json").read_text())
+        run = client.get_run(ids["run_id"])
+        assert run.data.params["train.seeds"] == "[0]" and run.data.tags["augcompare.train.seeds"] == "[0, 1]"
+        assert run.info.status == "FINISHED"
+        assert sorted(ids["jobs"]) == ["augmented-seed0", "augmented-seed1", "baseline-seed0", "baseline-seed1"]
+    finally:
+        if store != tmp_path:
+            shutil.rmtree(store, ignore_errors=True)
