@@ -11,6 +11,7 @@ import pytest
 from conftest import run_small
 
 from augcompare.augment.backend import kernels
+from augcompare.augment.keras_layers import _example_spec, usable_layers
 from augcompare.experiments import bench, timing
 
 SHOW_KERNELS = "import json; from augcompare.augment.backend import kernels; print(json.dumps(kernels()))"
@@ -63,6 +64,21 @@ def test_mixed_float16_scales_the_loss_and_keeps_float32_probabilities():
     assert trainer.classifier.layers[1].compute_dtype == "float16"
     assert trainer.classifier.output.dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"  # the global policy is put back
+
+
+@pytest.mark.parametrize("name", list(usable_layers()))
+def test_every_arm_augments_in_float32_under_a_mixed_precision(name):
+    """The built-in operations and Keras' layers alike: a layer built inside the model's
+    mixed_bfloat16 scope (training.Trainer) still augments in float32."""
+    from augcompare.augment.backend import tf
+    from augcompare.augment.layer import AugmentationLayer
+    from augcompare.experiments.training import precision
+    with precision("mixed_bfloat16"):
+        layer = AugmentationLayer(keras_layers=[_example_spec(name, usable_layers()[name])], dtype="float32")
+    images = tf.random.stateless_uniform((2, 16, 16, 3), seed=(0, 1), maxval=255.0)
+    (keras_layer,) = layer.keras_layers
+    assert keras_layer.compute_dtype == "float32"
+    assert keras_layer(images, training=True).dtype == tf.float32
 
 
 def test_a_resume_on_other_kernels_warns_that_its_epochs_may_differ(tmp_path, capsys):
