@@ -12,7 +12,7 @@ from conftest import run_small
 
 from augcompare.augment.backend import kernels
 from augcompare.augment.keras_layers import _example_spec, usable_layers
-from augcompare.experiments import bench, timing
+from augcompare.experiments import bench, executors, timing
 
 SHOW_KERNELS = "import json; from augcompare.augment.backend import kernels; print(json.dumps(kernels()))"
 
@@ -35,7 +35,8 @@ def test_a_run_records_its_kernels_precision_and_where_its_time_went(tmp_path, m
     assert environment["precision"] == "mixed_bfloat16"
     assert environment["kernels"] == {**kernels(), "intra_op_threads": environment["kernels"]["intra_op_threads"],
                                       "inter_op_threads": environment["kernels"]["inter_op_threads"]}
-    assert environment["jobs_at_once"] == 1 and environment["threads_per_job"] == 0  # a small run: in this process
+    assert environment["jobs_at_once"] == 1 and environment["threads_per_job"] == 1  # TF_NUM_INTRAOP_THREADS, counted
+    assert environment["memory_bytes"] == executors.memory_bytes()  # what the plan counted
     without_bf16 = not {"avx512_bf16", "amx_bf16"} & set(kernels()["cpu"]["features"])
     assert ("mixed_bfloat16\" on a CPU without AVX512_BF16 or AMX" in capsys.readouterr().out) == without_bf16
     document = json.loads((tmp_path / "timings.json").read_text())
