@@ -1,14 +1,15 @@
 """Executors hand a run's jobs to something that trains them and report each job's epochs and
 end back to the run, which alone writes history.csv and runs.json.
 
-- local, one job at a time (run.jobs_at_once = 1): one job after another in this process, on all
-  its cores; each arm's model is compiled once and reset for every seed.
+- local, one job at a time (run.jobs_at_once = 1): one job after another in this process, on the
+  plan's threads (by default all its cores); each arm's model is compiled once and reset for
+  every seed.
 - local, jobs side by side (WorkerPool): run.jobs_at_once worker processes, spawned once for the
   run, each on its share of the cores, taking job after job and keeping its compiled models. A
   small CNN cannot keep many cores busy, so on 2 cores two jobs on one thread each train more
   images per second than one job on two (README, Speed).
-- ray: each job a Ray core task in a fresh worker process, on this machine or a cluster; a job
-  whose worker dies is retried from its last epoch checkpoint.
+- ray: each job a Ray core task in a fresh worker process, on this machine or a cluster, on the
+  plan's threads; a job whose worker dies is retried from its last epoch checkpoint.
 
 A job's numbers may depend on the thread count it trains with (how TensorFlow splits its sums):
 plan() resolves that count once for the run (environment.json's threads_per_job) and every

@@ -509,9 +509,12 @@ class Run:
             executor.close()
             self.stop_tracking(type(error))
             raise
+        threads = f"{executor.threads} TensorFlow thread{'s' if executor.threads > 1 else ''}"
         if executor.jobs_at_once > 1:
-            self.log(f"{executor.jobs_at_once} jobs at once, each in its own process on {executor.threads} "
-                     f"TensorFlow thread{'s' if executor.threads > 1 else ''} (run.jobs_at_once)")
+            self.log(f"{executor.jobs_at_once} jobs at once, each in its own process on {threads} (run.jobs_at_once)")
+        else:
+            self.log(f"{'each job a Ray task' if self.experiment.run.executor == 'ray' else 'one job at a time'} on "
+                     f"{threads} (run.threads_per_job)")
         self.progress = RunProgress(0, 0, 0, self.format_primary)
         try:
             with StopOnSignal(self.run_dir) as self.signals:
