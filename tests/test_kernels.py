@@ -38,7 +38,9 @@ def test_a_run_records_its_kernels_precision_and_where_its_time_went(tmp_path, m
     assert environment["jobs_at_once"] == 1 and environment["threads_per_job"] == 1  # TF_NUM_INTRAOP_THREADS, counted
     assert environment["memory_bytes"] == executors.memory_bytes()  # what the plan counted
     without_bf16 = not {"avx512_bf16", "amx_bf16"} & set(kernels()["cpu"]["features"])
-    assert ("mixed_bfloat16\" on a CPU without AVX512_BF16 or AMX" in capsys.readouterr().out) == without_bf16
+    output = capsys.readouterr().out
+    assert ("mixed_bfloat16\" on a CPU without AVX512_BF16 or AMX" in output) == without_bf16
+    assert "one job at a time on 1 TensorFlow thread (run.threads_per_job)" in output
     document = json.loads((tmp_path / "timings.json").read_text())
     spans = document["spans"]
     for part in ("run: data", "run: checks", "run: preview grid", "run: summary and figures", "job: build and compile",
