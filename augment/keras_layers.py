@@ -84,6 +84,9 @@ def build_layer(spec, value_range=(0.0, 255.0)):
         kwargs["value_range"] = tuple(float(v) for v in value_range)
     if "seed" in parameters:
         kwargs["seed"] = 0  # replaced by reseed() with the job's own seeds
+    # float32 whatever Keras' global policy: under train.precision = "mixed_bfloat16" a layer built
+    # in the model's scope would otherwise augment in bfloat16, while the built-in operations do not.
+    kwargs["dtype"] = "float32"
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as error:

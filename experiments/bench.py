@@ -467,7 +467,7 @@ def bench_run(experiment_path=None, variants=None, log=print):
     first = results[variants[0]]["wall_seconds"]
     names = list(dict.fromkeys(name for result in results.values() for name in result["parts_seconds"]))
     log(f"  {'':58s}" + "".join(f"{variant:>24s}" for variant in variants))
-    log(f"  {'jobs at once x TensorFlow threads (0: all cores)':58s}" + "".join(
+    log(f"  {'jobs at once x TensorFlow threads per job':58s}" + "".join(
         f"{str(r['jobs_at_once']) + ' x ' + str(r['threads_per_job']):>24s}" for r in results.values()))
     for name in names:
         cells = [(r["parts_seconds"].get(name, 0.0), r["wall_seconds"]) for r in results.values()]

@@ -102,6 +102,7 @@ class AnalysisConfig:
 class RunConfig:
     executor: str = "local"         # local (this machine's processes) | ray (a job per worker)
     jobs_at_once: int = 0           # local: jobs side by side, each in its own process; 0 = chosen from the cores
+    threads_per_job: int = 0        # TensorFlow threads a job trains on, every executor; 0 = cores // jobs_at_once
     address: str = ""               # ray: "" starts a cluster on this machine; "auto" or "host:port" joins one
     cpus_per_job: float = 1.0       # ray: CPUs each job reserves (fractions allowed)
     gpus_per_job: float = 0.0       # ray: GPUs each job reserves (fractions share a GPU)
@@ -142,7 +143,8 @@ _RANGES = {
     "model.dense_units": (1, 65536), "model.dropout": (0.0, 0.99),
     "analysis.min_effect": (0.0, 100.0), "analysis.target_half_width": (0.0, 100.0),
     "analysis.pilot_seeds": (2, 1000), "analysis.max_seeds": (2, 10000),
-    "run.cpus_per_job": (0.0, 1024.0), "run.jobs_at_once": (0, 1024), "run.gpus_per_job": (0.0, 64.0),
+    "run.cpus_per_job": (0.0, 1024.0), "run.jobs_at_once": (0, 1024), "run.threads_per_job": (0, 1024),
+    "run.gpus_per_job": (0.0, 64.0),
 }
 _CHOICES = {"data.source": SOURCES, "train.normalize": NORMALIZATIONS,
             "train.monitor": ("val_loss", "val_accuracy"), "train.lr_schedule": ("cosine", "constant"),

@@ -1,17 +1,20 @@
 """Executors hand a run's jobs to something that trains them and report each job's epochs and
 end back to the run, which alone writes history.csv and runs.json.
 
-- local, one job at a time (run.jobs_at_once = 1): one job after another in this process, on all
-  its cores; each arm's model is compiled once and reset for every seed.
+- local, one job at a time (run.jobs_at_once = 1): one job after another in this process, on the
+  plan's threads (by default all its cores); each arm's model is compiled once and reset for
+  every seed.
 - local, jobs side by side (WorkerPool): run.jobs_at_once worker processes, spawned once for the
   run, each on its share of the cores, taking job after job and keeping its compiled models. A
   small CNN cannot keep many cores busy, so on 2 cores two jobs on one thread each train more
   images per second than one job on two (README, Speed).
-- ray: each job a Ray core task in a fresh worker process, on this machine or a cluster; a job
-  whose worker dies is retried from its last epoch checkpoint.
+- ray: each job a Ray core task in a fresh worker process, on this machine or a cluster, on the
+  plan's threads; a job whose worker dies is retried from its last epoch checkpoint.
 
-A job's numbers may depend on the thread count it trains with (how TensorFlow splits its sums);
-for a given jobs_at_once the same run gives the same numbers.
+A job's numbers may depend on the thread count it trains with (how TensorFlow splits its sums):
+plan() resolves that count once for the run (environment.json's threads_per_job) and every
+executor trains each job on it, so the same run on the same machine gives the same numbers
+whichever executor runs it.
 
 This module loads no TensorFlow (a job trains through experiments.job, imported where one trains):
 the run plans and starts its workers first, and where they train its jobs it loads none itself
@@ -43,19 +46,35 @@ from augcompare.experiments.jobfiles import ROWS
 MIN_SIDE_BY_SIDE_FLOPS = 2e12
 # Memory a worker process may take (TensorFlow, the data's memory map, a few compiled models).
 WORKER_MEMORY = 1.5 * 2**30
+# A container's memory limit (cgroup v2, then v1); "max" or a huge number where there is none.
+CGROUP_MEMORY = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
 def memory_bytes():
+    """This machine's memory in bytes: the physical memory, or the container's limit where that is
+    smaller; None where neither can be read. Total, not free: the memory free at the moment (or
+    available beside the page cache) changes from run to run, and with it the plan and the digits."""
+    sizes = []
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        sizes.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError):
-        return None
+        pass
+    for path in CGROUP_MEMORY:
+        try:
+            with open(path) as handle:
+                value = handle.read().strip()
+        except OSError:
+            continue
+        if value.isdigit():
+            sizes.append(int(value))
+        break
+    return min(sizes) if sizes else None
 
 
 def choose_jobs_at_once(requested, jobs, flops, cores=None, memory=None):
     """How many jobs train side by side: run.jobs_at_once when set (never more than the jobs);
     else one per core when the run's training (flops) is long enough to repay the workers' start,
-    as many as memory allows; else 1."""
+    as many as memory (memory_bytes: the machine's total) holds; else 1."""
     if jobs <= 1:
         return 1
     if requested:
@@ -81,11 +100,13 @@ def set_up_here(setup):
 
 
 class LocalExecutor:
-    """One job after another in this process."""
+    """One job after another in this process, on `threads` TensorFlow threads (make_executor has
+    checked that this process's TensorFlow runs on that many)."""
 
-    jobs_at_once, threads = 1, 0  # 0: TensorFlow's default, every core
+    jobs_at_once = 1
 
-    def __init__(self):
+    def __init__(self, threads):
+        self.threads = threads
         self.trainers = _TRAINERS
 
     def set_up(self, setup):
@@ -107,26 +128,49 @@ class LocalExecutor:
 
 
 def plan(run_config, jobs, flops, threads=None):
-    """(jobs at once, TensorFlow threads per job; 0: TensorFlow's default, every core) for `jobs`
-    pending jobs whose training takes `flops` in all. threads: the count a run recorded when it
-    started, which its resumption keeps (a job's numbers may depend on it)."""
-    if run_config.executor == "ray":
-        return 1, max(1, int(run_config.cpus_per_job))
+    """(jobs at once, TensorFlow threads per job) for `jobs` pending jobs whose training takes
+    `flops` in all, on this machine. Every executor trains each job on that thread count (the
+    local one in its process or its workers, Ray's workers), so the same run gives the same numbers
+    whichever runs it: run.threads_per_job, else the user's TF_NUM_INTRAOP_THREADS, else this
+    machine's cores shared among the jobs the local executor trains side by side (all of them for
+    one job at a time). threads: the count a run recorded when it started, which its resumption
+    keeps. Jobs at once of Ray: as many as the cluster's CPUs allow (1 here)."""
     cores = available_cores()
     if threads is None:
         count = choose_jobs_at_once(run_config.jobs_at_once, jobs, flops, cores, memory_bytes())
-        return count, 0 if count == 1 else users_threads() or max(1, cores // count)
-    if threads == 0:
-        return 1, 0
-    return max(1, min(jobs, run_config.jobs_at_once or cores, cores // threads)), threads
+        threads = run_config.threads_per_job or users_threads()
+        if not threads:
+            threads = max(1, cores // count)
+        elif not run_config.jobs_at_once:
+            count = max(1, min(count, cores // threads))  # no more threads than cores
+    else:
+        count = max(1, min(jobs, run_config.jobs_at_once or cores, cores // threads))
+    return (1 if run_config.executor == "ray" else count), threads
+
+
+# TF_NUM_INTRAOP_THREADS as this process started: the count its TensorFlow takes when it starts.
+_STARTING_THREADS = users_threads()
+
+
+def trains_here_on(threads):
+    """Whether this process's TensorFlow trains on `threads` threads: set now, before its first op,
+    or the count it already runs on (its setting, TF_NUM_INTRAOP_THREADS as the process started,
+    or every core). Loads TensorFlow."""
+    with timing.span("run: start-up (imports)"):
+        from augcompare.augment.backend import set_threads, tf
+    if set_threads(threads):
+        return True
+    return (tf.config.threading.get_intra_op_parallelism_threads() or _STARTING_THREADS
+            or available_cores()) == threads
 
 
 def make_executor(run_config, jobs_at_once, threads):
-    """The executor of a plan()."""
+    """The executor of a plan(). One job at a time trains in this process unless its TensorFlow
+    already runs on another thread count (a notebook's earlier run): then in one worker process."""
     if run_config.executor == "ray":
-        return RayExecutor(run_config)
-    if threads == 0:
-        return LocalExecutor()
+        return RayExecutor(run_config, threads)
+    if jobs_at_once == 1 and trains_here_on(threads):
+        return LocalExecutor(threads)
     return WorkerPool(jobs_at_once, threads)
 
 
@@ -315,7 +359,7 @@ class WorkerPool:
 
 def _ray_job(job, threads):
     """A job in a Ray worker: a fresh process for each (max_calls=1), TensorFlow deterministic as
-    in `augcompare run`, on `threads` threads (run.cpus_per_job). GPU memory grows as needed
+    in `augcompare run`, on `threads` threads (the run's threads per job, plan()). GPU memory grows as needed
     instead of TensorFlow's default of taking the whole card at once, so that jobs given a
     fraction of a GPU (gpus_per_job < 1) can share it."""
     from augcompare.augment.backend import set_threads, tf
@@ -332,9 +376,10 @@ class RayExecutor:
     "host:port": join one. The run directory and the prepared data must be on a file system every
     node mounts at the same path (a job that cannot see them fails once, with that message)."""
 
-    jobs_at_once, threads = 1, 0  # as many at once as the cluster's CPUs allow; threads from cpus_per_job
+    jobs_at_once = 1  # as many at once as the cluster's CPUs allow (run.cpus_per_job each)
 
-    def __init__(self, run_config):
+    def __init__(self, run_config, threads):
+        self.threads = threads  # each job's TensorFlow threads (plan()), whatever it reserves
         if importlib.util.find_spec("ray") is None:
             raise UserError("run.executor = \"ray\" needs Ray; pip install -e \".[ray]\"")
         if not run_config.address:
@@ -370,8 +415,7 @@ class RayExecutor:
     def run(self, jobs, on_epoch, on_done, protect):
         ray = self.ray
         options = {"num_cpus": self.config.cpus_per_job, "num_gpus": self.config.gpus_per_job}
-        threads = max(1, int(self.config.cpus_per_job))
-        pending = {self.remote.options(**options).remote(job, threads): job for job in jobs}
+        pending = {self.remote.options(**options).remote(job, self.threads): job for job in jobs}
         seen = {job.name: self._rows(job) for job in jobs}  # rows from before a resume are not news
         # No ray.cancel: cancelling a task whose reply is on its way crashes the driver in
         # Ray's own check (task_manager.cc "Tried to complete task that was not pending",

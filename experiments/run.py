@@ -41,7 +41,7 @@ from augcompare.experiments import plots, stats, timing, tracking
 from augcompare.experiments import started as started_with
 from augcompare.experiments.data import load_dataset
 from augcompare.experiments.errors import Interrupted, RunStopped, UserError
-from augcompare.experiments.executors import make_executor, plan
+from augcompare.experiments.executors import make_executor, memory_bytes, plan
 from augcompare.experiments.files import DirectoryLock, read_json, write_json, write_text
 from augcompare.experiments.history import HistoryWriter, read_history
 from augcompare.experiments.jobfiles import (
@@ -109,9 +109,10 @@ def function_files(experiment):
 def environment(experiment, jobs_at_once, threads, tensorflow):
     """Versions, devices, the kernels (oneDNN or Eigen, the CPU's instruction sets, thread counts),
     the precision, the distribution strategy, how many jobs trained side by side on how many
-    threads each, the project's git commit and the function files' hashes, recorded with every
-    run: all of them can change the numbers. tensorflow: what experiments.job.set_up answered,
-    in the process where the jobs' TensorFlow runs."""
+    threads each (and the machine's memory that plan used), the project's git commit and the
+    function files' hashes, recorded with every run: all of them can change the numbers.
+    tensorflow: what experiments.job.set_up answered, in the process where the jobs' TensorFlow
+    runs."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip() or None
@@ -123,7 +124,24 @@ def environment(experiment, jobs_at_once, threads, tensorflow):
             "devices": tensorflow["devices"], "strategy": train.strategy, "replicas": tensorflow["replicas"],
             "kernels": tensorflow["kernels"], "precision": train.precision,
             "executor": experiment.run.executor, "jobs_at_once": jobs_at_once, "threads_per_job": threads,
-            "function_files": function_files(experiment)}
+            "memory_bytes": memory_bytes(), "function_files": function_files(experiment)}
+
+
+def recorded_threads(recorded):
+    """The TensorFlow threads per job a run started with (environment.json's content), which its
+    resumption keeps on any executor; None where it is not recorded. 0, written before the count
+    was resolved, meant TensorFlow's default in the run's process: its TF_NUM_INTRAOP_THREADS,
+    else its cores, as its kernels recorded them."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("threads_per_job"), int) \
+            or recorded["threads_per_job"] < 0:
+        return None
+    if recorded["threads_per_job"] > 0:
+        return recorded["threads_per_job"]
+    kernels = recorded.get("kernels") if isinstance(recorded.get("kernels"), dict) else {}
+    for value in (kernels.get("intra_op_threads"), kernels.get("TF_NUM_INTRAOP_THREADS"), kernels.get("cores")):
+        if isinstance(value, int) and value > 0 or isinstance(value, str) and value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
 
 
 def precision_warning(precision, tensorflow):
@@ -505,9 +523,12 @@ class Run:
             executor.close()
             self.stop_tracking(type(error))
             raise
+        threads = f"{executor.threads} TensorFlow thread{'s' if executor.threads > 1 else ''}"
         if executor.jobs_at_once > 1:
-            self.log(f"{executor.jobs_at_once} jobs at once, each in its own process on {executor.threads} "
-                     f"TensorFlow thread{'s' if executor.threads > 1 else ''} (run.jobs_at_once)")
+            self.log(f"{executor.jobs_at_once} jobs at once, each in its own process on {threads} (run.jobs_at_once)")
+        else:
+            self.log(f"{'each job a Ray task' if self.experiment.run.executor == 'ray' else 'one job at a time'} on "
+                     f"{threads} (run.threads_per_job)")
         self.progress = RunProgress(0, 0, 0, self.format_primary)
         try:
             with StopOnSignal(self.run_dir) as self.signals:
@@ -650,12 +671,10 @@ def resume(run_dir, log=print, per_seed=False, overrides=()):
         recorded_path = run_dir / "environment.json"
         recorded = read_json(recorded_path, "delete it: it is only compared with the environment now, to warn") \
             if recorded_path.is_file() else None
-        threads = None
-        if isinstance(recorded, dict) and isinstance(recorded.get("threads_per_job"), int) \
-                and recorded["threads_per_job"] >= 0 and experiment.run.executor == "local":
-            threads = recorded["threads_per_job"]  # a job's numbers may depend on it: kept
+        threads = recorded_threads(recorded)  # a job's numbers may depend on it: kept
         run = Run(run_dir, experiment, dataset, log, per_seed, threads, tracker)
-        executor = make_executor(experiment.run, *run.executor_plan())
+        jobs_at_once, run.threads = run.executor_plan()
+        executor = make_executor(experiment.run, jobs_at_once, run.threads)
         tensorflow = executor.set_up(Setup(str(dataset.path), config_mod.to_dict(experiment)))
         log(f"{experiment.name}: resuming {run_dir}")
         if not (run_dir / started_with.STARTED).is_file():
@@ -666,7 +685,7 @@ def resume(run_dir, log=print, per_seed=False, overrides=()):
             log(f"seeds added: {', '.join(map(str, added))}; their {len(added) * len(experiment.arms)} jobs train now, "
                 "and the summary covers every seed")
         if recorded_path.is_file():
-            now = environment(experiment, None, threads, tensorflow)
+            now = environment(experiment, None, run.threads, tensorflow)
             now_kernels = {key: now["kernels"][key] for key in ("onednn", "ONEDNN_MAX_CPU_ISA", "cpu")}
             keys = ("python", "tensorflow", "keras", "numpy", "git_commit", "devices", "function_files")
             changed = [key for key in keys if not isinstance(recorded, dict) or recorded.get(key) != now[key]]

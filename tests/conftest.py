@@ -7,7 +7,7 @@ from hypothesis import settings
 
 # One TensorFlow thread per test process (TensorFlow reads these when it starts, here and in every
 # subprocess a test starts): the two test workers then keep the 2 cores busy without fighting over
-# them, and a run in a subprocess, a Ray worker (cpus_per_job = 1) and a job worker on one thread
+# them, and a run in a subprocess, a Ray worker and a job worker (the plan's threads_per_job) on one thread
 # train with the same thread count as the test process, so their numbers can be compared.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")

@@ -11,7 +11,8 @@ import pytest
 from conftest import run_small
 
 from augcompare.augment.backend import kernels
-from augcompare.experiments import bench, timing
+from augcompare.augment.keras_layers import _example_spec, usable_layers
+from augcompare.experiments import bench, executors, timing
 
 SHOW_KERNELS = "import json; from augcompare.augment.backend import kernels; print(json.dumps(kernels()))"
 
@@ -34,9 +35,12 @@ def test_a_run_records_its_kernels_precision_and_where_its_time_went(tmp_path, m
     assert environment["precision"] == "mixed_bfloat16"
     assert environment["kernels"] == {**kernels(), "intra_op_threads": environment["kernels"]["intra_op_threads"],
                                       "inter_op_threads": environment["kernels"]["inter_op_threads"]}
-    assert environment["jobs_at_once"] == 1 and environment["threads_per_job"] == 0  # a small run: in this process
+    assert environment["jobs_at_once"] == 1 and environment["threads_per_job"] == 1  # TF_NUM_INTRAOP_THREADS, counted
+    assert environment["memory_bytes"] == executors.memory_bytes()  # what the plan counted
     without_bf16 = not {"avx512_bf16", "amx_bf16"} & set(kernels()["cpu"]["features"])
-    assert ("mixed_bfloat16\" on a CPU without AVX512_BF16 or AMX" in capsys.readouterr().out) == without_bf16
+    output = capsys.readouterr().out
+    assert ("mixed_bfloat16\" on a CPU without AVX512_BF16 or AMX" in output) == without_bf16
+    assert "one job at a time on 1 TensorFlow thread (run.threads_per_job)" in output
     document = json.loads((tmp_path / "timings.json").read_text())
     spans = document["spans"]
     for part in ("run: data", "run: checks", "run: preview grid", "run: summary and figures", "job: build and compile",
@@ -63,6 +67,21 @@ def test_mixed_float16_scales_the_loss_and_keeps_float32_probabilities():
     assert trainer.classifier.layers[1].compute_dtype == "float16"
     assert trainer.classifier.output.dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"  # the global policy is put back
+
+
+@pytest.mark.parametrize("name", list(usable_layers()))
+def test_every_arm_augments_in_float32_under_a_mixed_precision(name):
+    """The built-in operations and Keras' layers alike: a layer built inside the model's
+    mixed_bfloat16 scope (training.Trainer) still augments in float32."""
+    from augcompare.augment.backend import tf
+    from augcompare.augment.layer import AugmentationLayer
+    from augcompare.experiments.training import precision
+    with precision("mixed_bfloat16"):
+        layer = AugmentationLayer(keras_layers=[_example_spec(name, usable_layers()[name])], dtype="float32")
+    images = tf.random.stateless_uniform((2, 16, 16, 3), seed=(0, 1), maxval=255.0)
+    (keras_layer,) = layer.keras_layers
+    assert keras_layer.compute_dtype == "float32"
+    assert keras_layer(images, training=True).dtype == tf.float32
 
 
 def test_a_resume_on_other_kernels_warns_that_its_epochs_may_differ(tmp_path, capsys):

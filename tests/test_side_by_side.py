@@ -14,7 +14,7 @@ import time
 import pytest
 from conftest import SMALL, kill_a_job_after_its_first_epoch, numbers, overrides, rows_in, run_small
 
-from augcompare.experiments import cli, executors
+from augcompare.experiments import cli, executors, run
 from augcompare.experiments.config import RunConfig
 from augcompare.experiments.history import read_history
 from augcompare.models import small_cnn, training_flops
@@ -214,15 +214,53 @@ def test_the_training_cost_behind_the_default_counts_the_models_own_layers(shape
     assert training_flops(shape, 10, filters, 64, train_count=5, epochs=2) == 3 * forward * 5 * 2
 
 
-def test_a_resumed_run_keeps_the_thread_count_it_started_with_and_a_users_thread_count_wins(monkeypatch):
+def test_the_plan_gives_every_executor_one_thread_count_and_a_resumed_run_keeps_it(monkeypatch):
     monkeypatch.setattr(executors, "available_cores", lambda: 4)
     config = RunConfig()
     monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")
     assert executors.plan(config, 12, 1e13) == (4, 1)
     assert executors.plan(RunConfig(jobs_at_once=2), 12, 1e13) == (2, 2)  # each its share of the cores
+    assert executors.plan(RunConfig(jobs_at_once=1), 12, 1e13) == (1, 4)  # one at a time: every core, counted
+    assert executors.plan(config, 12, 1e9) == (1, 4)  # a small run: one at a time
+    assert executors.plan(RunConfig(executor="ray"), 12, 1e9) == (1, 4)  # Ray's jobs: the local executor's count
+    assert executors.plan(RunConfig(executor="ray"), 12, 1e13) == (1, 1)
+    assert executors.plan(RunConfig(threads_per_job=2), 12, 1e13) == (2, 2)  # the setting; no more threads than cores
+    assert executors.plan(RunConfig(executor="ray", threads_per_job=3), 12, 1e13) == (1, 3)
     monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "3")
     assert executors.plan(RunConfig(jobs_at_once=2), 12, 1e13) == (2, 3)  # the user's count
-    assert executors.plan(config, 1, 1e13, threads=1) == (1, 1)  # one job left: a worker on 1 thread
-    assert executors.plan(config, 12, 1e13, threads=2) == (2, 2)
-    assert executors.plan(config, 12, 1e13, threads=0) == (1, 0)  # started in-process: stays there
-    assert executors.plan(RunConfig(jobs_at_once=1), 12, 1e13) == (1, 0)
+    assert executors.plan(config, 1, 1e13, threads=1) == (1, 1)  # one job left
+    assert executors.plan(config, 12, 1e13, threads=2) == (2, 2)  # a resume keeps the count it started with
+    assert executors.plan(RunConfig(executor="ray"), 12, 1e13, threads=2) == (1, 2)
+
+
+def test_a_resume_keeps_the_count_of_a_run_that_recorded_every_core_as_0():
+    assert run.recorded_threads({"threads_per_job": 2}) == 2
+    every_core = {"threads_per_job": 0, "kernels": {"intra_op_threads": 0, "TF_NUM_INTRAOP_THREADS": None, "cores": 8}}
+    assert run.recorded_threads(every_core) == 8  # those of the machine it started on, not this one's
+    every_core["kernels"]["TF_NUM_INTRAOP_THREADS"] = "3"
+    assert run.recorded_threads(every_core) == 3
+    assert run.recorded_threads({}) is None and run.recorded_threads(None) is None
+
+
+def test_the_default_plan_counts_the_machines_memory_not_what_is_free_now(monkeypatch, tmp_path):
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2**22, "SC_AVPHYS_PAGES": 2**20}  # 16 GiB, 4 GiB of it free
+    monkeypatch.setattr(executors.os, "sysconf", lambda name: pages[name])
+    monkeypatch.setattr(executors, "CGROUP_MEMORY", (str(tmp_path / "absent"),))
+    assert executors.memory_bytes() == 16 * 2**30
+    limit = tmp_path / "memory.max"
+    monkeypatch.setattr(executors, "CGROUP_MEMORY", (str(limit),))
+    limit.write_text("3221225472\n")
+    assert executors.memory_bytes() == 3 * 2**30  # a container's limit
+    limit.write_text("max\n")
+    assert executors.memory_bytes() == 16 * 2**30
+
+
+def test_one_job_at_a_time_on_another_thread_count_than_this_process_trains_in_a_worker_on_it(tmp_path):
+    """This process's TensorFlow already runs on 1 thread (conftest): a run asking for 2 gets them
+    in a worker process rather than silently training here on 1."""
+    from augcompare.augment.backend import tf
+    tf.constant(0.0) + 1  # started: its thread count is fixed
+    run_dir = run_small(tmp_path, "run.jobs_at_once=1", "run.threads_per_job=2", "train.epochs=1")
+    environment = json.loads((run_dir / "environment.json").read_text())
+    assert environment["jobs_at_once"] == 1 and environment["threads_per_job"] == 2
+    assert environment["kernels"]["intra_op_threads"] == 2  # where the jobs trained
