@@ -84,6 +84,8 @@ def _parser():
     bench.add_argument("--variant", dest="variants", action="append", metavar="NAME",
                        help="run: the variants run side by side, any of default, one-job-at-a-time, two-jobs-at-once, "
                        "eigen, onednn-avx2, mixed_bfloat16 (default: default and one-job-at-a-time)")
+    bench.add_argument("--repeat", type=int, default=1, metavar="K",
+                       help="run: run each variant K times, the variants in turn, and report the median and range")
     return parser
 
 
@@ -197,6 +199,10 @@ def _bench(args):
     unknown = [name for name in args.variants or () if name not in bench.RUN_VARIANTS]
     if unknown:
         raise UserError(f"no variant {unknown[0]!r}; choose from {', '.join(bench.RUN_VARIANTS)}")
+    if args.repeat != 1 and "run" not in names:
+        raise UserError("--repeat repeats what `run` measures; add run to the benchmarks named")
+    if args.repeat < 1:
+        raise UserError(f"--repeat {args.repeat} runs nothing; give 1 or more")
     if args.experiment:
         if "training" not in names and "run" not in names:
             raise UserError("--experiment is what `training` and `run` measure; add one of them to the benchmarks "
@@ -206,7 +212,7 @@ def _bench(args):
         if not experiment.is_file():
             raise UserError(f"experiment file {experiment} does not exist; give the path of a .toml file or a "
                             "bundled experiment's name (augcompare experiments lists them)")
-    bench.run(names, args.json, experiment, args.variants)
+    bench.run(names, args.json, experiment, args.variants, args.repeat)
 
 
 def main(argv=None):
