@@ -42,6 +42,8 @@ def _parser():
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue an interrupted run: ended runs are kept, the others go on from their last epoch")
     run.add_argument("--per-seed", action="store_true", help="draw each seed's curve as a thin line too")
+    run.add_argument("--quiet", action="store_true",
+                     help="print the plan, a progress bar and the answer, not a line per epoch and job")
 
     plot = commands.add_parser("plot", help="redraw every figure of a run directory from its saved history")
     plot.add_argument("run_dir")
@@ -96,10 +98,10 @@ def _run(args):
     if args.resume:
         if args.experiment or args.overrides or args.run_id:
             raise config.UserError("--resume takes only the run directory; its config.toml says the rest")
-        run_dir = run.resume(args.resume, per_seed=args.per_seed)
+        run_dir = run.resume(args.resume, per_seed=args.per_seed, quiet=args.quiet)
     else:
         experiment = config.load(args.experiment, args.overrides)
-        run_dir = run.start(experiment, args.out, args.run_id, per_seed=args.per_seed)
+        run_dir = run.start(experiment, args.out, args.run_id, per_seed=args.per_seed, quiet=args.quiet)
     print(f"results in {run_dir}")
 
 

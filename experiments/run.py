@@ -257,9 +257,10 @@ def plan_lines(experiment):
 class Run:
     """Plans, hands out and merges the jobs of one run directory (held locked by this process)."""
 
-    def __init__(self, run_dir, experiment, dataset, log, per_seed, threads=None, tracker=None):
+    def __init__(self, run_dir, experiment, dataset, log, per_seed, threads=None, tracker=None, quiet=False):
         self.run_dir, self.experiment, self.dataset = Path(run_dir), experiment, dataset
         self.log, self.per_seed = log, per_seed
+        self.quiet = quiet  # the plan, a progress bar and the answer: no line per epoch or job
         self.arms = list(experiment.arms)
         self.baseline = stats.baseline_arm(experiment.arms, augments, experiment.analysis.baseline)
         self.candidates = candidate_seeds(experiment)
@@ -494,7 +495,7 @@ class Run:
         if executor.jobs_at_once > 1:
             self.log(f"{executor.jobs_at_once} jobs at once, each in its own process on {executor.threads} "
                      f"TensorFlow thread{'s' if executor.threads > 1 else ''} (run.jobs_at_once)")
-        self.progress = RunProgress(0, 0, 0, self.format_primary)
+        self.progress = RunProgress(0, 0, 0, self.format_primary, quiet=self.quiet)
         try:
             with StopOnSignal(self.run_dir) as self.signals:
                 self.run_stage(executor, self.seeds())
@@ -564,8 +565,9 @@ def _data_lines(meta):
     return lines
 
 
-def start(experiment, out_root="results", run_id=None, log=print, per_seed=False):
-    """Trains every arm for every seed in a new run directory; returns its path."""
+def start(experiment, out_root="results", run_id=None, log=print, per_seed=False, quiet=False):
+    """Trains every arm for every seed in a new run directory; returns its path. quiet: the plan,
+    a progress bar and the answer, without a line per epoch or job."""
     # The output folder is checked first: a mistake there must not wait for data preparation.
     run_dir = new_run_dir(Path(out_root) / experiment.name, run_id)
     lock = DirectoryLock(run_dir / ".lock", "augcompare run").acquire()
@@ -573,7 +575,7 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
     try:
         tracker = tracking.connect(experiment, run_dir, log)  # an unreachable tracker stops the run before the data
         dataset = _data(experiment)
-        run = Run(run_dir, experiment, dataset, log, per_seed, tracker=tracker)
+        run = Run(run_dir, experiment, dataset, log, per_seed, tracker=tracker, quiet=quiet)
         jobs_at_once, run.threads = run.executor_plan()
         # Started at once, so that the workers load TensorFlow while this process plans; where
         # jobs train side by side, this process loads none (a worker checks the arms and draws
@@ -616,9 +618,9 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
             lock.release()
 
 
-def resume(run_dir, log=print, per_seed=False):
+def resume(run_dir, log=print, per_seed=False, quiet=False):
     """Continues an interrupted run: ended jobs are kept, the others continue from their last
-    checkpointed epoch. Returns the run directory."""
+    checkpointed epoch. Returns the run directory. quiet: as for start."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.toml); give the directory that "
@@ -639,7 +641,7 @@ def resume(run_dir, log=print, per_seed=False):
         if isinstance(recorded, dict) and isinstance(recorded.get("threads_per_job"), int) \
                 and recorded["threads_per_job"] >= 0 and experiment.run.executor == "local":
             threads = recorded["threads_per_job"]  # a job's numbers may depend on it: kept
-        run = Run(run_dir, experiment, dataset, log, per_seed, threads, tracker)
+        run = Run(run_dir, experiment, dataset, log, per_seed, threads, tracker, quiet=quiet)
         executor = make_executor(experiment.run, *run.executor_plan())
         tensorflow = executor.set_up(Setup(str(dataset.path), config_mod.to_dict(experiment)))
         log(f"{experiment.name}: resuming {run_dir}")
