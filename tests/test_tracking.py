@@ -176,7 +176,8 @@ def test_resume_continues_the_same_mlflow_runs_without_logging_an_epoch_twice(tr
     assert sorted(run.info.run_name for run in nested) == ["augmented-seed0", "baseline-seed0"]
     # An epoch is logged again only where it was trained again: the baseline's first, after its
     # folder was deleted; the augmented job's epochs, caught up on the last resume, once each.
-    steps = {name: [m.step for m in client.get_metric_history(job_run, "loss")] for name, job_run in ids["jobs"].items()}
+    steps = {name: [metric.step for metric in client.get_metric_history(job_run, "loss")]
+             for name, job_run in ids["jobs"].items()}
     assert sorted(steps["baseline-seed0"]) == [1, 1, 2] and sorted(steps["augmented-seed0"]) == [1, 2]
 
 
