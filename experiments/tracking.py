@@ -138,7 +138,7 @@ def _comparisons(summary):
         yield f"pairs.{pair['arm']} - {pair['other']}.primary", pair["primary"]
     for name, sweep in (summary.get("sweeps") or {}).items():
         yield f"sweeps.{name}", {"best": sweep.get("best"), "best_arm": sweep.get("best_arm"),
-                                 "not_worse": ", ".join(str(value) for value in sweep.get("not_worse") or [])}
+                                 "not_worse": ", ".join(str(value) for value in sweep.get("not_worse") or []) or None}
         for point in sweep.get("points") or []:
             yield f"sweeps.{name}.{point['arm']}", {key: point.get(key) for key in ("mean", "ci95", "verdict")}
 
