@@ -108,29 +108,30 @@ def _stopped(error):
     return RunStopped(f"{error} (from Python: resume_run({str(error.run_dir)!r}))", error.run_dir, error.exit_code)
 
 
-def run_experiment(experiment="demo", overrides=None, out="results", run_id=None, per_seed=False):
+def run_experiment(experiment="demo", overrides=None, out="results", run_id=None, per_seed=False, quiet=False):
     """Runs an experiment exactly as `augcompare run` does and returns its RunResult.
 
     experiment: a bundled experiment's name ("demo", "ablation"), a .toml path, or a dict of the
     same schema (relative files taken from the current folder). overrides: {"train.epochs": 3}
-    or ["train.epochs=3"]. The run goes to out/<name>/<run_id or YYYYmmdd-HHMMSS>/.
+    or ["train.epochs=3"]. The run goes to out/<name>/<run_id or YYYYmmdd-HHMMSS>/. quiet: as
+    `augcompare run --quiet`, the plan, a progress bar and the answer, not a line per epoch and job.
     """
     from augcompare.experiments import run
     resolved = _experiment(experiment, overrides)
     try:
-        run_dir = run.start(resolved, out, run_id, per_seed=per_seed)
+        run_dir = run.start(resolved, out, run_id, per_seed=per_seed, quiet=quiet)
     except RunStopped as error:
         raise _stopped(error) from None
     return load_run(run_dir)
 
 
-def resume_run(run_dir, per_seed=False, overrides=None):
+def resume_run(run_dir, per_seed=False, overrides=None, quiet=False):
     """Continues an interrupted run as `augcompare run --resume RUN_DIR` does; its RunResult.
     overrides may only add seeds ({"train.seeds": [0, 1, 2, 3]}, the run's seeds first), whose
-    jobs then train, as `--set train.seeds=[...]` does."""
+    jobs then train, as `--set train.seeds=[...]` does. quiet: as for run_experiment."""
     from augcompare.experiments import run
     try:
-        return load_run(run.resume(run_dir, per_seed=per_seed, overrides=_overrides(overrides)))
+        return load_run(run.resume(run_dir, per_seed=per_seed, overrides=_overrides(overrides), quiet=quiet))
     except RunStopped as error:
         raise _stopped(error) from None
 

@@ -9,9 +9,9 @@ Keras 3 preprocessing layers in tf.data, with the no-augmentation floor beside t
 training: epochs of the demo's network with and without augmentation, in turn.
 memory: peak anonymous memory of a DataGenerator pass over memory-mapped caches of 10,000 and
 100,000 images.
-run: the whole `augcompare run` command of the demo (or --experiment), once per variant, each in a
-fresh process: its wall time, where that time goes, and each variant's wall time against the
-first's.
+run: the whole `augcompare run` command of the demo (or --experiment), once per variant (or
+--repeat K times, the variants in turn), each in a fresh process: its wall time, where that time
+goes, and each variant's wall time against the first's (medians over the repeats, with the range).
 """
 
 import io
@@ -443,27 +443,46 @@ def _breakdown(wall, document, environment):
             "training_and_evaluation_fraction": work / wall, "other_fraction": 1 - work / wall}
 
 
-def bench_run(experiment_path=None, variants=None, log=print):
-    """The whole `augcompare run` command, once per variant (RUN_VARIANTS), one after the other
-    on the same prepared data (drawn or prepared once first, and timed apart: a first run pays
-    it once). Where the wall time goes comes from the run's own timing (experiments.timing)."""
+def _median_of(repeats):
+    """One variant's figures over its repeats (each a _breakdown with its answer): the median of
+    each time and share, the wall time's range [fastest, slowest], the first repeat's answer, and
+    every repeat's own figures."""
+    walls = [repeat["wall_seconds"] for repeat in repeats]
+    names = dict.fromkeys(name for repeat in repeats for name in repeat["parts_seconds"])
+    fractions = ("training_and_evaluation_fraction", "other_fraction")
+    return {**repeats[0], "wall_seconds": statistics.median(walls), "wall_seconds_range": [min(walls), max(walls)],
+            "parts_seconds": {name: statistics.median(repeat["parts_seconds"].get(name, 0.0) for repeat in repeats)
+                              for name in names},
+            **{key: statistics.median(repeat[key] for repeat in repeats) for key in fractions},
+            "repeats": repeats}
+
+
+def bench_run(experiment_path=None, variants=None, repeat=1, log=print):
+    """The whole `augcompare run` command, once per variant (RUN_VARIANTS), or `repeat` times
+    each, the variants in turn (A, B, A, B, ...) so that the machine's slow phases fall on all of
+    them alike; one run's time is noise on a shared machine. All on the same prepared data (drawn
+    or prepared once first, and timed apart: a first run pays it once). Where the wall time goes
+    comes from the run's own timing (experiments.timing); the figures are medians over the repeats."""
     from augcompare.experiments import config
     from augcompare.experiments.data import load_dataset
     variants = list(variants or ("default", "one-job-at-a-time"))
     experiment_path = experiment_path or config.DEFAULT_EXPERIMENT
     experiment = config.load(experiment_path)
-    results = {}
+    repeats = {variant: [] for variant in variants}
     with tempfile.TemporaryDirectory() as folder:
         cache_dir = Path(folder) / "cache"
         started = time.perf_counter()
         load_dataset(config.load(experiment_path, [f"data.cache_dir={cache_dir}"]).data)
         prepared = time.perf_counter() - started
-        log(f"bench run: augcompare run {experiment.name}, whole command in a fresh process per variant, "
+        times = "once" if repeat == 1 else f"{repeat} times, the variants in turn (medians, range)"
+        log(f"bench run: augcompare run {experiment.name}, whole command in a fresh process per variant, {times}, "
             f"{os.cpu_count()} cores; the data drawn or prepared once first ({prepared:.1f} s, not in the runs)")
-        for index, variant in enumerate(variants):
-            wall, document, environment, answer = _timed_run(experiment_path, cache_dir, Path(folder) / "out",
-                                                             variant, f"{index}-{variant}")
-            results[variant] = {**_breakdown(wall, document, environment), "answer": answer}
+        for round_ in range(repeat):
+            for index, variant in enumerate(variants):
+                wall, document, environment, answer = _timed_run(experiment_path, cache_dir, Path(folder) / "out",
+                                                                 variant, f"{index}-{variant}-{round_}")
+                repeats[variant].append({**_breakdown(wall, document, environment), "answer": answer})
+    results = {variant: _median_of(runs) for variant, runs in repeats.items()}
     first = results[variants[0]]["wall_seconds"]
     names = list(dict.fromkeys(name for result in results.values() for name in result["parts_seconds"]))
     log(f"  {'':58s}" + "".join(f"{variant:>24s}" for variant in variants))
@@ -473,6 +492,9 @@ def bench_run(experiment_path=None, variants=None, log=print):
         cells = [(r["parts_seconds"].get(name, 0.0), r["wall_seconds"]) for r in results.values()]
         log(f"  {name:58s}" + "".join(f"{seconds:9.1f} s {100 * seconds / wall:6.1f} %" for seconds, wall in cells))
     log(f"  {'wall time':58s}" + "".join(f"{r['wall_seconds']:9.1f} s {'':8s}" for r in results.values()))
+    if repeat > 1:
+        log(f"  {f'wall time range over {repeat} runs':58s}" + "".join(
+            f"{'%.1f-%.1f s' % tuple(r['wall_seconds_range']):>24s}" for r in results.values()))
     log(f"  {'training steps, validation and test evaluation':58s}" + "".join(
         f"{100 * r['training_and_evaluation_fraction']:17.1f} %" for r in results.values()))
     log(f"  {'everything else (start-up, data, building, tracing, files)':58s}" + "".join(
@@ -486,21 +508,21 @@ def bench_run(experiment_path=None, variants=None, log=print):
     for result in results.values():
         result["speed_vs_first"] = round(first / result["wall_seconds"], 3)
     return {"cores": os.cpu_count(), "experiment": experiment.name, "prepare_seconds": round(prepared, 2),
-            "variants": results}
+            "repeat": repeat, "variants": results}
 
 
 BENCHMARKS = {"prepare": bench_prepare, "pipeline": bench_pipeline, "training": bench_training,
               "memory": bench_memory, "run": bench_run}
 
 
-def run(names, json_path=None, experiment_path=None, variants=None, log=print):
+def run(names, json_path=None, experiment_path=None, variants=None, repeat=1, log=print):
     """Runs the named benchmarks; experiment_path: the experiment `training` and `run` measure;
-    variants: what `run` compares."""
+    variants: what `run` compares; repeat: how many times `run` runs each variant."""
     results = {}
     for name in names:
         extra = {"experiment_path": experiment_path} if name in ("training", "run") else {}
         if name == "run":
-            extra["variants"] = variants
+            extra.update(variants=variants, repeat=repeat)
         results[name] = BENCHMARKS[name](log=log, **extra)
     if json_path:
         Path(json_path).write_text(json.dumps(results, indent=2) + "\n")

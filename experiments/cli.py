@@ -43,6 +43,8 @@ def _parser():
                      help="continue an interrupted run: ended runs are kept, the others go on from their last epoch; "
                      "--set train.seeds=[...] with more seeds trains the added seeds' jobs")
     run.add_argument("--per-seed", action="store_true", help="draw each seed's curve as a thin line too")
+    run.add_argument("--quiet", action="store_true",
+                     help="print the plan, a progress bar and the answer, not a line per epoch and job")
 
     plot = commands.add_parser("plot", help="redraw every figure of a run directory from its saved history")
     plot.add_argument("run_dir")
@@ -95,6 +97,8 @@ def _parser():
     bench.add_argument("--variant", dest="variants", action="append", metavar="NAME",
                        help="run: the variants run side by side, any of default, one-job-at-a-time, two-jobs-at-once, "
                        "eigen, onednn-avx2, mixed_bfloat16 (default: default and one-job-at-a-time)")
+    bench.add_argument("--repeat", type=int, default=1, metavar="K",
+                       help="run: run each variant K times, the variants in turn, and report the median and range")
     return parser
 
 
@@ -106,10 +110,10 @@ def _run(args):
         if args.experiment or args.run_id:
             raise config.UserError("--resume takes only the run directory (and --set train.seeds=[...] to add seeds); "
                                    "its config.toml says the rest")
-        run_dir = run.resume(args.resume, per_seed=args.per_seed, overrides=args.overrides)
+        run_dir = run.resume(args.resume, per_seed=args.per_seed, overrides=args.overrides, quiet=args.quiet)
     else:
         experiment = config.load(args.experiment, args.overrides)
-        run_dir = run.start(experiment, args.out, args.run_id, per_seed=args.per_seed)
+        run_dir = run.start(experiment, args.out, args.run_id, per_seed=args.per_seed, quiet=args.quiet)
     print(f"results in {run_dir}")
 
 
@@ -216,6 +220,10 @@ def _bench(args):
     unknown = [name for name in args.variants or () if name not in bench.RUN_VARIANTS]
     if unknown:
         raise UserError(f"no variant {unknown[0]!r}; choose from {', '.join(bench.RUN_VARIANTS)}")
+    if args.repeat != 1 and "run" not in names:
+        raise UserError("--repeat repeats what `run` measures; add run to the benchmarks named")
+    if args.repeat < 1:
+        raise UserError(f"--repeat {args.repeat} runs nothing; give 1 or more")
     if args.experiment:
         if "training" not in names and "run" not in names:
             raise UserError("--experiment is what `training` and `run` measure; add one of them to the benchmarks "
@@ -225,7 +233,7 @@ def _bench(args):
         if not experiment.is_file():
             raise UserError(f"experiment file {experiment} does not exist; give the path of a .toml file or a "
                             "bundled experiment's name (augcompare experiments lists them)")
-    bench.run(names, args.json, experiment, args.variants)
+    bench.run(names, args.json, experiment, args.variants, args.repeat)
 
 
 def main(argv=None):

@@ -5,6 +5,10 @@ On a terminal a rich progress bar stays at the bottom with the lines above it, a
 notebook the same bar as a widget (rich draws it with ipywidgets, where installed); otherwise (a
 log file, a pipe, CI, a notebook without ipywidgets) plain lines: one per epoch, one per finished
 job with the run's totals.
+
+Quiet (`augcompare run --quiet`): the bar where one can be drawn, else the one status line on
+stderr (experiments.console) rewritten with the totals; no line per epoch or per job, except a
+job that failed.
 """
 
 import importlib.util
@@ -13,6 +17,8 @@ import time
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
+
+from augcompare.experiments import console as status_line
 
 
 def duration(seconds):
@@ -35,15 +41,18 @@ class RunProgress:
     """Counts jobs and epochs of a run and shows them.
 
     total_epochs: the epochs the planned jobs will train (reduced when a job stops early or
-    fails); format_primary(record) -> text of the job's primary metric; clock: seconds, monotonic.
+    fails); format_primary(record) -> text of the job's primary metric; clock: seconds, monotonic;
+    quiet: no line per epoch or per finished job (a failed job's line stays).
     """
 
-    def __init__(self, jobs, total_epochs, epochs_done, format_primary, stream=None, clock=time.monotonic):
+    def __init__(self, jobs, total_epochs, epochs_done, format_primary, stream=None, clock=time.monotonic,
+                 quiet=False):
         self.console = Console(file=stream or sys.stdout, highlight=False, soft_wrap=True)
         self.jobs_total, self.jobs_done = jobs, 0
         self.epochs_total, self.epochs_done = total_epochs, epochs_done
         self.format_primary = format_primary
         self.clock = clock
+        self.quiet = quiet
         self.started = clock()
         self.epoch_seconds = []  # of the epochs this process saw end
         self.bar = None
@@ -80,15 +89,19 @@ class RunProgress:
         if self.bar is not None:
             self.bar.update(self.task, total=max(self.epochs_total, 1), completed=self.epochs_done,
                             status=self.status())
+        elif self.quiet and self.jobs_total:
+            status_line.status(f"  {self.status()}")
 
     def line(self, text):
+        if self.quiet:
+            status_line.end()  # a line of its own, not glued to the status line
         self.console.print(text, markup=False)
 
     def epoch(self, row, epochs, stopped_early=False):
         """A job finished an epoch (row of history.csv) of its `epochs`."""
         self.epochs_done += 1
         self.epoch_seconds.append(row["epoch_seconds"])
-        if self.bar is None:
+        if self.bar is None and not self.quiet:
             self.line(f"  {row['arm']:>12s} seed {row['seed']}  epoch {row['epoch']:>3d}/{epochs}  "
                       f"loss {row['loss']:.3f} acc {row['accuracy']:.3f}  "
                       f"val_loss {row['val_loss']:.3f} val_acc {row['val_accuracy']:.3f}  "
@@ -103,11 +116,14 @@ class RunProgress:
             text = f"FAILED: {record['reason']}; the other jobs go on"
         else:
             text = self.format_primary(record) + ("  (stopped early)" if record["status"] == "stopped_early" else "")
-        self.line(f"job {record['arm']} seed {record['seed']} done: {text}  {record.get('seconds', 0):.1f} s  "
-                  f"[{self.status()}]")
+        if not self.quiet or record["status"] == "failed":
+            self.line(f"job {record['arm']} seed {record['seed']} done: {text}  {record.get('seconds', 0):.1f} s  "
+                      f"[{self.status()}]")
         self._refresh()
 
     def close(self):
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+        elif self.quiet:
+            status_line.end()

@@ -309,9 +309,10 @@ def plan_lines(experiment, test_count=None):
 class Run:
     """Plans, hands out and merges the jobs of one run directory (held locked by this process)."""
 
-    def __init__(self, run_dir, experiment, dataset, log, per_seed, threads=None, tracker=None):
+    def __init__(self, run_dir, experiment, dataset, log, per_seed, threads=None, tracker=None, quiet=False):
         self.run_dir, self.experiment, self.dataset = Path(run_dir), experiment, dataset
         self.log, self.per_seed = log, per_seed
+        self.quiet = quiet  # the plan, a progress bar and the answer: no line per epoch or job
         self.arms = list(experiment.arms)
         self.baseline = stats.baseline_arm(experiment.arms, augments, experiment.analysis.baseline)
         self.candidates = candidate_seeds(experiment)
@@ -529,7 +530,7 @@ class Run:
         else:
             self.log(f"{'each job a Ray task' if self.experiment.run.executor == 'ray' else 'one job at a time'} on "
                      f"{threads} (run.threads_per_job)")
-        self.progress = RunProgress(0, 0, 0, self.format_primary)
+        self.progress = RunProgress(0, 0, 0, self.format_primary, quiet=self.quiet)
         try:
             with StopOnSignal(self.run_dir) as self.signals:
                 self.run_stage(executor, self.seeds())
@@ -599,8 +600,9 @@ def _data_lines(meta):
     return lines
 
 
-def start(experiment, out_root="results", run_id=None, log=print, per_seed=False):
-    """Trains every arm for every seed in a new run directory; returns its path."""
+def start(experiment, out_root="results", run_id=None, log=print, per_seed=False, quiet=False):
+    """Trains every arm for every seed in a new run directory; returns its path. quiet: the plan,
+    a progress bar and the answer, without a line per epoch or job."""
     # The output folder is checked first: a mistake there must not wait for data preparation.
     run_dir = new_run_dir(Path(out_root) / experiment.name, run_id)
     lock = DirectoryLock(run_dir / ".lock", "augcompare run").acquire()
@@ -608,7 +610,7 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
     try:
         tracker = tracking.connect(experiment, run_dir, log)  # an unreachable tracker stops the run before the data
         dataset = _data(experiment)
-        run = Run(run_dir, experiment, dataset, log, per_seed, tracker=tracker)
+        run = Run(run_dir, experiment, dataset, log, per_seed, tracker=tracker, quiet=quiet)
         jobs_at_once, run.threads = run.executor_plan()
         # Started at once, so that the workers load TensorFlow while this process plans; where
         # jobs train side by side, this process loads none (a worker checks the arms and draws
@@ -652,12 +654,12 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
             lock.release()
 
 
-def resume(run_dir, log=print, per_seed=False, overrides=()):
+def resume(run_dir, log=print, per_seed=False, overrides=(), quiet=False):
     """Continues an interrupted run: ended jobs are kept, the others continue from their last
     checkpointed epoch. overrides (--set's KEY=VALUE strings) may only add seeds (train.seeds
     grown, the run's seeds first): their jobs train, and the summary covers every seed. Any other
     change, in overrides or in config.toml since the run started, is a UserError naming it.
-    Returns the run directory."""
+    quiet: as for start. Returns the run directory."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.toml); give the directory that "
@@ -672,7 +674,7 @@ def resume(run_dir, log=print, per_seed=False, overrides=()):
         recorded = read_json(recorded_path, "delete it: it is only compared with the environment now, to warn") \
             if recorded_path.is_file() else None
         threads = recorded_threads(recorded)  # a job's numbers may depend on it: kept
-        run = Run(run_dir, experiment, dataset, log, per_seed, threads, tracker)
+        run = Run(run_dir, experiment, dataset, log, per_seed, threads, tracker, quiet=quiet)
         jobs_at_once, run.threads = run.executor_plan()
         executor = make_executor(experiment.run, jobs_at_once, run.threads)
         tensorflow = executor.set_up(Setup(str(dataset.path), config_mod.to_dict(experiment)))

@@ -7,19 +7,24 @@ driver (executors.py), which logs it as it arrives.
 
 - The run: the resolved configuration as params (dotted keys: train.epochs, arms.augmented.rotation),
   environment.json as tags (env.tensorflow, env.kernels.onednn, ...), config.toml, environment.json
-  and data.json as artifacts at the start; at the end the primary comparisons as metrics and
-  their verdicts as tags, named by their path in summary.json (vs_baseline.augmented.primary.mean,
-  ...ci95_low, ...p_holm; the tag ...primary.verdict), each arm's mean primary metric
-  (arms.augmented.test_accuracy.mean), and summary.md, summary.json, history.csv, runs.json and
-  the figures as artifacts.
+  and data.json as artifacts at the start; at the end the comparisons as metrics and their
+  verdicts as tags, named by their path in summary.json: every comparison with the baseline
+  (vs_baseline.augmented.primary.mean, ...ci95_low, ...p_holm; the tag ...primary.verdict), every
+  pair's where the summary compares every pair (pairs.flip - rotation.primary.mean) and each
+  sweep's best value and points (sweeps.rotation.best, sweeps.rotation.rotation-45.mean), each
+  arm's mean primary metric (arms.augmented.test_accuracy.mean), and summary.md, summary.json,
+  history.csv, runs.json and the figures as artifacts.
 - A job: its arm, seed and the arm's settings as params; loss, accuracy, val_loss, val_accuracy
   and epoch_seconds at step = epoch as each epoch ends; its test results and its status when it
   ends (FINISHED, or FAILED for a NaN loss).
 
 mlflow.json in the run directory keeps the MLflow ids (the experiment, the run, each job's nested
-run), written atomically as each is created, so that `--resume` continues the same MLflow runs.
-Whatever an interrupted run left unlogged (epochs, a job's end, the summary) is logged when it
-resumes; an epoch MLflow already holds is never logged again (MLflow is asked which it holds).
+run), written atomically once each run holds its params, so that `--resume` continues the same
+MLflow runs. Whatever an interrupted run left unlogged (epochs, a job's params or end, the summary)
+is logged when it resumes. MLflow keeps every value logged at a step, so an epoch trained again
+(its job folder removed, or a job repeated from its checkpoint) is logged again: the latest value
+at each step is history.csv's. An epoch MLflow already holds with the same values is never logged
+again (MLflow is asked what it holds).
 
 MLflow is imported only here, and only when tracking is on: importing it takes seconds.
 """
@@ -118,6 +123,24 @@ def _numbers_and_words(prefix, tree):
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics[name] = value
     return {key: float(value) for key, value in metrics.items() if math.isfinite(value)}, tags
+
+
+def _comparisons(summary):
+    """(name, comparison) of each comparison summary.json holds, named as MLflow logs it: each
+    arm's with the baseline (vs_baseline.<arm>.primary), every pair's (pairs.<arm> - <other>.primary,
+    read as arm - other) and each sweep's best value (sweeps.<name>) and points (sweeps.<name>.<arm>:
+    its mean difference from the baseline, interval and verdict). The one place that reads where
+    summary.json keeps them."""
+    for arm, entry in (summary.get("vs_baseline") or {}).items():
+        if isinstance(entry, dict) and isinstance(entry.get("primary"), dict):
+            yield f"vs_baseline.{arm}.primary", entry["primary"]
+    for pair in summary.get("pairs") or []:
+        yield f"pairs.{pair['arm']} - {pair['other']}.primary", pair["primary"]
+    for name, sweep in (summary.get("sweeps") or {}).items():
+        yield f"sweeps.{name}", {"best": sweep.get("best"), "best_arm": sweep.get("best_arm"),
+                                 "not_worse": ", ".join(str(value) for value in sweep.get("not_worse") or []) or None}
+        for point in sweep.get("points") or []:
+            yield f"sweeps.{name}.{point['arm']}", {key: point.get(key) for key in ("mean", "ci95", "verdict")}
 
 
 def read_ids(run_dir):
@@ -240,17 +263,18 @@ class Tracker:
         self.run_dir = Path(run_dir)
         self.ids = ids or {"tracking_uri": uri, "experiment_id": experiment_id, "run_id": None, "jobs": {}}
         self.arms = {}
-        self.logged = {}      # job name -> the epochs (steps) MLflow holds
+        self.logged = {}      # job name -> {epoch (step): the latest values MLflow holds, as in EPOCH_METRICS}
         self.ended = set()    # jobs whose end MLflow holds (test metrics and a terminal status)
         self.end_logged = set()  # jobs whose test metrics MLflow holds
         self.broken = False
+        self.last_timestamp = 0  # ms; each batch later than the one before, so that the latest value is plain
 
     def _write_ids(self):
         write_json(self.run_dir / IDS, self.ids)
 
     def _log(self, run_id, metrics=(), params=(), tags=()):
         from mlflow.entities import Metric, Param, RunTag
-        now = int(time.time() * 1000)
+        now = self.last_timestamp = max(int(time.time() * 1000), self.last_timestamp + 1)
         metrics = [Metric(key, value, now, step) for key, value, step in metrics]
         params = [Param(key, _clip(value, 6000)) for key, value in params]
         tags = [RunTag(key, _clip(value, 8000)) for key, value in tags]
@@ -309,7 +333,10 @@ class Tracker:
             self._write_ids()
         for name, job_run in self.ids["jobs"].items():
             info = self.client.get_run(job_run)
-            self.logged[name] = {metric.step for metric in self.client.get_metric_history(job_run, "loss")}
+            self.logged[name] = self._held_epochs(job_run)
+            if not info.data.params:  # killed between creating its nested run and logging its params
+                arm, _, seed = name.rpartition("-seed")
+                self._log(job_run, params=self._job_params(arm, seed))
             if info.info.status in ("FINISHED", "FAILED"):
                 self.ended.add(name)
             else:
@@ -328,31 +355,47 @@ class Tracker:
             if (self.run_dir / name).is_file():
                 self.client.log_artifact(self.ids["run_id"], str(self.run_dir / name))
 
+    def _held_epochs(self, job_run):
+        """{epoch: the latest value MLflow holds at that step of each of EPOCH_METRICS}."""
+        held = {}
+        for key in EPOCH_METRICS:
+            for metric in sorted(self.client.get_metric_history(job_run, key), key=lambda metric: metric.timestamp):
+                held.setdefault(metric.step, {})[key] = metric.value
+        return {step: tuple(values.get(key) for key in EPOCH_METRICS) for step, values in held.items()}
+
+    def _job_params(self, arm, seed):
+        return [("arm", arm), ("seed", str(seed)), *_flat(self.arms.get(arm, {}))]
+
     def _job_run(self, arm, seed):
-        """The id of a job's nested run, created (and kept in mlflow.json) at its first report."""
+        """The id of a job's nested run, created at its first report and kept in mlflow.json
+        once it holds its params (one made just before a kill is found by its tags and given
+        its params by begin())."""
         name = f"{arm}-seed{seed}"
         if name not in self.ids["jobs"]:
             from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
             tags = {**self._source_tags(), MLFLOW_PARENT_RUN_ID: self.ids["run_id"], "augcompare.job": name}
             job_run = self.client.create_run(self.ids["experiment_id"], run_name=name, tags=tags).info.run_id
+            self._log(job_run, params=self._job_params(arm, seed))
             self.ids["jobs"][name] = job_run
             self._write_ids()
-            self.logged[name] = set()
-            settings = list(_flat(self.arms.get(arm, {})))
-            self._log(job_run, params=[("arm", arm), ("seed", str(seed)), *settings])
+            self.logged[name] = {}
         return self.ids["jobs"][name]
 
     def _epochs(self, arm, seed, rows):
+        """Logs the rows whose values MLflow does not hold as the latest at their step: new
+        epochs, and epochs trained again since MLflow got them."""
         job_run = self._job_run(arm, seed)
-        logged = self.logged[f"{arm}-seed{seed}"]
-        new = [row for row in rows if row["epoch"] not in logged]
-        if new:
-            self._log(job_run, metrics=[(key, float(row[key]), row["epoch"]) for row in new for key in EPOCH_METRICS])
-            logged.update(row["epoch"] for row in new)
+        held = self.logged[f"{arm}-seed{seed}"]
+        changed = [row for row in rows if held.get(row["epoch"]) != tuple(float(row[key]) for key in EPOCH_METRICS)]
+        if changed:
+            self._log(job_run, metrics=[(key, float(row[key]), row["epoch"]) for row in changed
+                                        for key in EPOCH_METRICS])
+            held.update((row["epoch"], tuple(float(row[key]) for key in EPOCH_METRICS)) for row in changed)
 
     @_guarded
     def epoch(self, arm, seed, row):
-        """A job's epoch ended (its history row); an epoch MLflow already holds is not logged again."""
+        """A job's epoch ended (its history row); an epoch MLflow already holds with these values is
+        not logged again, one trained again is."""
         self._epochs(arm, seed, [row])
 
     def _job_ended(self, arm, seed, record):
@@ -376,15 +419,14 @@ class Tracker:
 
     @_guarded
     def finish(self, summary):
-        """After the summary and figures: the primary comparisons, the run's files, FINISHED."""
+        """After the summary and figures: the comparisons, the run's files, FINISHED."""
         run_id = self.ids["run_id"]
         primary = summary.get("primary", {}).get("metric")
         metrics, tags = {}, {"primary_metric": str(primary), "baseline": str(summary.get("baseline"))}
-        for arm, entry in (summary.get("vs_baseline") or {}).items():
-            if isinstance(entry, dict) and isinstance(entry.get("primary"), dict):
-                more_metrics, more_tags = _numbers_and_words(f"vs_baseline.{arm}.primary", entry["primary"])
-                metrics.update(more_metrics)
-                tags.update(more_tags)
+        for name, comparison in _comparisons(summary):
+            more_metrics, more_tags = _numbers_and_words(name, comparison)
+            metrics.update(more_metrics)
+            tags.update(more_tags)
         for arm, entry in (summary.get("arms") or {}).items():
             value = (entry.get(primary) or {}).get("mean") if isinstance(entry, dict) else None
             if isinstance(value, (int, float)) and math.isfinite(value):

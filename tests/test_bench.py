@@ -60,3 +60,43 @@ def test_bench_run_reads_each_variants_answer_from_its_summary():
     assert arm == "augmented" and verdict == primary["verdict"] == "better"
     assert (mean, low, high) == (100 * primary["mean"], 100 * primary["ci95"][0], 100 * primary["ci95"][1])
     assert low < mean < high
+
+
+def test_bench_run_repeats_the_variants_in_turn_and_reports_the_median_and_range(tmp_path, monkeypatch):
+    """--repeat 3: A, B, A, B, A, B, each run's figures kept, the median and range of each
+    variant's wall time reported (the runs themselves stand in: a whole run is minutes)."""
+    import json
+    experiment = tmp_path / "tiny.toml"
+    experiment.write_text('name = "tiny"\n[data]\nimage_size = 16\ntrain_per_class = 8\nval_per_class = 2\n'
+                          'test_per_class = 2\n[arms.baseline]\n[arms.flip]\nhorizontal_flip = true\n')
+    walls = {"default": iter([30.0, 10.0, 20.0]), "eigen": iter([40.0, 44.0, 42.0])}
+    order = []
+
+    def timed_run(experiment_path, cache_dir, out, variant, run_id):
+        order.append(variant)
+        wall = next(walls[variant])
+        document = {"spans": {"run: data": wall / 10, "job: training steps": wall / 2}, "startup_seconds": 1.0}
+        environment = {"jobs_at_once": 1, "threads_per_job": 1, "kernels": {"onednn": variant == "default"}}
+        return wall, document, environment, {"flip": (1.0, -1.0, 3.0, "inconclusive")}
+    monkeypatch.setattr(bench, "_timed_run", timed_run)
+    lines = []
+    written = tmp_path / "bench.json"
+    bench.run(["run"], str(written), experiment, ["default", "eigen"], repeat=3, log=lines.append)
+    assert order == ["default", "eigen"] * 3
+    result = json.loads(written.read_text())["run"]
+    assert result["repeat"] == 3
+    default, eigen = result["variants"]["default"], result["variants"]["eigen"]
+    assert [run["wall_seconds"] for run in default["repeats"]] == [30.0, 10.0, 20.0]
+    assert default["wall_seconds"] == 20.0 and default["wall_seconds_range"] == [10.0, 30.0]
+    assert eigen["wall_seconds"] == 42.0 and eigen["wall_seconds_range"] == [40.0, 44.0]
+    assert default["parts_seconds"]["run: data"] == 2.0  # the median of each part too
+    assert eigen["speed_vs_first"] == round(20.0 / 42.0, 3)
+    assert any(line.strip().startswith("wall time range over 3 runs") and "10.0-30.0 s" in line for line in lines)
+
+
+def test_bench_refuses_a_repeat_it_would_ignore_or_that_runs_nothing(capsys):
+    from augcompare.experiments import cli
+    assert cli.main(["bench", "pipeline", "--repeat", "3"]) == 2
+    assert "--repeat repeats what `run` measures; add run" in capsys.readouterr().err
+    assert cli.main(["bench", "run", "--repeat", "0"]) == 2
+    assert "--repeat 0 runs nothing; give 1 or more" in capsys.readouterr().err

@@ -51,3 +51,18 @@ def test_a_notebook_gets_the_live_bar_where_rich_can_draw_it(monkeypatch):
     assert progress.live_bar(notebook) and not progress.live_bar(log_file)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "ipywidgets" else find_spec(name))
     assert not progress.live_bar(notebook)  # rich would only warn: plain lines instead
+
+
+def test_quiet_shows_the_totals_on_the_status_line_and_only_a_failed_jobs_line(capsys):
+    stream = io.StringIO()
+    progress = RunProgress(0, 0, 0, format_primary=lambda record: "test_accuracy 71.0%", stream=stream, quiet=True)
+    progress.add_jobs(2, 4)
+    progress.epoch(row("baseline", 0, 1), 2)
+    progress.job_done({"arm": "baseline", "seed": 0, "status": "finished", "seconds": 3.0})
+    progress.job_done({"arm": "augmented", "seed": 0, "status": "failed", "reason": "loss is NaN"}, skipped_epochs=2)
+    progress.close()
+    (line,) = stream.getvalue().splitlines()  # no epoch's line, no finished job's: only the failure
+    assert line.startswith("job augmented seed 0 done: FAILED: loss is NaN")
+    err = capsys.readouterr().err
+    assert "\r  1/2 jobs, 1/4 epochs" in err and "2/2 jobs, 1/2 epochs" in err and err.endswith("\n")
+

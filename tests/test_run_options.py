@@ -2,13 +2,14 @@
 TensorBoard), a job whose loss becomes NaN, and the rule that the test split decides nothing."""
 
 import json
+import re
 import shutil
 import warnings
 
 import keras
 import numpy as np
 import pytest
-from conftest import fail_with_nan, run_small
+from conftest import SMALL, fail_with_nan, overrides, run_small
 
 from augcompare.experiments import cache, config, jobfiles
 from augcompare.experiments.data import load_dataset
@@ -110,3 +111,26 @@ def test_a_nan_loss_fails_that_job_and_the_others_go_on(tmp_path, monkeypatch):
     assert summary["arms"]["augmented"]["seeds"] == [0, 1] and "broken" not in summary["vs_baseline"]
     assert "broken seed 0 failed: loss became nan" in (run_dir / "summary.md").read_text()
     assert {row["arm"] for row in read_history(run_dir / "history.csv")} == {"baseline", "augmented"}
+
+
+@pytest.mark.parametrize("face", ["command line", "python"])
+def test_quiet_prints_the_plan_a_progress_line_and_the_answer_not_a_line_per_epoch_or_job(tmp_path, face, capsys):
+    """augcompare run --quiet and run_experiment(quiet=True): the plan and the answer on stdout,
+    the progress on the one status line of stderr (no terminal here, so no live bar), and no
+    line per epoch or per job."""
+    from augcompare.experiments import cli, run_experiment
+    sets = SMALL + [f"data.cache_dir={tmp_path / 'cache'}"]
+    if face == "command line":
+        args = ["run", "--quiet", "--out", str(tmp_path / "results"), "--run-id", "q"] + overrides(*sets)
+        assert cli.main(args) == 0
+    else:
+        result = run_experiment("demo", overrides=sets, out=tmp_path / "results", run_id="q", quiet=True)
+        assert result.verdicts["augmented"] in ("better", "worse", "equivalent", "inconclusive")
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith("demo: 48 train / 16 val / 16 test")
+    assert "plan: 2 arms x 1 seeds = 2 jobs of 2 epochs" in lines  # the plan
+    assert any(line.startswith("**augmented: ") for line in lines)  # the answer, as summary.md says it
+    assert not [line for line in lines if re.search(r"seed \d+ +epoch +\d+/\d+|^job .* done: ", line)]
+    assert "2/2 jobs, 4/4 epochs" in err and err.endswith("\n")  # the status line, ended
+

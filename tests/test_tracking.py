@@ -73,7 +73,8 @@ def tracked(tmp_path_factory):
         log_batch = MlflowClient.log_batch
 
         def failing_log_batch(self, run_id, metrics=(), *args, **kwargs):
-            if any(metric.key == "loss" and metric.step == 1 for metric in metrics):  # the augmented job's first
+            first = any(metric.key == "loss" and metric.step == 1 for metric in metrics)
+            if first and run_id != baseline_run:  # the augmented job's first epoch
                 raise MlflowException("the tracking server went away")
             return log_batch(self, run_id, metrics, *args, **kwargs)
         patch.setattr(MlflowClient, "log_batch", failing_log_batch)
@@ -97,6 +98,15 @@ def tracked(tmp_path_factory):
 def history(run_dir):
     with open(run_dir / "history.csv", newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def latest_per_step(client, run_id, key):
+    """[(step, the value logged last at that step)] of a metric, by step: what MLflow's charts of
+    a run trained again should agree with."""
+    latest = {}
+    for metric in sorted(client.get_metric_history(run_id, key), key=lambda metric: metric.timestamp):
+        latest[metric.step] = metric.value
+    return sorted(latest.items())
 
 
 def test_a_tracked_run_is_one_mlflow_run_with_params_tags_verdicts_and_artifacts(tracked):
@@ -144,10 +154,10 @@ def test_each_job_is_a_nested_run_with_its_epochs_at_their_steps_and_its_test_re
         arm = name.split("-seed")[0]
         assert run.data.params["arm"] == arm and run.data.params["seed"] == "0"
         for key in tracking.EPOCH_METRICS:
-            logged = [(metric.step, metric.value) for metric in client.get_metric_history(job_run, key)]
-            assert [step for step, _ in logged] == [1, 2], (name, key)  # each epoch once, at its step
-            if key != "epoch_seconds":  # the baseline's first epoch was timed twice (trained again)
-                assert [value for _, value in logged] == [float(row[key]) for row in rows if row["arm"] == arm]
+            # The baseline's first epoch was trained again after its folder was removed: MLflow's
+            # latest value at each step is history.csv's, its epoch_seconds included.
+            assert latest_per_step(client, job_run, key) == [(int(row["epoch"]), float(row[key])) for row in rows
+                                                             if row["arm"] == arm], (name, key)
         assert run.data.metrics["test_accuracy"] == pytest.approx(records[name]["test_accuracy"])
         assert run.data.metrics["selected_epoch"] == records[name]["selected_epoch"]
     assert client.get_run(ids["jobs"]["augmented-seed0"]).data.params["rotation"] == "20.0"
@@ -164,8 +174,11 @@ def test_resume_continues_the_same_mlflow_runs_without_logging_an_epoch_twice(tr
     nested = client.search_runs([client.get_run(ids["run_id"]).info.experiment_id],
                                 filter_string=f"tags.`mlflow.parentRunId` = '{ids['run_id']}'")
     assert sorted(run.info.run_name for run in nested) == ["augmented-seed0", "baseline-seed0"]
-    # The baseline's first epoch was trained again after its folder was deleted; the test above
-    # holds each metric's history to one value per epoch.
+    # An epoch is logged again only where it was trained again: the baseline's first, after its
+    # folder was deleted; the augmented job's epochs, caught up on the last resume, once each.
+    steps = {name: [metric.step for metric in client.get_metric_history(job_run, "loss")]
+             for name, job_run in ids["jobs"].items()}
+    assert sorted(steps["baseline-seed0"]) == [1, 1, 2] and sorted(steps["augmented-seed0"]) == [1, 2]
 
 
 def test_a_tracker_failing_mid_run_leaves_the_runs_files_and_resume_logs_what_it_missed(tracked):
@@ -177,6 +190,58 @@ def test_a_tracker_failing_mid_run_leaves_the_runs_files_and_resume_logs_what_it
     assert f"augcompare run --resume {run_dir} logs what MLflow missed" in warnings[0]
     ids = json.loads((run_dir / "mlflow.json").read_text())
     assert [m.step for m in client.get_metric_history(ids["jobs"]["augmented-seed0"], "loss")] == [1, 2]
+
+
+def test_every_pair_and_each_sweep_reach_mlflow_as_metrics(tracked, tmp_path):
+    """A summary that compares every pair and has sweeps (the bundled strength experiment's
+    reference): each pair's and each sweep point's comparison is a metric, its verdict a tag."""
+    _, uri, client, _ = tracked
+    summary = json.loads((ROOT / "results/strength/reference/summary.json").read_text())
+    experiment = config.load(overrides=SMALL + [f"track.mlflow={uri}", "track.experiment=comparisons"])
+    tracker = tracking.connect(experiment, tmp_path, print)
+    tracker.begin({}, {}, {}, [], {}, {})
+    tracker.finish(summary)
+    run = client.get_run(json.loads((tmp_path / "mlflow.json").read_text())["run_id"])
+    metrics, tags = run.data.metrics, run.data.tags
+    assert summary["pairs"]
+    for pair in summary["pairs"]:
+        name = f"pairs.{pair['arm']} - {pair['other']}.primary"
+        assert metrics[f"{name}.mean"] == pytest.approx(pair["primary"]["mean"])
+        assert metrics[f"{name}.ci95_low"] == pytest.approx(pair["primary"]["ci95"][0])
+        assert metrics[f"{name}.p_holm"] == pytest.approx(pair["primary"]["p_holm"])
+        assert tags[f"{name}.verdict"] == pair["primary"]["verdict"]
+    assert summary["sweeps"]
+    for sweep_name, sweep in summary["sweeps"].items():
+        assert metrics[f"sweeps.{sweep_name}.best"] == pytest.approx(sweep["best"])
+        assert tags[f"sweeps.{sweep_name}.best_arm"] == sweep["best_arm"]
+        for point in sweep["points"]:
+            assert metrics[f"sweeps.{sweep_name}.{point['arm']}.mean"] == pytest.approx(point["mean"])
+            assert tags[f"sweeps.{sweep_name}.{point['arm']}.verdict"] == point["verdict"]
+
+
+def test_a_nested_run_killed_before_its_params_gets_them_when_the_run_resumes(tracked, tmp_path, monkeypatch):
+    """A kill between creating a job's nested run and logging its params: mlflow.json does not
+    keep the run yet, and resuming finds it by its tags and logs its params."""
+    _, uri, client, _ = tracked
+    experiment = config.load(overrides=SMALL + [f"track.mlflow={uri}", "track.experiment=killed"])
+    arms = {"baseline": {}, "augmented": {"rotation": 20.0}}
+    tracker = tracking.connect(experiment, tmp_path, print)
+    tracker.begin({}, {}, arms, [], {}, {})
+    log = tracking.Tracker._log
+
+    def killed_at_params(self, run_id, metrics=(), params=(), tags=()):
+        if run_id != self.ids["run_id"] and params:
+            raise KeyboardInterrupt  # as a kill: nothing after it runs
+        return log(self, run_id, metrics, params, tags)
+    monkeypatch.setattr(tracking.Tracker, "_log", killed_at_params)
+    row = {"epoch": 1, "loss": 0.7, "accuracy": 0.5, "val_loss": 0.7, "val_accuracy": 0.5, "epoch_seconds": 1.0}
+    with pytest.raises(KeyboardInterrupt):
+        tracker.epoch("augmented", 0, row)
+    monkeypatch.undo()
+    resumed = tracking.connect(experiment, tmp_path, print)
+    resumed.begin({}, {}, arms, [], {}, {})
+    job_run = json.loads((tmp_path / "mlflow.json").read_text())["jobs"]["augmented-seed0"]
+    assert client.get_run(job_run).data.params == {"arm": "augmented", "seed": "0", "rotation": "20.0"}
 
 
 @pytest.mark.parametrize("content", ["{not json", '{"run_id": 3}', "deleted"])
