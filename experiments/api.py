@@ -64,19 +64,38 @@ class RunResult:
         from augcompare.experiments.analyze import analyze
         folder, _ = analyze(self.run_dir, _overrides(overrides), name, force, per_seed)
         summary = read_json(folder / "summary.json", "analyze again with force=True")
-        # As load_run reads a run's verdicts (its summary.json was written the same way).
-        verdicts = {arm: entry["primary"]["verdict"] for arm, entry in summary["vs_baseline"].items()
-                    if "primary" in entry}
-        return AnalysisResult(folder, summary, verdicts)
+        return AnalysisResult(folder, summary, **_answer(summary, folder))
 
 
 @dataclasses.dataclass(frozen=True)
 class AnalysisResult:
     """An analysis of a run (RunResult.analyze): folder, run_dir/analyses/<name>/; summary, its
-    summary.json; verdicts, as RunResult's, under the analysis's settings."""
+    summary.json; verdicts, ranking, best, pairs and sweeps as RunResult's, under the analysis's
+    settings."""
     folder: Path
     summary: dict
     verdicts: dict
+    ranking: list
+    best: str | None
+    pairs: dict
+    sweeps: dict
+
+
+def _answer(summary, folder):
+    """What a summary.json (of a run, or of an analysis in folder) answers: the verdicts,
+    ranking, best, pairs and sweeps that RunResult and AnalysisResult carry."""
+    try:
+        verdicts = {arm: entry["primary"]["verdict"] for arm, entry in summary["vs_baseline"].items()
+                    if "primary" in entry}
+        pairs = stats.pair_comparisons(summary)
+        ranking, best = stats.ranked(summary)
+    except (KeyError, TypeError, AttributeError):
+        raise UserError(f"{folder / 'summary.json'} lacks the primary comparison; redraw it with augcompare plot "
+                        f"{folder}") from None
+    if summary.get("baseline") is None:
+        verdicts = {key: pair["verdict"] for key, pair in pairs.items()}
+    return {"verdicts": verdicts, "ranking": ranking, "best": best, "pairs": pairs,
+            "sweeps": summary.get("sweeps") or {}}
 
 
 def _overrides(overrides):
@@ -146,15 +165,5 @@ def load_run(run_dir):
                         f"resume_run({str(run_dir)!r}) or augcompare run --resume {run_dir}")
     summary = read_json(run_dir / "summary.json", f"redraw it with augcompare plot {run_dir}")
     history = read_history(run_dir / "history.csv", appended=False) if (run_dir / "history.csv").is_file() else []
-    try:
-        verdicts = {arm: entry["primary"]["verdict"] for arm, entry in summary["vs_baseline"].items()
-                    if "primary" in entry}
-        pairs = stats.pair_comparisons(summary)
-        ranking, best = stats.ranked(summary)
-    except (KeyError, TypeError, AttributeError):
-        raise UserError(f"{run_dir / 'summary.json'} lacks the primary comparison; redraw it with augcompare plot "
-                        f"{run_dir}") from None
-    if summary.get("baseline") is None:
-        verdicts = {key: pair["verdict"] for key, pair in pairs.items()}
-    return RunResult(run_dir, summary, history, verdicts, tracking.read_ids(run_dir).get("run_id"), ranking, best,
-                     pairs, summary.get("sweeps") or {})
+    return RunResult(run_dir, summary, history, mlflow_run_id=tracking.read_ids(run_dir).get("run_id"),
+                     **_answer(summary, run_dir))

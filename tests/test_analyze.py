@@ -125,6 +125,9 @@ def test_load_run_analyze_answers_with_the_analysis_summary_and_verdicts(run_dir
     assert result.folder == run_dir / "analyses" / "primary-test_loss"
     assert result.summary["primary"]["metric"] == "test_loss"
     assert result.verdicts == {"augmented": result.summary["vs_baseline"]["augmented"]["primary"]["verdict"]}
+    assert set(result.ranking) == {"baseline", "augmented"}
+    assert set(result.pairs) == {("augmented", "baseline")}
+    assert result.pairs[("augmented", "baseline")]["verdict"] == result.verdicts["augmented"]
     assert run_files(run_dir) == before
     with pytest.raises(UserError, match="train.seeds is the run's"):
         load_run(run_dir).analyze(["train.seeds=[0, 1, 2]"])
