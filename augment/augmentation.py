@@ -148,7 +148,7 @@ class Augmentation:
             choice, strength = self.trivial_draws(seeds["trivial_augment"], batch, s.get("trivial_strength", 1.0))
             # Whole pixels, as TrivialAugment translates: exact copies where nothing else warps.
             trivial_angle, shear_x, shear_y, trivial_x, trivial_y = policies.geometry(
-                choice, {name: strength(name) for name in _TRIVIAL}, _TRIVIAL, height, width)
+                choice, {name: strength(name) for name in policies.GEOMETRIC}, _TRIVIAL, height, width)
             shift_x, shift_y = shift_x + trivial_x, shift_y + trivial_y
         return ops.affine_transforms(height, width, angle, scale, shift_x, shift_y, mirror_x, mirror_y,
                                      shear_x, shear_y, crop, trivial_angle)

@@ -25,6 +25,7 @@ from augcompare.augment.params import (
     TRIVIAL_AUGMENT,
 )
 
+GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 PHOTOMETRIC = ("brightness", "contrast", "sharpness", "solarize", "posterize", "autocontrast", "colour")
 
 
