@@ -193,10 +193,9 @@ class Augmentation:
             draws["trivial_strengths"] = {name: strength(name) for name in policies.PHOTOMETRIC
                                           if TRIVIAL_AUGMENT[name][0]}
         if s.get("rand_augment"):
-            draws["rand_augment"] = policies.rand_augment_draws(
-                seeds["rand_augment"], batch, height, width, s["rand_augment"], s.get("rand_magnitude", RAND_MAGNITUDE))
+            draws["rand_augment"] = policies.rand_augment_draws(seeds["rand_augment"], batch, s["rand_augment"])
         if s.get("aug_mix"):
-            draws["aug_mix"] = policies.aug_mix_draws(seeds["aug_mix"], batch, height, width)
+            draws["aug_mix"] = policies.aug_mix_draws(seeds["aug_mix"], batch)
         return draws
 
     def colour_matrices(self, seeds, batch):
@@ -230,7 +229,8 @@ class Augmentation:
             images = policies.photometric(images, draws["trivial_choice"], draws["trivial_strengths"], _TRIVIAL, low,
                                           high)
         if "rand_augment" in draws:
-            images = policies.rand_augment(images, draws["rand_augment"], s["fill_mode"], fill_value, low, high)
+            images = policies.rand_augment(images, draws["rand_augment"], s["rand_augment"],
+                                           s.get("rand_magnitude", RAND_MAGNITUDE), s["fill_mode"], fill_value, low, high)
         if "aug_mix" in draws:
             images = policies.aug_mix(images, draws["aug_mix"], s["fill_mode"], fill_value, low, high)
         if "cutout_rows" in draws:

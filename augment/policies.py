@@ -4,8 +4,9 @@ In a step each image applies one operation of a list (names from params.TRIVIAL_
 geometric choice becomes that image's warp (the identity for the others); every photometric
 operation of the list is computed for the whole batch and each image keeps the one it chose.
 Under XLA each is a few operations per pixel inside the fused loop, cheaper than splitting the
-batch. The draws (choices, strengths, warps, mixing weights) come from explicit stateless seeds
-and are made outside that loop; apply_steps and aug_mix run inside it.
+batch. The random draws (choices, levels, signs, mixing weights) come from explicit stateless seeds
+and are made outside that loop (XLA would draw other numbers); what follows from them (strengths,
+warps) is computed inside it with the pixels, where a hundred small ops cost nothing extra.
 
 RandAugment (Cubuk et al. 2020) is N such steps over params.RAND_AUGMENT at one magnitude M;
 AugMix (Hendrycks et al. 2020) is params.AUG_MIX_CHAINS chains of 1 to params.AUG_MIX_DEPTH steps
@@ -108,23 +109,30 @@ def apply_steps(images, steps, names, fill_mode, fill_value, low, high):
 RAND_AUGMENT_NAMES = tuple(RAND_AUGMENT)
 
 
-def rand_augment_draws(seed, batch, height, width, count, magnitude):
-    """RandAugment's draws for a batch: per image `count` operations (with replacement) uniform
-    over RAND_AUGMENT, each at magnitude / 10 x its largest strength with a random sign where
-    TrivialAugment signs it. {choice [count, B], transforms [count, B, 8], strengths}."""
+def rand_augment_draws(seed, batch, count):
+    """RandAugment's random draws for a batch: per image `count` operations (with replacement)
+    uniform over RAND_AUGMENT, {choice, sign} [count x B] each (step-major). Only the random ops
+    run here, outside the fused loop; rand_augment_steps derives the rest inside it."""
     choice_seed, sign_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
     draws = count * batch
-    choice = choose(choice_seed, draws, RAND_AUGMENT_NAMES)
-    sign = ops.coin(sign_seed, draws)
+    return {"choice": choose(choice_seed, draws, RAND_AUGMENT_NAMES), "sign": ops.coin(sign_seed, draws)}
+
+
+def rand_augment_steps(draws, count, magnitude, height, width):
+    """The steps (for apply_steps) of RandAugment's draws: each operation at magnitude / 10 x
+    its largest strength (RAND_AUGMENT), with the drawn sign where TrivialAugment signs it.
+    {choice [count, B], transforms [count, B, 8], strengths: name -> [count, B]}."""
     strengths = {}
     for name, largest in RAND_AUGMENT.items():
-        value = tf.fill([draws], largest * magnitude / 10.0)
-        strengths[name] = value * sign if TRIVIAL_AUGMENT[name][2] else value
-    return _steps(choice, strengths, RAND_AUGMENT_NAMES, count, height, width)
+        value = tf.fill(tf.shape(draws["sign"]), largest * magnitude / 10.0)
+        strengths[name] = value * draws["sign"] if TRIVIAL_AUGMENT[name][2] else value
+    return _steps(draws["choice"], strengths, RAND_AUGMENT_NAMES, count, height, width)
 
 
-def rand_augment(images, draws, fill_mode, fill_value, low, high):
-    return apply_steps(images, draws, RAND_AUGMENT_NAMES, fill_mode, fill_value, low, high)
+def rand_augment(images, draws, count, magnitude, fill_mode, fill_value, low, high):
+    shape = tf.shape(images)
+    steps = rand_augment_steps(draws, count, magnitude, shape[1], shape[2])
+    return apply_steps(images, steps, RAND_AUGMENT_NAMES, fill_mode, fill_value, low, high)
 
 
 def aug_mix_strengths(level, sign, height, width):
@@ -140,24 +148,33 @@ def aug_mix_strengths(level, sign, height, width):
             "solarize": tf.floor(level * 25.6) / 256.0, "posterize": 4.0 + tf.floor(level * 0.4)}
 
 
-def aug_mix_draws(seed, batch, height, width):
-    """AugMix's draws for a batch: AUG_MIX_CHAINS chains per image (chain c of image b at
-    c x B + b), each of a depth uniform in 1 to AUG_MIX_DEPTH; per step an operation uniform over
-    AUG_MIX at its own level; chain weights ~ Dirichlet(1) [B, chains] (normalized Gamma(1)
-    draws); the weight of the mix against the image ~ Beta(1, 1) = uniform [B]."""
+def aug_mix_draws(seed, batch):
+    """AugMix's random draws for a batch: AUG_MIX_CHAINS chains per image (chain c of image b at
+    c x B + b), each of a depth uniform in 1 to AUG_MIX_DEPTH [chains x B]; per step of a chain an
+    operation uniform over AUG_MIX, its level uniform in [0.1, AUG_MIX_SEVERITY] and a sign
+    [depth x chains x B] (step-major); Gamma(1) draws [B, chains], which normalized are the chain
+    weights ~ Dirichlet(1); the weight of the mix against the image ~ Beta(1, 1) = uniform [B].
+    Only the random ops run here, outside the fused loop; aug_mix_steps derives the rest in it."""
     choice_seed, level_seed, sign_seed, depth_seed, weight_seed, mix_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, num=6))
     chains = AUG_MIX_CHAINS * batch
     draws = AUG_MIX_DEPTH * chains
-    choice = choose(choice_seed, draws, AUG_MIX)
-    level = ops.uniform(level_seed, draws, 0.1, AUG_MIX_SEVERITY)
-    strengths = aug_mix_strengths(level, ops.coin(sign_seed, draws), height, width)
-    steps = _steps(choice, strengths, AUG_MIX, AUG_MIX_DEPTH, height, width)
-    steps["depth"] = tf.random.stateless_uniform([chains], seed=depth_seed, minval=1, maxval=AUG_MIX_DEPTH + 1,
-                                                 dtype=tf.int32)
-    gammas = tf.random.stateless_gamma([batch, AUG_MIX_CHAINS], seed=weight_seed, alpha=1.0)
-    steps["weights"] = gammas / tf.reduce_sum(gammas, axis=1, keepdims=True)
-    steps["mix"] = ops.uniform(mix_seed, batch, 0.0, 1.0)
+    return {"choice": choose(choice_seed, draws, AUG_MIX), "level": ops.uniform(level_seed, draws, 0.1, AUG_MIX_SEVERITY),
+            "sign": ops.coin(sign_seed, draws),
+            "depth": tf.random.stateless_uniform([chains], seed=depth_seed, minval=1, maxval=AUG_MIX_DEPTH + 1,
+                                                 dtype=tf.int32),
+            "gammas": tf.random.stateless_gamma([batch, AUG_MIX_CHAINS], seed=weight_seed, alpha=1.0),
+            "mix": ops.uniform(mix_seed, batch, 0.0, 1.0)}
+
+
+def aug_mix_steps(draws, height, width):
+    """The steps (for apply_steps) and weights of AugMix's draws: {choice [depth, chains x B],
+    transforms [depth, chains x B, 8], strengths, depth [chains x B], weights [B, chains] (the
+    Dirichlet draws), mix [B]}."""
+    strengths = aug_mix_strengths(draws["level"], draws["sign"], height, width)
+    steps = _steps(draws["choice"], strengths, AUG_MIX, AUG_MIX_DEPTH, height, width)
+    steps["weights"] = draws["gammas"] / tf.reduce_sum(draws["gammas"], axis=1, keepdims=True)
+    steps["depth"], steps["mix"] = draws["depth"], draws["mix"]
     return steps
 
 
@@ -166,6 +183,7 @@ def aug_mix(images, draws, fill_mode, fill_value, low, high):
     step by step (a chain past its depth keeps its image), then (1 - m) x image + m x the
     chains' weighted sum; within [low, high], as a convex sum of values within it."""
     shape = tf.shape(images)
+    draws = aug_mix_steps(draws, shape[1], shape[2])
     chains = tf.tile(images, [AUG_MIX_CHAINS, 1, 1, 1])
     for step in range(AUG_MIX_DEPTH):
         one = {"choice": draws["choice"][step:step + 1], "transforms": draws["transforms"][step:step + 1],

@@ -126,7 +126,8 @@ def uniform_fit(values, categories):
 
 def test_rand_augment_draws_its_operations_per_image_uniformly_at_magnitude_m():
     batch, count, magnitude = 3000, 2, 7.0
-    draws = policies.rand_augment_draws(tf.constant([0, 5], tf.int64), batch, SIZE, SIZE, count, magnitude)
+    random = policies.rand_augment_draws(tf.constant([0, 5], tf.int64), batch, count)
+    draws = policies.rand_augment_steps(random, count, magnitude, SIZE, SIZE)
     choice = draws["choice"].numpy()
     assert choice.shape == (count, batch)
     assert uniform_fit(choice, len(RAND_AUGMENT)) > 0.01
@@ -149,7 +150,7 @@ def test_rand_augment_draws_its_operations_per_image_uniformly_at_magnitude_m():
 
 def test_aug_mix_draws_chains_weights_and_mix_as_its_paper():
     batch = 2000
-    draws = policies.aug_mix_draws(tf.constant([0, 6], tf.int64), batch, SIZE, SIZE)
+    draws = policies.aug_mix_steps(policies.aug_mix_draws(tf.constant([0, 6], tf.int64), batch), SIZE, SIZE)
     choice, depth = draws["choice"].numpy(), draws["depth"].numpy()
     assert choice.shape == (AUG_MIX_DEPTH, AUG_MIX_CHAINS * batch) and depth.shape == (AUG_MIX_CHAINS * batch,)
     assert uniform_fit(choice, len(AUG_MIX)) > 0.01
@@ -177,8 +178,9 @@ def test_aug_mix_mixes_each_images_chains_to_their_own_depth():
     step by step to its own depth: chain c of image b is row c x B + b of the draws."""
     images = fixed_images().astype(np.float32)
     batch = len(images)
-    draws = policies.aug_mix_draws(tf.constant([0, 7], tf.int64), batch, SIZE, SIZE)
-    out = policies.aug_mix(tf.constant(images), draws, "reflect", 0.0, 0.0, 255.0).numpy()
+    random = policies.aug_mix_draws(tf.constant([0, 7], tf.int64), batch)
+    out = policies.aug_mix(tf.constant(images), random, "reflect", 0.0, 0.0, 255.0).numpy()
+    draws = policies.aug_mix_steps(random, SIZE, SIZE)
     depth, weights, mix = draws["depth"].numpy(), draws["weights"].numpy(), draws["mix"].numpy()
     assert len(set(depth)) > 1
     for b in range(batch):
