@@ -229,8 +229,9 @@ class Augmentation:
             images = policies.photometric(images, draws["trivial_choice"], draws["trivial_strengths"], _TRIVIAL, low,
                                           high)
         if "rand_augment" in draws:
-            images = policies.rand_augment(images, draws["rand_augment"], s["rand_augment"],
-                                           s.get("rand_magnitude", RAND_MAGNITUDE), s["fill_mode"], fill_value, low, high)
+            magnitude = s.get("rand_magnitude", RAND_MAGNITUDE)
+            images = policies.rand_augment(images, draws["rand_augment"], s["rand_augment"], magnitude,
+                                           s["fill_mode"], fill_value, low, high)
         if "aug_mix" in draws:
             images = policies.aug_mix(images, draws["aug_mix"], s["fill_mode"], fill_value, low, high)
         if "cutout_rows" in draws:

@@ -153,18 +153,20 @@ def aug_mix_draws(seed, batch):
     """AugMix's random draws for a batch: AUG_MIX_CHAINS chains per image (chain c of image b at
     c x B + b), each of a depth uniform in 1 to AUG_MIX_DEPTH [chains x B]; per step of a chain an
     operation uniform over AUG_MIX, its level uniform in [0.1, AUG_MIX_SEVERITY] and a sign
-    [depth x chains x B] (step-major); Gamma(1) draws [B, chains], which normalized are the chain
-    weights ~ Dirichlet(1); the weight of the mix against the image ~ Beta(1, 1) = uniform [B].
+    [depth x chains x B] (step-major); Gamma(1) = Exp(1) draws [B, chains], which normalized are
+    the chain weights ~ Dirichlet(1); the weight of the mix against the image ~ Beta(1, 1) = uniform [B].
     Only the random ops run here, outside the fused loop; aug_mix_steps derives the rest in it."""
     choice_seed, level_seed, sign_seed, depth_seed, weight_seed, mix_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, num=6))
     chains = AUG_MIX_CHAINS * batch
     draws = AUG_MIX_DEPTH * chains
-    return {"choice": choose(choice_seed, draws, AUG_MIX), "level": ops.uniform(level_seed, draws, 0.1, AUG_MIX_SEVERITY),
-            "sign": ops.coin(sign_seed, draws),
+    return {"choice": choose(choice_seed, draws, AUG_MIX),
+            "level": ops.uniform(level_seed, draws, 0.1, AUG_MIX_SEVERITY), "sign": ops.coin(sign_seed, draws),
             "depth": tf.random.stateless_uniform([chains], seed=depth_seed, minval=1, maxval=AUG_MIX_DEPTH + 1,
                                                  dtype=tf.int32),
-            "gammas": tf.random.stateless_gamma([batch, AUG_MIX_CHAINS], seed=weight_seed, alpha=1.0),
+            # Gamma(1) is Exp(1), -log(1 - U): unlike stateless_gamma it also compiles under XLA
+            # (where Keras compiles the whole training step, as on a GPU).
+            "gammas": -tf.math.log(1.0 - tf.random.stateless_uniform([batch, AUG_MIX_CHAINS], seed=weight_seed)),
             "mix": ops.uniform(mix_seed, batch, 0.0, 1.0)}
 
 

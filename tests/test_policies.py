@@ -197,3 +197,15 @@ def test_aug_mix_mixes_each_images_chains_to_their_own_depth():
         expected = (1 - mix[b]) * images[b] + mix[b] * sum(w * chain for w, chain in zip(weights[b], chains))
         np.testing.assert_allclose(out[b], expected, atol=1e-3)
     assert out.min() >= 0 and out.max() <= 255 and not np.array_equal(out, images)
+
+
+@pytest.mark.parametrize("preset", ["randaugment", "augmix"])
+def test_the_policies_compile_whole_under_xla_as_a_gpu_training_step_does(preset):
+    """Where Keras compiles the whole training step with XLA (a GPU), the draws are compiled too:
+    every op in them must have an XLA kernel (stateless_gamma has none)."""
+    from augcompare.augment import PRESETS, Augmentation
+    augmentation = Augmentation(**PRESETS[preset])
+    compiled = tf.function(lambda images, seed: augmentation.apply(images, seed), jit_compile=True)
+    images = fixed_images().astype(np.float32)
+    out = compiled(images, tf.constant([0, 1], tf.int64)).numpy()
+    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 255 and not np.array_equal(out, images)
