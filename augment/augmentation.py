@@ -2,12 +2,20 @@
 
 import numpy as np
 
-from augcompare.augment import ops
+from augcompare.augment import ops, policies
 from augcompare.augment.backend import tf
-from augcompare.augment.params import COLOUR, DEFAULTS, GEOMETRIC, PARAMS, TRIVIAL_AUGMENT, check_operations
+from augcompare.augment.params import (
+    COLOUR,
+    DEFAULTS,
+    GEOMETRIC,
+    PARAMS,
+    RAND_MAGNITUDE,
+    TRIVIAL_AUGMENT,
+    check_operations,
+)
 
-# TrivialAugment's operation numbers, as its draws pick them.
-_TRIVIAL = {name: index for index, name in enumerate(TRIVIAL_AUGMENT)}
+# TrivialAugment's operations, in the order its draws number them.
+_TRIVIAL = tuple(TRIVIAL_AUGMENT)
 
 
 class Augmentation:
@@ -20,7 +28,9 @@ class Augmentation:
     The order is fixed: one bilinear warp for all geometric operations (crop, mirror, zoom,
     rotation, shift, translate and TrivialAugment's geometric choices, composed into one affine
     matrix per image), then brightness, contrast, one 3 x 3 colour matrix per image (hue,
-    saturation, grayscale), TrivialAugment's photometric choice and cutout.
+    saturation, grayscale), TrivialAugment's photometric choice, RandAugment's steps (each its own
+    warp, then its photometric choice), AugMix (its chains from the image so far, mixed with it;
+    see augment.policies) and cutout.
 
     Brightness multiplies, as the legacy Keras ImageDataGenerator did (Keras 3's RandomBrightness
     adds a delta instead): a factor keeps black black and scales the contrast with the light,
@@ -136,15 +146,10 @@ class Augmentation:
         shear_x = shear_y = trivial_angle = None
         if trivial:
             choice, strength = self.trivial_draws(seeds["trivial_augment"], batch, s.get("trivial_strength", 1.0))
-
-            def chosen(name, value):
-                return tf.where(tf.equal(choice, _TRIVIAL[name]), value, zeros)
-            trivial_angle = ops.degrees_to_radians(chosen("rotate", strength("rotate")))
-            shear_x, shear_y = chosen("shear_x", strength("shear_x")), chosen("shear_y", strength("shear_y"))
             # Whole pixels, as TrivialAugment translates: exact copies where nothing else warps.
-            size_x, size_y = tf.cast(width, tf.float32), tf.cast(height, tf.float32)
-            shift_x = shift_x + chosen("translate_x", tf.round(strength("translate_x") * size_x))
-            shift_y = shift_y + chosen("translate_y", tf.round(strength("translate_y") * size_y))
+            trivial_angle, shear_x, shear_y, trivial_x, trivial_y = policies.geometry(
+                choice, {name: strength(name) for name in policies.GEOMETRIC}, _TRIVIAL, height, width)
+            shift_x, shift_y = shift_x + trivial_x, shift_y + trivial_y
         return ops.affine_transforms(height, width, angle, scale, shift_x, shift_y, mirror_x, mirror_y,
                                      shear_x, shear_y, crop, trivial_angle)
 
@@ -165,8 +170,9 @@ class Augmentation:
 
     def draw(self, seed, batch, height, width):
         """Every random number one batch needs, by operation: the warps [B, 8], brightness and
-        contrast factors [B], colour matrices [B, 3, 3], cutout centres [B] (rows, columns) and
-        TrivialAugment's photometric choice and strengths [B]; only the operations that are on."""
+        contrast factors [B], colour matrices [B, 3, 3], cutout centres [B] (rows, columns),
+        TrivialAugment's photometric choice and strengths [B], and RandAugment's and AugMix's
+        draws (see augment.policies); only the operations that are on."""
         s = self._settings
         seeds = ops.split_seed(seed)
         draws = {}
@@ -184,8 +190,12 @@ class Augmentation:
         if s.get("trivial_augment"):
             choice, strength = self.trivial_draws(seeds["trivial_augment"], batch, s.get("trivial_strength", 1.0))
             draws["trivial_choice"] = choice
-            for name in ("brightness", "contrast", "colour", "sharpness", "solarize", "posterize"):
-                draws[f"trivial_{name}"] = strength(name)
+            draws["trivial_strengths"] = {name: strength(name) for name in policies.PHOTOMETRIC
+                                          if TRIVIAL_AUGMENT[name][0]}
+        if s.get("rand_augment"):
+            draws["rand_augment"] = policies.rand_augment_draws(seeds["rand_augment"], batch, s["rand_augment"])
+        if s.get("aug_mix"):
+            draws["aug_mix"] = policies.aug_mix_draws(seeds["aug_mix"], batch)
         return draws
 
     def colour_matrices(self, seeds, batch):
@@ -206,8 +216,8 @@ class Augmentation:
     def _pixels(self, images, draws, normalize):
         s = self._settings
         low, high = self.value_range
+        fill_value = min(max(s["fill_value"], low), high)
         if "transforms" in draws:
-            fill_value = min(max(s["fill_value"], low), high)
             images = ops.warp(images, draws["transforms"], s["fill_mode"], fill_value)
         if "brightness" in draws:
             images = ops.scale_pixels(images, draws["brightness"], low, high)
@@ -216,33 +226,18 @@ class Augmentation:
         if "colour" in draws:
             images = ops.apply_colour_matrices(images, draws["colour"], low, high)
         if "trivial_choice" in draws:
-            images = self._trivial_photometric(images, draws, low, high)
+            images = policies.photometric(images, draws["trivial_choice"], draws["trivial_strengths"], _TRIVIAL, low,
+                                          high)
+        if "rand_augment" in draws:
+            magnitude = s.get("rand_magnitude", RAND_MAGNITUDE)
+            images = policies.rand_augment(images, draws["rand_augment"], s["rand_augment"], magnitude,
+                                           s["fill_mode"], fill_value, low, high)
+        if "aug_mix" in draws:
+            images = policies.aug_mix(images, draws["aug_mix"], s["fill_mode"], fill_value, low, high)
         if "cutout_rows" in draws:
             size = max(1, round(s["cutout"] * min(images.shape[1:3])))
             images = ops.cut_out(images, draws["cutout_rows"], draws["cutout_cols"], size)
         return images if normalize is None else ops.normalize(images, normalize)
-
-    @staticmethod
-    def _trivial_photometric(images, draws, low, high):
-        """Every photometric operation of TrivialAugment computed for the whole batch, each image
-        keeping the one it chose (inside the fused loop each is a few operations per pixel, cheaper
-        than splitting the batch); images that chose a geometric operation or the identity pass."""
-        candidates = {
-            "brightness": lambda: ops.scale_pixels(images, 1.0 + draws["trivial_brightness"], low, high),
-            "contrast": lambda: ops.adjust_contrast(images, 1.0 + draws["trivial_contrast"], low, high),
-            "sharpness": lambda: ops.sharpen(images, 1.0 + draws["trivial_sharpness"], low, high),
-            "solarize": lambda: ops.solarize(images, high - draws["trivial_solarize"] * (high - low), low, high),
-            "posterize": lambda: ops.posterize(images, tf.round(draws["trivial_posterize"]), low, high),
-            "autocontrast": lambda: ops.autocontrast(images, low, high),
-        }
-        # Colour has no meaning for a grey (or other non-RGB) image: there it is the identity.
-        if images.shape[-1] == 3:
-            candidates["colour"] = lambda: ops.apply_colour_matrices(
-                images, ops.saturation_matrices(1.0 + draws["trivial_colour"]), low, high)
-        out = images
-        for name, make in candidates.items():
-            out = tf.where(tf.equal(draws["trivial_choice"], _TRIVIAL[name])[:, None, None, None], make(), out)
-        return out
 
 
 def uniform_or(seed, batch, half_width, zeros):

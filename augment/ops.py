@@ -16,7 +16,7 @@ from augcompare.augment.params import FILL_MODES, NORMALIZATIONS  # noqa: F401  
 # longer split are the same seeds, so the operations already here keep their draws.
 _STREAMS = ("rotation", "zoom", "shift", "horizontal_flip", "vertical_flip", "brightness",
             "contrast", "cutout", "crop", "translate", "hue", "saturation", "grayscale",
-            "trivial_augment")
+            "trivial_augment", "rand_augment", "aug_mix")
 
 # ITU-R BT.601 luma weights, the grey of PIL's and torchvision's grayscale conversions.
 LUMA = (0.299, 0.587, 0.114)

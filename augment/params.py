@@ -49,6 +49,30 @@ TRIVIAL_AUGMENT = {
     "autocontrast": (0.0, "stretch each channel to the data's range", False),
 }
 
+# RandAugment (Cubuk et al. 2020): per image N operations, each chosen uniformly (with replacement)
+# from its list, all at one magnitude M on AutoAugment's scale (10: the largest AutoAugment
+# searched). Its list is TrivialAugment's above (the paper's 14 less equalize, for the same reason):
+# name -> strength at M = 10 in TRIVIAL_AUGMENT's units, signed where TRIVIAL_AUGMENT signs it.
+# The enhance factors are 1 +- 0.9 M / 10 with a random sign, as torchvision's RandAugment (the
+# reference TPU code's 0.1 + 1.8 M / 10 makes M = 5 the identity); solarize and posterize grow
+# stronger with M, as torchvision's (the TPU code's thresholds move the other way).
+RAND_AUGMENT = {
+    "identity": 0.0, "rotate": 30.0, "shear_x": 0.3, "shear_y": 0.3,
+    "translate_x": 0.45, "translate_y": 0.45,  # of the size: AutoAugment's 150 px of 331
+    "brightness": 0.9, "contrast": 0.9, "colour": 0.9, "sharpness": 0.9,
+    "solarize": 1.0, "posterize": 4.0, "autocontrast": 0.0,
+}
+RAND_MAGNITUDE = 9.0  # M where rand_magnitude is unset: the paper's ImageNet setting (N = 2, M = 9)
+
+# AugMix (Hendrycks et al. 2020) as its reference code augments CIFAR (without --all-ops, whose
+# brightness, contrast, colour and sharpness overlap the corruptions it is tested on; equalize
+# left out as above): AUG_MIX_CHAINS chains, each of 1 to AUG_MIX_DEPTH operations chosen uniformly
+# from AUG_MIX, at a level uniform in [0.1, AUG_MIX_SEVERITY] per operation (see augment.policies),
+# mixed with Dirichlet(1) weights, then with the image by a Beta(1, 1) weight. Its JSD consistency
+# loss is not part of this: every arm trains with the same cross-entropy.
+AUG_MIX = ("autocontrast", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x", "translate_y")
+AUG_MIX_CHAINS, AUG_MIX_DEPTH, AUG_MIX_SEVERITY = 3, 3, 3.0
+
 # The built-in operations, their units and valid ranges. A value of 0 (or false) switches an
 # operation off.
 PARAMS = {
@@ -76,10 +100,17 @@ PARAMS = {
                                          "chosen uniformly, strength uniform in [0, max], a random sign where signed"),
     "trivial_strength": Param(float, 0, 1, "with trivial_augment: its strengths uniform in [0, t x max] instead "
                                            "(1, the default, is the paper's wide space)"),
+    "rand_augment": Param(int, 0, 10, "RandAugment: per image N operations of TrivialAugment's list, each chosen "
+                                      "uniformly, at magnitude rand_magnitude (a random sign where signed)"),
+    "rand_magnitude": Param(float, 0, 10, f"with rand_augment: its magnitude M on AutoAugment's scale (10: "
+                                          f"rotate 30 degrees; {RAND_MAGNITUDE:g}, the default, is the paper's)"),
+    "aug_mix": Param(bool, 0, 1, f"AugMix: {AUG_MIX_CHAINS} chains of 1 to {AUG_MIX_DEPTH} operations of "
+                                 f"{', '.join(AUG_MIX)} (severity {AUG_MIX_SEVERITY:g}), Dirichlet(1) chain weights, "
+                                 "a Beta(1, 1) mix with the image (no JSD loss)"),
 }
 DEFAULTS = {"fill_mode": "reflect", "fill_value": 0.0}
 # Keys that only shape another operation: on their own they would change nothing.
-REQUIRES = {"crop_ratio": "crop_scale", "trivial_strength": "trivial_augment"}
+REQUIRES = {"crop_ratio": "crop_scale", "trivial_strength": "trivial_augment", "rand_magnitude": "rand_augment"}
 # Composed into one affine matrix per image (one warp); trivial_augment adds to it as well.
 GEOMETRIC = ("rotation", "width_shift", "height_shift", "zoom", "horizontal_flip", "vertical_flip", "crop_scale",
              "translate")
@@ -106,10 +137,11 @@ PRESETS = {
     "strong": {"rotation": 30.0, "width_shift": 0.15, "height_shift": 0.15, "zoom": 0.2,
                "horizontal_flip": True, "brightness": 0.3, "contrast": 0.3, "cutout": 0.25},
     "trivialaugment": {"trivial_augment": True},
-    # Common policies. Keras' RandAugment chooses its operations once per batch (each image gets
-    # its own strengths); num_ops = 2 and a middle strength, as its paper's small-data settings.
-    "randaugment": {"keras": [{"layer": "RandAugment", "num_ops": 2, "factor": 0.5}]},
-    "augmix": {"keras": [{"layer": "AugMix"}]},
+    # Common policies, our own batched RandAugment and AugMix (Keras' layers, which choose their
+    # operations per batch or once when traced, stay available as keras = [...] arms). N = 2 and a
+    # middle magnitude, as the paper's small-data settings (CIFAR-10: N = 3, M = 4 or 5).
+    "randaugment": {"rand_augment": 2, "rand_magnitude": 5.0},
+    "augmix": {"aug_mix": True},
     # MixUp's paper used alpha = 0.2 on ImageNet (1.0 on CIFAR); CutMix's used alpha = 1.
     "mixup": {"mixup": 0.2},
     "cutmix": {"cutmix": 1.0},
@@ -202,16 +234,18 @@ def augments(arm):
 
 
 # What a preset's `strength` multiplies (see scale_preset): the magnitudes of the operations. Not
-# the switches, the fill, nor crop_scale and crop_ratio, where a larger number means a milder crop.
+# the switches, the fill, nor crop_scale and crop_ratio, where a larger number means a milder crop,
+# nor RandAugment's count of operations.
 MAGNITUDES = tuple(key for key, param in PARAMS.items() if param.kind in (int, float)
-                   and key not in ("fill_value", "crop_scale", "crop_ratio", "trivial_strength"))
+                   and key not in ("fill_value", "crop_scale", "crop_ratio", "trivial_strength", "rand_augment"))
 
 
 def scale_preset(name, settings, strength):
     """A preset's settings at `strength` x its own (1: as defined; 0.5: half; 2: twice): every
     operation magnitude (MAGNITUDES; whole-pixel ones rounded), MixUp's and CutMix's alpha, the
-    factor (its magnitude, in [0, 1]) of a Keras RandAugment layer, and TrivialAugment's strength
-    (trivial_strength, 1 when unset). The result is checked like any arm's settings by the caller;
+    factor (its magnitude, in [0, 1]) of a Keras RandAugment layer, TrivialAugment's strength
+    (trivial_strength, 1 when unset) and RandAugment's magnitude (rand_magnitude, RAND_MAGNITUDE
+    when unset; not its count of operations). The result is checked like any arm's settings by the caller;
     ValueError where the preset holds nothing to scale."""
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 100:
         raise ValueError(f"strength multiplies preset {name!r}'s magnitudes; give a number from 0 to 100, "
@@ -224,6 +258,9 @@ def scale_preset(name, settings, strength):
             changed = True
     if settings.get("trivial_augment"):
         scaled["trivial_strength"] = float(settings.get("trivial_strength", 1.0) * strength)
+        changed = True
+    if settings.get("rand_augment") and "rand_magnitude" not in settings:
+        scaled["rand_magnitude"] = float(RAND_MAGNITUDE * strength)
         changed = True
     if settings.get("keras"):
         scaled["keras"] = [dict(layer) for layer in settings["keras"]]

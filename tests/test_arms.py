@@ -39,7 +39,9 @@ def explode(images, seed):
 KINDS = {
     "builtin": '{preset = "standard"}',
     "keras": '{keras = [{layer = "RandomErasing", factor = 0.5}, {layer = "RandomContrast", factor = 0.3}]}',
-    "augmix": '{preset = "augmix"}',  # Keras' AugMix draws with Python's random module when traced
+    "keras_augmix": '{keras = [{layer = "AugMix"}]}',  # draws with Python's random module when traced
+    "randaugment": '{preset = "randaugment"}',  # our own, per image from stateless seeds
+    "augmix": '{preset = "augmix"}',
     "function": '{function = "my_augs.py:jitter"}',
     "mixup": '{mixup = 0.4}',
     "cutmix": '{cutmix = 1.0}',
