@@ -81,9 +81,15 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    filters: tuple = dataclasses.field(default=(32, 64, 128), metadata={"item": int})  # Conv-Pool blocks' channels
-    dense_units: int = 128
-    dropout: float = 0.0
+    name: str = "small_cnn"         # small_cnn | resnet20 | "keras:<Application>" (random weights), e.g.
+                                    # "keras:MobileNetV3Small"
+    build: str = ""                 # your network instead: "my_net.py:build" or "package.module:build", called as
+                                    # build(input_shape, num_classes, seed) -> an uncompiled keras.Model
+    from_logits: bool = False       # build's model returns logits (a float32 softmax is put after it)
+    weights: str = ""               # every job starts from these weights (.keras or .weights.h5), not the seed's
+    filters: tuple = dataclasses.field(default=(32, 64, 128), metadata={"item": int})  # small_cnn: Conv-Pool channels
+    dense_units: int = 128          # small_cnn
+    dropout: float = 0.0            # small_cnn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,14 +224,16 @@ def read_presets(paths, base_dir):
     return presets
 
 
-def _function(arm, text, base_dir):
+def _function(arm, text, base_dir, key="function"):
     """A function key with a file path made absolute (so the run's config.toml works from any
-    folder), after checking that the file or module exists."""
+    folder), after checking that the file or module exists. arm: where the key is (an arm's name,
+    or "model" for model.build)."""
+    where = "model" if arm == "model" else f"arms.{arm}"
     module, attr = parse_function(text)
     if module.endswith(".py"):
         path = (Path(base_dir or ".") / Path(module).expanduser()).resolve()
         if not path.is_file():
-            raise UserError(f"arms.{arm}: function file {path} does not exist; give a .py file beside the experiment "
+            raise UserError(f"{where}: {key} file {path} does not exist; give a .py file beside the experiment "
                             "file or a package.module")
         return f"{path}:{attr}"
     try:
@@ -233,8 +241,52 @@ def _function(arm, text, base_dir):
     except (ImportError, ValueError):
         found = None
     if found is None:
-        raise UserError(f"arms.{arm}: function module {module!r} cannot be found; install it or give a .py file")
+        raise UserError(f"{where}: {key} module {module!r} cannot be found; install it or give a .py file")
     return text
+
+
+# The networks model.name chooses besides "keras:<Application>" (augcompare.models.networks).
+NETWORKS = ("small_cnn", "resnet20")
+KERAS_PREFIX = "keras:"
+WEIGHTS_SUFFIXES = (".keras", ".weights.h5")
+
+
+def _model(model, base_dir):
+    """[model] checked where it needs no Keras: the network's name, build's file or module and the
+    weights file (made absolute, as function files are); what Keras must check (the application's
+    name, the model build returns, whether the weights fit) is checked before anything trains
+    (augcompare.models.networks.check_network)."""
+    defaults = ModelConfig()
+    if model.name not in NETWORKS and not (model.name.startswith(KERAS_PREFIX)
+                                           and model.name[len(KERAS_PREFIX):].isidentifier()):
+        raise UserError(f"model.name = {model.name!r} is not a network; choose one of {', '.join(NETWORKS)} or "
+                        "\"keras:<Application>\" (e.g. \"keras:MobileNetV3Small\"), or give model.build")
+    own = [key for key in ("filters", "dense_units", "dropout") if getattr(model, key) != getattr(defaults, key)]
+    if (model.build or model.name != "small_cnn") and own:
+        network = f"model.build = {model.build!r}" if model.build else f"model.name = {model.name!r}"
+        raise UserError(f"model.{own[0]} sets the small CNN, but {network} is the network; remove model.{own[0]}")
+    if model.build and model.name != "small_cnn":
+        raise UserError(f"model.build and model.name = {model.name!r} both choose the network; give one of them")
+    if model.from_logits and not model.build:
+        raise UserError("model.from_logits = true is for a network of yours (model.build); the built-in ones return "
+                        "probabilities: remove it")
+    changes = {}
+    if model.build:
+        try:
+            parse_function(model.build)
+        except ValueError as error:
+            raise UserError(f"model.build: {error}") from None
+        changes["build"] = _function("model", model.build, base_dir, key="build")
+    if model.weights:
+        path = (Path(base_dir or ".") / Path(model.weights).expanduser()).resolve()
+        if not path.name.endswith(WEIGHTS_SUFFIXES):
+            raise UserError(f"model.weights = {model.weights!r} must be a .keras or .weights.h5 file (as "
+                            "model.save or model.save_weights writes it)")
+        if not path.is_file():
+            raise UserError(f"model.weights file {path} does not exist; give the path of a .keras or .weights.h5 "
+                            "file (relative to the experiment file)")
+        changes["weights"] = str(path)
+    return dataclasses.replace(model, **changes)
 
 
 def _arm(arm, table, presets, base_dir):
@@ -412,6 +464,7 @@ def build(raw, base_dir=None):
         raise UserError(f"name must be letters, digits, '.', '_' or '-', got {name!r}")
     sections = {section: _build_table(cls, section, raw.get(section, {})) for section, cls in SECTIONS.items()}
     sections["track"] = dataclasses.replace(sections["track"], mlflow=_tracking_uri(sections["track"].mlflow))
+    sections["model"] = _model(sections["model"], base_dir)
     train, analysis = sections["train"], sections["analysis"]
     _check_data(sections["data"])
     if len(set(train.seeds)) != len(train.seeds):

@@ -54,7 +54,7 @@ from augcompare.experiments.jobfiles import (
 )
 from augcompare.experiments.processes import DeferredSignals
 from augcompare.experiments.progress import RunProgress
-from augcompare.models import training_flops
+from augcompare.models import networks
 
 # TensorFlow (augment.backend, and the modules that build models: training, job, preview) is
 # imported only where it is used: a run loads its data and starts its job workers first, and where
@@ -96,20 +96,40 @@ def new_run_dir(parent, run_id=None):
 def function_files(experiment):
     """sha256 of each function file the arms run, so that a resumed run can tell it changed."""
     files = {}
-    for settings in experiment.arms.values():
-        if settings.get("function"):
-            module, _ = parse_function(settings["function"])
+    for text in [settings.get("function") for settings in experiment.arms.values()] + [experiment.model.build]:
+        if text:
+            module, _ = parse_function(text)
             if module.endswith(".py") and Path(module).is_file():
                 files[module] = hashlib.sha256(Path(module).read_bytes()).hexdigest()
     return files
 
 
-def environment(experiment, jobs_at_once, threads, tensorflow):
+def model_record(experiment, parameters, flops_per_image):
+    """The network as environment.json and the summary record it: where it comes from (a name, or
+    build's file or module, and the weights file with its sha256), parameters and training FLOPs
+    per image (3 x the forward pass)."""
+    model = experiment.model
+    record = {"network": model.build or model.name, "parameters": parameters,
+              "training_flops_per_image": flops_per_image}
+    if model.weights:
+        record["weights"] = model.weights
+        record["weights_sha256"] = (hashlib.sha256(Path(model.weights).read_bytes()).hexdigest()
+                                    if Path(model.weights).is_file() else None)
+    return record
+
+
+def model_line(record):
+    """The plan's line about the network."""
+    return (f"model: {record['network'].rsplit('/', 1)[-1]}, {record['parameters']:,} parameters, "
+            f"{record['training_flops_per_image'] / 1e6:,.1f} MFLOPs to train on an image")
+
+
+def environment(experiment, jobs_at_once, threads, tensorflow, model=None):
     """Versions, devices, the kernels (oneDNN or Eigen, the CPU's instruction sets, thread counts),
     the precision, the distribution strategy, how many jobs trained side by side on how many
     threads each, the project's git commit and the function files' hashes, recorded with every
     run: all of them can change the numbers. tensorflow: what experiments.job.set_up answered,
-    in the process where the jobs' TensorFlow runs."""
+    in the process where the jobs' TensorFlow runs. model: model_record's."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip() or None
@@ -121,7 +141,7 @@ def environment(experiment, jobs_at_once, threads, tensorflow):
             "devices": tensorflow["devices"], "strategy": train.strategy, "replicas": tensorflow["replicas"],
             "kernels": tensorflow["kernels"], "precision": train.precision,
             "executor": experiment.run.executor, "jobs_at_once": jobs_at_once, "threads_per_job": threads,
-            "function_files": function_files(experiment)}
+            "function_files": function_files(experiment), "model": model}
 
 
 def precision_warning(precision, tensorflow):
@@ -467,13 +487,23 @@ class Run:
             return f"{primary} n/a"
         return f"{primary} {value * 100:.1f}%" if stats.is_fraction(primary) else f"{primary} {value:.4f}"
 
+    def model(self):
+        """model_record of the run's network, checked (models.networks.cost: for any network but
+        the default small CNN this process loads Keras and builds it) and kept."""
+        if getattr(self, "_model", None) is None:
+            try:
+                parameters, per_image = networks.cost(self.experiment.model, self.dataset.image_shape,
+                                                      len(self.dataset.class_names))
+            except ValueError as error:
+                raise UserError(str(error)) from None
+            self._model = model_record(self.experiment, parameters, per_image)
+        return self._model
+
     def executor_plan(self):
         """(jobs at once, threads per job) for the jobs of the current stage (experiments.executors)."""
         pending = self.pending(self.seeds())
-        model = self.experiment.model
-        flops = training_flops(self.dataset.image_shape, len(self.dataset.class_names), model.filters,
-                               model.dense_units, len(self.dataset.train_labels),
-                               self.experiment.train.epochs) * len(pending)
+        flops = (self.model()["training_flops_per_image"] * len(self.dataset.train_labels)
+                 * self.experiment.train.epochs * len(pending))
         return plan(self.experiment.run, len(pending), flops, self.threads)
 
     def train(self, executor):
@@ -590,7 +620,8 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
         raise
     try:
         write_text(run_dir / "config.toml", config_mod.dumps(config_mod.to_dict(experiment)))
-        write_json(run_dir / "environment.json", environment(experiment, jobs_at_once, run.threads, tensorflow))
+        write_json(run_dir / "environment.json", environment(experiment, jobs_at_once, run.threads, tensorflow,
+                                                             run.model()))
         write_json(run_dir / "data.json", {**dataset.meta, "path": str(dataset.path)})
         seeds = candidate_seeds(experiment)
         seeds_text = (f"seeds {list(experiment.train.seeds)}" if not experiment.analysis.target_half_width else
@@ -600,7 +631,7 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
         log(f"{experiment.name}: {counts['train']} train / {counts['val']} val / {counts['test']} test "
             f"{dataset.kind} of {', '.join(dataset.class_names)}; arms {', '.join(experiment.arms)}; {seeds_text}; "
             f"{experiment.train.epochs} epochs; primary metric {experiment.analysis.primary} -> {run_dir}")
-        for line in plan_lines(experiment) + _data_lines(dataset.meta):
+        for line in plan_lines(experiment) + [model_line(run.model())] + _data_lines(dataset.meta):
             log(line)
         if warning := precision_warning(experiment.train.precision, tensorflow):
             log(warning)
@@ -644,9 +675,9 @@ def resume(run_dir, log=print, per_seed=False):
         tensorflow = executor.set_up(Setup(str(dataset.path), config_mod.to_dict(experiment)))
         log(f"{experiment.name}: resuming {run_dir}")
         if recorded_path.is_file():
-            now = environment(experiment, None, threads, tensorflow)
+            now = environment(experiment, None, threads, tensorflow, run.model())
             now_kernels = {key: now["kernels"][key] for key in ("onednn", "ONEDNN_MAX_CPU_ISA", "cpu")}
-            keys = ("python", "tensorflow", "keras", "numpy", "git_commit", "devices", "function_files")
+            keys = ("python", "tensorflow", "keras", "numpy", "git_commit", "devices", "function_files", "model")
             changed = [key for key in keys if not isinstance(recorded, dict) or recorded.get(key) != now[key]]
             if isinstance(recorded, dict) and isinstance(recorded.get("kernels"), dict) and now_kernels != {
                     key: recorded["kernels"].get(key) for key in now_kernels}:
@@ -683,7 +714,14 @@ def summary_of(run_dir, experiment, history, records, design):
                               test_count=test_count, design=design, comparisons=analysis.comparisons,
                               sweeps=experiment.sweeps)
     summary = {"name": experiment.name, **summary}
-    return summary, stats.to_markdown(summary, experiment.name)
+    markdown = stats.to_markdown(summary, experiment.name)
+    environment_json = run_dir / "environment.json"
+    recorded = read_json(environment_json, "delete it to leave the model out") if environment_json.is_file() else {}
+    if isinstance(recorded, dict) and isinstance(recorded.get("model"), dict):
+        summary["model"] = recorded["model"]
+        title, _, rest = markdown.partition("\n\n")  # the network below the title
+        markdown = f"{title}\n\n{model_line(recorded['model'])}\n\n{rest}"
+    return summary, markdown
 
 
 def write_outputs(run_dir, experiment, history, records, design, per_seed=False):

@@ -1,0 +1,207 @@
+"""Any Keras network as the model: the user's own (model.build), ResNet-20 and Keras'
+applications by name, started from given weights; pairing holds for each, the plan counts its
+cost, and mistakes in it are one-line errors before anything trains."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+from conftest import SMALL, overrides
+
+from augcompare.augment.backend import keras
+from augcompare.experiments import cli, config
+from augcompare.experiments.history import read_history
+from augcompare.models import small_cnn, small_cnn_parameters, training_flops
+from augcompare.models.networks import forward_flops
+from augcompare.models.resnet import resnet20
+
+# SMALL without the small CNN's own settings, which another network refuses.
+BASE = [item for item in SMALL if not item.startswith("model.")]
+
+NETS = '''import keras
+import numpy as np
+
+
+def build(input_shape, num_classes, seed):
+    """BatchNormalization and Dropout, initializers left unseeded (the harness seeds Keras)."""
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Conv2D(4, 3, strides=2)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.5)(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+
+
+def logits(input_shape, num_classes, seed):
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
+
+
+def explode(input_shape, num_classes, seed):
+    raise RuntimeError("a bug in my network")
+
+
+def not_a_model(input_shape, num_classes, seed):
+    return "a string"
+
+
+def three_outputs(input_shape, num_classes, seed):
+    inputs = keras.Input(shape=input_shape)
+    return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
+
+
+def fixed_input(input_shape, num_classes, seed):
+    inputs = keras.Input(shape=(28, 28, 1))
+    return keras.Model(inputs, keras.layers.Dense(num_classes)(keras.layers.Flatten()(inputs)))
+
+
+def random_each_time(input_shape, num_classes, seed):
+    inputs = keras.Input(shape=input_shape)
+    initializer = keras.initializers.Constant(np.random.default_rng().normal())
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, kernel_initializer=initializer)(x))
+'''
+
+
+def write_experiment(folder, model, arms=("baseline = {}",)):
+    (folder / "my_nets.py").write_text(NETS)
+    lines = ['name = "nets"', "[model]", *model, "[arms]", *arms]
+    (folder / "nets.toml").write_text("\n".join(lines) + "\n")
+    return folder / "nets.toml"
+
+
+def run_base(folder, experiment, *extra, run_id="r"):
+    """`augcompare run` of the small demo (without the small CNN's settings); the run directory."""
+    sets = BASE + [f"data.cache_dir={folder / 'cache'}", *extra]
+    assert cli.main(["run", str(experiment), "--out", str(folder / "results"), "--run-id", run_id]
+                    + overrides(*sets)) == 0
+    return folder / "results" / "nets" / run_id
+
+
+def without_timings(run_dir, arm):
+    return [{k: v for k, v in row.items() if k not in ("epoch_seconds", "arm")}
+            for row in read_history(run_dir / "history.csv") if row["arm"] == arm]
+
+
+def test_resnet20_has_the_papers_parameter_count():
+    model = resnet20((32, 32, 3), 10)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == 269_722  # He et al. 2016: 0.27 M; option-A shortcuts add none
+    assert model.count_params() - trainable == 1_376  # BatchNormalization's moving statistics
+    assert model(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 10)
+
+
+def test_the_small_cnn_is_counted_without_keras_as_from_its_layers():
+    shape, filters = (32, 32, 3), (8, 16)
+    model = small_cnn(shape, 5, filters=filters, dense_units=16)
+    assert small_cnn_parameters(shape, 5, filters, 16) == model.count_params()
+    assert 3 * forward_flops(model) == training_flops(shape, 5, filters, 16)
+
+
+def test_every_kind_of_layer_is_counted_nested_models_too():
+    layers = keras.layers
+    inner = keras.Sequential([keras.Input((8, 8, 4)), layers.DepthwiseConv2D(3, padding="same"),
+                              layers.BatchNormalization()])
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="same")(inputs)                     # 2*64*(3*3*3*4)
+    x = inner(x)                                                        # 2*64*(3*3*4) + 4*256
+    x = layers.SeparableConv2D(6, 3, strides=2, padding="same")(x)      # 2*16*(3*3*4 + 4*6)
+    x = layers.Conv2DTranspose(2, 2, strides=2)(x)                      # 2*16*(2*2*2*6)
+    x = layers.Conv1D(5, 3)(layers.Reshape((64, 2))(x))                 # 2*62*(3*2*5)
+    outputs = layers.Dense(3)(layers.Flatten()(x))                      # 2*(310*3)
+    expected = (2 * 64 * 108 + 2 * 64 * 36 + 4 * 256 + 2 * 16 * (36 + 24) + 2 * 16 * 48 + 2 * 62 * 30
+                + 2 * 310 * 3)
+    assert forward_flops(keras.Model(inputs, outputs)) == expected
+
+
+@pytest.fixture(scope="module")
+def own_network_run(tmp_path_factory):
+    """A network of the user's, with BatchNormalization and Dropout, two arms identical."""
+    folder = tmp_path_factory.mktemp("nets")
+    experiment = write_experiment(folder, ['build = "my_nets.py:build"'], ["baseline = {}", "again = {}"])
+    return run_base(folder, experiment)
+
+
+def test_arms_of_a_seed_start_from_the_same_weights_with_batchnorm_and_dropout(own_network_run):
+    first, second = without_timings(own_network_run, "baseline"), without_timings(own_network_run, "again")
+    assert len(first) == 2 and first == second  # same initial weights, batches and dropout masks
+
+
+def test_the_run_records_the_network_its_file_and_its_cost(own_network_run):
+    snapshot = config.read_toml(own_network_run / "config.toml")
+    build = snapshot["model"]["build"]
+    assert build.startswith("/") and build.endswith("my_nets.py:build")  # runs again from any folder
+    environment = json.loads((own_network_run / "environment.json").read_text())
+    # 4 filters of 3x3x3 + 4 biases, 4 x 4 BatchNormalization, a 4 x 2 dense layer + 2 biases
+    assert environment["model"] == {"network": build, "parameters": 112 + 16 + 10,
+                                    "training_flops_per_image": 3 * (2 * 15 * 15 * 108 + 4 * 15 * 15 * 4 + 2 * 8)}
+    assert build.split(":")[0] in environment["function_files"]  # a resume warns when the file changed
+    summary = json.loads((own_network_run / "summary.json").read_text())
+    assert summary["model"] == environment["model"]
+    assert "my_nets.py:build, 138 parameters" in (own_network_run / "summary.md").read_text()
+
+
+def test_resnet20_and_a_network_returning_logits_train(tmp_path, capsys):
+    run_dir = run_base(tmp_path, write_experiment(tmp_path, []), "model.name=resnet20", "train.epochs=1",
+                       run_id="resnet")
+    assert "model: resnet20, 270,578 parameters" in capsys.readouterr().out
+    record = json.loads((run_dir / "environment.json").read_text())["model"]
+    assert record["network"] == "resnet20" and record["parameters"] == 271_098 - 65 * 8  # 2 classes
+    run_dir = run_base(tmp_path, write_experiment(tmp_path, ['build = "my_nets.py:logits"', "from_logits = true"]),
+                       "train.epochs=1", run_id="logits")
+    (job,) = json.loads((run_dir / "runs.json").read_text())["jobs"]
+    assert job["status"] == "finished" and 0.0 <= job["test_accuracy"] <= 1.0
+
+
+def test_every_job_starts_from_the_given_weights(tmp_path):
+    start = tmp_path / "start.weights.h5"
+    small_cnn((32, 32, 3), 2, filters=(8, 16), dense_units=16, seed=7).save_weights(start)
+    experiment = write_experiment(tmp_path, ['weights = "start.weights.h5"', "filters = [8, 16]", "dense_units = 16"])
+    run_dir = run_base(tmp_path, experiment, "train.seeds=[0, 1]", "train.epochs=1")
+    given = small_cnn((32, 32, 3), 2, filters=(8, 16), dense_units=16, seed=0)
+    given.load_weights(start)
+    for seed in (0, 1):
+        model = small_cnn((32, 32, 3), 2, filters=(8, 16), dense_units=16, seed=seed)
+        model.load_weights(run_dir / "weights" / f"initial-seed{seed}.weights.h5")
+        assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), given.get_weights()))
+
+
+def test_the_bundled_resnet20_experiment_parses():
+    experiment = config.load("resnet20_cifar10")
+    assert experiment.model.name == "resnet20" and experiment.data.name == "cifar10"
+    assert experiment.data.image_size == 32 and len(experiment.arms) >= 2
+
+
+@pytest.mark.parametrize("model, message, before_data", [
+    (['build = "missing.py:build"'], "model: build file .*missing.py does not exist", True),
+    (['name = "resnet21"'], "model.name = 'resnet21' is not a network; choose one of small_cnn, resnet20", True),
+    (['name = "resnet20"', "dense_units = 64"], "model.dense_units sets the small CNN, but model.name = 'resnet20'",
+     True),
+    (['weights = "start.h5"'], "must be a .keras or .weights.h5 file", True),
+    (['weights = "gone.keras"'], "model.weights file .*gone.keras does not exist", True),
+    (['build = "my_nets.py:nothing"'], "model.build: .*has no function 'nothing'; it defines: build, logits", False),
+    (['build = "my_nets.py:explode"'], "model.build .*explode failed for input_shape=\\(32, 32, 3\\), num_classes=2: "
+                                       "RuntimeError: a bug in my network", False),
+    (['build = "my_nets.py:not_a_model"'], "returned str, not a keras.Model", False),
+    (['build = "my_nets.py:three_outputs"'], "returns \\[2, 3\\] for a batch of 2 images; it must return one output "
+                                             "of shape \\[2\\]", False),
+    (['build = "my_nets.py:fixed_input"'], "does not take the data's images of shape \\[32, 32, 3\\]", False),
+    (['build = "my_nets.py:random_each_time"'], "builds different initial weights from the same seed; pairing needs a "
+                                                "deterministic build", False),
+    (['weights = "other.weights.h5"'], "model.weights .*other.weights.h5 does not fit this network", False),
+    (['name = "keras:MobileNetV3Smal"'], "keras.applications has no MobileNetV3Smal; choose one of", False),
+    (['name = "keras:InceptionV3"'], "does not take 32x32x3 images .*; raise data.image_size", False),
+])
+def test_mistakes_in_the_model_are_one_line_errors_before_training(tmp_path, capsys, model, message, before_data):
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]).save_weights(tmp_path / "other.weights.h5")
+    (tmp_path / "start.h5").write_text("")
+    experiment = write_experiment(tmp_path, model)
+    sets = BASE + [f"data.cache_dir={tmp_path / 'cache'}"]
+    assert cli.main(["run", str(experiment), "--out", str(tmp_path / "out")] + overrides(*sets)) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and re.search(message, error), error
+    assert not list((tmp_path / "out").glob("*/*"))  # no run directory is left
+    assert (tmp_path / "cache").exists() != before_data  # checked in the file: before any data is prepared
