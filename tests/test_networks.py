@@ -146,8 +146,10 @@ def test_the_run_records_the_network_its_file_and_its_cost(own_network_run):
 
 def test_resnet20_and_a_network_returning_logits_train(tmp_path, capsys):
     run_dir = run_base(tmp_path, write_experiment(tmp_path, []), "model.name=resnet20", "train.epochs=1",
-                       run_id="resnet")
+                       "train.save_best=true", run_id="resnet")
     assert "model: resnet20, 270,578 parameters" in capsys.readouterr().out
+    best = keras.saving.load_model(run_dir / "best" / "baseline-seed0.keras")  # built-in layers only
+    assert best.predict(np.zeros((1, 32, 32, 3), np.float32), verbose=0).shape == (1, 2)
     record = json.loads((run_dir / "environment.json").read_text())["model"]
     assert record["network"] == "resnet20" and record["parameters"] == 271_098 - 65 * 8  # 2 classes
     run_dir = run_base(tmp_path, write_experiment(tmp_path, ['build = "my_nets.py:logits"', "from_logits = true"]),
@@ -160,13 +162,23 @@ def test_every_job_starts_from_the_given_weights(tmp_path):
     start = tmp_path / "start.weights.h5"
     small_cnn((32, 32, 3), 2, filters=(8, 16), dense_units=16, seed=7).save_weights(start)
     experiment = write_experiment(tmp_path, ['weights = "start.weights.h5"', "filters = [8, 16]", "dense_units = 16"])
-    run_dir = run_base(tmp_path, experiment, "train.seeds=[0, 1]", "train.epochs=1")
+    run_dir = run_base(tmp_path, experiment, "train.seeds=[0, 1]", "train.epochs=1", "run.jobs_at_once=2")
     given = small_cnn((32, 32, 3), 2, filters=(8, 16), dense_units=16, seed=0)
     given.load_weights(start)
     for seed in (0, 1):
         model = small_cnn((32, 32, 3), 2, filters=(8, 16), dense_units=16, seed=seed)
         model.load_weights(run_dir / "weights" / f"initial-seed{seed}.weights.h5")
         assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), given.get_weights()))
+
+
+def test_a_resume_warns_when_the_network_file_changed(tmp_path, capsys):
+    run_dir = run_base(tmp_path, write_experiment(tmp_path, ['build = "my_nets.py:build"']), "train.epochs=1")
+    assert cli.main(["run", "--resume", str(run_dir)]) == 0
+    assert "differ from when the run started" not in capsys.readouterr().out
+    with open(tmp_path / "my_nets.py", "a") as handle:
+        handle.write("# changed\n")
+    assert cli.main(["run", "--resume", str(run_dir)]) == 0
+    assert "warning: function_files differ from when the run started" in capsys.readouterr().out
 
 
 def test_the_bundled_resnet20_experiment_parses():
