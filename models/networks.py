@@ -51,7 +51,7 @@ def build_network(model, input_shape, num_classes, seed):
         network = resnet20(input_shape, num_classes, seed=seed)
     else:
         network = _application(model.name[len(KERAS_PREFIX):], input_shape, num_classes, seed, keras)
-    if model.weights:
+    if model.weights:  # into the network as built, before anything is put after it
         try:
             network.load_weights(model.weights)
         except Exception as error:  # Keras raises ValueError, KeyError, OSError... on a file that does not fit
@@ -59,6 +59,12 @@ def build_network(model, input_shape, num_classes, seed):
             raise ValueError(f"model.weights {model.weights} does not fit this network ({type(error).__name__}: "
                              f"{message}); give weights saved from the same network for {list(input_shape)} images "
                              f"and {num_classes} classes") from None
+    outputs = getattr(network, "outputs", None) or [None]
+    if model.from_logits or getattr(outputs[0], "dtype", "float32") != "float32":
+        # Probabilities from here on, float32 under a mixed precision too (the loss needs them).
+        inputs = keras.Input(shape=input_shape)
+        top = keras.layers.Activation("softmax" if model.from_logits else "linear", dtype="float32")
+        network = keras.Model(inputs, top(network(inputs)), name=network.name)
     return network
 
 
@@ -78,10 +84,6 @@ def _user_network(model, input_shape, num_classes, seed, keras):
     if not isinstance(network, keras.Model):
         raise ValueError(f"model.build {model.build} returned {type(network).__name__}, not a keras.Model; return "
                          "keras.Model(inputs, outputs) (uncompiled)")
-    if model.from_logits:  # probabilities from here on, float32 under a mixed precision too
-        inputs = keras.Input(shape=input_shape)
-        outputs = keras.layers.Activation("softmax", dtype="float32")(network(inputs))
-        network = keras.Model(inputs, outputs, name=network.name)
     return network
 
 

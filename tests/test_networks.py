@@ -10,6 +10,7 @@ import pytest
 from conftest import SMALL, overrides
 
 from augcompare.augment.backend import keras
+from augcompare.augment.functions import load_function
 from augcompare.experiments import cli, config
 from augcompare.experiments.history import read_history
 from augcompare.models import small_cnn, small_cnn_parameters, training_flops
@@ -179,6 +180,28 @@ def test_a_resume_warns_when_the_network_file_changed(tmp_path, capsys):
         handle.write("# changed\n")
     assert cli.main(["run", "--resume", str(run_dir)]) == 0
     assert "warning: function_files differ from when the run started" in capsys.readouterr().out
+
+
+def test_logits_and_a_mixed_precision_become_float32_probabilities_after_the_given_weights(tmp_path):
+    from augcompare.augment.backend import tf
+    from augcompare.experiments.training import Trainer
+    start = tmp_path / "start.weights.h5"
+    (tmp_path / "my_nets.py").write_text(NETS)
+    own = {"build": f"{tmp_path / 'my_nets.py'}:logits"}
+    given = load_function(own["build"])((16, 16, 3), 2, 3)  # the user's logits network, saved as built
+    given.save_weights(start)
+    experiment = config.build({"model": {**own, "from_logits": True, "weights": str(start)},
+                               "train": {"precision": "mixed_float16"}, "arms": {"baseline": {}}})
+    trainer = Trainer(experiment, "baseline", (16, 16, 3), 2, (0.0, 255.0), 1, tf.distribute.get_strategy())
+    assert trainer.classifier.output.dtype == "float32"
+    images = np.random.default_rng(0).uniform(0, 1, (4, 16, 16, 3)).astype(np.float32)
+    probabilities = trainer.classifier(images).numpy()
+    assert np.allclose(probabilities, keras.ops.softmax(given(images)).numpy(), atol=1e-2)  # float16 inside
+    experiment = config.build({"model": {"name": "resnet20"}, "train": {"precision": "mixed_float16"},
+                               "arms": {"baseline": {}}})
+    trainer = Trainer(experiment, "baseline", (16, 16, 3), 2, (0.0, 255.0), 1, tf.distribute.get_strategy())
+    assert trainer.classifier.output.dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"
 
 
 def test_the_bundled_resnet20_experiment_parses():
