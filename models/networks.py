@@ -191,7 +191,7 @@ def _size(shape):
 
 
 def _layer_flops(layer, inputs, outputs, keras):
-    weights = layer.weights
+    weights = getattr(layer, "weights", None)  # a keras.ops operation in a functional graph has none
     if not weights:
         return 0
     layers = keras.layers

@@ -102,13 +102,13 @@ def test_the_small_cnn_is_counted_without_keras_as_from_its_layers():
     assert 3 * forward_flops(model) == training_flops(shape, 5, filters, 16)
 
 
-def test_every_kind_of_layer_is_counted_nested_models_too():
+def test_every_kind_of_layer_is_counted_nested_models_and_keras_ops_too():
     layers = keras.layers
     inner = keras.Sequential([keras.Input((8, 8, 4)), layers.DepthwiseConv2D(3, padding="same"),
                               layers.BatchNormalization()])
     inputs = keras.Input((8, 8, 3))
     x = layers.Conv2D(4, 3, padding="same")(inputs)                     # 2*64*(3*3*3*4)
-    x = inner(x)                                                        # 2*64*(3*3*4) + 4*256
+    x = inner(keras.ops.add(x, x))                                      # 2*64*(3*3*4) + 4*256; an op: 0
     x = layers.SeparableConv2D(6, 3, strides=2, padding="same")(x)      # 2*16*(3*3*4 + 4*6)
     x = layers.Conv2DTranspose(2, 2, strides=2)(x)                      # 2*16*(2*2*2*6)
     x = layers.Conv1D(5, 3)(layers.Reshape((64, 2))(x))                 # 2*62*(3*2*5)
