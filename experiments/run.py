@@ -22,6 +22,7 @@ uninterrupted run would have written.
 """
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import platform
@@ -488,16 +489,9 @@ class Run:
         return f"{primary} {value * 100:.1f}%" if stats.is_fraction(primary) else f"{primary} {value:.4f}"
 
     def model(self):
-        """model_record of the run's network, checked (models.networks.cost: for any network but
-        the default small CNN this process loads Keras and builds it) and kept."""
-        if getattr(self, "_model", None) is None:
-            try:
-                parameters, per_image = networks.cost(self.experiment.model, self.dataset.image_shape,
-                                                      len(self.dataset.class_names))
-            except ValueError as error:
-                raise UserError(str(error)) from None
-            self._model = model_record(self.experiment, parameters, per_image)
-        return self._model
+        """model_record of the run's network (checked by _data before the data was prepared)."""
+        return model_record(self.experiment, *_network(self.experiment.model, tuple(self.dataset.image_shape),
+                                                        len(self.dataset.class_names), _hashes(self.experiment)))
 
     def executor_plan(self):
         """(jobs at once, threads per job) for the jobs of the current stage (experiments.executors)."""
@@ -564,12 +558,29 @@ class Run:
             self.tracker.stop("KILLED" if resumable else "FAILED")
 
 
+@functools.lru_cache(maxsize=8)
+def _network(model, image_shape, num_classes, files):
+    """(parameters, training FLOPs per image) of the network, checked (models.networks.cost: for
+    any network but the default small CNN this process loads Keras and builds it), once per
+    network, data shape and content of its file (files: _hashes')."""
+    try:
+        return networks.cost(model, image_shape, num_classes)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def _hashes(experiment):
+    return tuple(sorted(function_files(experiment).items()))
+
+
 def _data(experiment):
-    """The data set, checked against the experiment (without TensorFlow)."""
+    """The data set, checked against the experiment (without TensorFlow), and the network against
+    the data's shape before the data is prepared."""
     if experiment.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise UserError("train.tensorboard = true needs the tensorboard package; pip install -e \".[tensorboard]\"")
     with timing.span("run: data"):
-        dataset = load_dataset(experiment.data)
+        dataset = load_dataset(experiment.data, check=lambda image_shape, num_classes: _network(
+            experiment.model, image_shape, num_classes, _hashes(experiment)))
     check_dataset(experiment, dataset)
     return dataset
 

@@ -210,27 +210,26 @@ def test_the_bundled_resnet20_experiment_parses():
     assert experiment.data.image_size == 32 and len(experiment.arms) >= 2
 
 
-@pytest.mark.parametrize("model, message, before_data", [
-    (['build = "missing.py:build"'], "model: build file .*missing.py does not exist", True),
-    (['name = "resnet21"'], "model.name = 'resnet21' is not a network; choose one of small_cnn, resnet20", True),
-    (['name = "resnet20"', "dense_units = 64"], "model.dense_units sets the small CNN, but model.name = 'resnet20'",
-     True),
-    (['weights = "start.h5"'], "must be a .keras or .weights.h5 file", True),
-    (['weights = "gone.keras"'], "model.weights file .*gone.keras does not exist", True),
-    (['build = "my_nets.py:nothing"'], "model.build: .*has no function 'nothing'; it defines: build, logits", False),
+@pytest.mark.parametrize("model, message", [
+    (['build = "missing.py:build"'], "model: build file .*missing.py does not exist"),
+    (['name = "resnet21"'], "model.name = 'resnet21' is not a network; choose one of small_cnn, resnet20"),
+    (['name = "resnet20"', "dense_units = 64"], "model.dense_units sets the small CNN, but model.name = 'resnet20'"),
+    (['weights = "start.h5"'], "must be a .keras or .weights.h5 file"),
+    (['weights = "gone.keras"'], "model.weights file .*gone.keras does not exist"),
+    (['build = "my_nets.py:nothing"'], "model.build: .*has no function 'nothing'; it defines: build, logits"),
     (['build = "my_nets.py:explode"'], "model.build .*explode failed for input_shape=\\(32, 32, 3\\), num_classes=2: "
-                                       "RuntimeError: a bug in my network", False),
-    (['build = "my_nets.py:not_a_model"'], "returned str, not a keras.Model", False),
+                                       "RuntimeError: a bug in my network"),
+    (['build = "my_nets.py:not_a_model"'], "returned str, not a keras.Model"),
     (['build = "my_nets.py:three_outputs"'], "returns \\[2, 3\\] for a batch of 2 images; it must return one output "
-                                             "of shape \\[2\\]", False),
-    (['build = "my_nets.py:fixed_input"'], "does not take the data's images of shape \\[32, 32, 3\\]", False),
+                                             "of shape \\[2\\]"),
+    (['build = "my_nets.py:fixed_input"'], "does not take the data's images of shape \\[32, 32, 3\\]"),
     (['build = "my_nets.py:random_each_time"'], "builds different initial weights from the same seed; pairing needs a "
-                                                "deterministic build", False),
-    (['weights = "other.weights.h5"'], "model.weights .*other.weights.h5 does not fit this network", False),
-    (['name = "keras:MobileNetV3Smal"'], "keras.applications has no MobileNetV3Smal; choose one of", False),
-    (['name = "keras:InceptionV3"'], "does not take 32x32x3 images .*; raise data.image_size", False),
+                                                "deterministic build"),
+    (['weights = "other.weights.h5"'], "model.weights .*other.weights.h5 does not fit this network"),
+    (['name = "keras:MobileNetV3Smal"'], "keras.applications has no MobileNetV3Smal; choose one of"),
+    (['name = "keras:InceptionV3"'], "does not take 32x32x3 images .*; raise data.image_size"),
 ])
-def test_mistakes_in_the_model_are_one_line_errors_before_training(tmp_path, capsys, model, message, before_data):
+def test_mistakes_in_the_model_are_one_line_errors_before_the_data_is_prepared(tmp_path, capsys, model, message):
     keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]).save_weights(tmp_path / "other.weights.h5")
     (tmp_path / "start.h5").write_text("")
     experiment = write_experiment(tmp_path, model)
@@ -239,4 +238,17 @@ def test_mistakes_in_the_model_are_one_line_errors_before_training(tmp_path, cap
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and re.search(message, error), error
     assert not list((tmp_path / "out").glob("*/*"))  # no run directory is left
-    assert (tmp_path / "cache").exists() != before_data  # checked in the file: before any data is prepared
+    assert not (tmp_path / "cache").exists()  # before any data is drawn or prepared
+
+
+def test_a_network_that_does_not_fit_stops_a_prepared_source_before_anything_is_decoded(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", x_train=rng.integers(0, 256, (100, 8, 8, 3), dtype=np.uint8),
+             y_train=np.arange(100) % 2)
+    experiment = write_experiment(tmp_path, ['name = "keras:InceptionV3"'])
+    sets = BASE + [f"data.cache_dir={tmp_path / 'cache'}", "data.source=arrays", f"data.path={tmp_path / 'data.npz'}"]
+    assert cli.main(["run", str(experiment), "--out", str(tmp_path / "out")] + overrides(*sets)) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "does not take 32x32x3 images" in error, error
+    prepared = [p for p in (tmp_path / "cache").glob("*arrays-*") if not p.name.endswith(".lock")]
+    assert not prepared  # nothing prepared, not even begun
