@@ -7,6 +7,7 @@ setting's default lives here, in its dataclass, and nowhere else.
 
 import copy
 import dataclasses
+import hashlib
 import importlib.resources
 import importlib.util
 import math
@@ -87,6 +88,8 @@ class ModelConfig:
                                     # build(input_shape, num_classes, seed) -> an uncompiled keras.Model
     from_logits: bool = False       # build's model returns logits (a float32 softmax is put after it)
     weights: str = ""               # every job starts from these weights (.keras or .weights.h5), not the seed's
+    build_sha256: str = ""          # written by a run into its config.toml: build's file and the weights file as
+    weights_sha256: str = ""        # they were, so that a rerun of that config.toml says when one changed
     filters: tuple = dataclasses.field(default=(32, 64, 128), metadata={"item": int})  # small_cnn: Conv-Pool channels
     dense_units: int = 128          # small_cnn
     dropout: float = 0.0            # small_cnn
@@ -583,6 +586,34 @@ def load(path=None, overrides=()):
         raise UserError(f"{path} is a directory; give an experiment .toml file{hint}")
     raw = read_toml(path)
     return build(apply_overrides(raw, overrides), base_dir=path.parent)
+
+
+def _model_files(model):
+    """(hash key, path) of [model]'s files: build's .py file, the weights file."""
+    files = []
+    if model.build:
+        module, _ = parse_function(model.build)
+        if module.endswith(".py"):
+            files.append(("build_sha256", Path(module)))
+    if model.weights:
+        files.append(("weights_sha256", Path(model.weights)))
+    return files
+
+
+def with_file_hashes(experiment, log):
+    """The experiment with the sha256 of [model]'s files in model.build_sha256 and
+    model.weights_sha256 (a run's config.toml keeps them); where the experiment recorded other
+    hashes (a rerun of a run's config.toml), log warns that the file changed."""
+    model, hashes = experiment.model, {}
+    for key, path in _model_files(model):
+        try:
+            hashes[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as error:
+            raise UserError(f"model: cannot read {path} ({error.strerror}); check the file") from None
+        if getattr(model, key) and getattr(model, key) != hashes[key]:
+            log(f"warning: {path} changed since this configuration was recorded (model.{key}); the network or "
+                "its weights may differ from the recorded run's")
+    return dataclasses.replace(experiment, model=dataclasses.replace(model, **hashes)) if hashes else experiment
 
 
 def to_dict(experiment):

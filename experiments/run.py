@@ -607,6 +607,7 @@ def _data_lines(meta):
 
 def start(experiment, out_root="results", run_id=None, log=print, per_seed=False):
     """Trains every arm for every seed in a new run directory; returns its path."""
+    experiment = config_mod.with_file_hashes(experiment, log)
     # The output folder is checked first: a mistake there must not wait for data preparation.
     run_dir = new_run_dir(Path(out_root) / experiment.name, run_id)
     lock = DirectoryLock(run_dir / ".lock", "augcompare run").acquire()

@@ -2,6 +2,7 @@
 applications by name, started from given weights; pairing holds for each, the plan counts its
 cost, and mistakes in it are one-line errors before anything trains."""
 
+import hashlib
 import json
 import re
 
@@ -172,14 +173,19 @@ def test_every_job_starts_from_the_given_weights(tmp_path):
         assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), given.get_weights()))
 
 
-def test_a_resume_warns_when_the_network_file_changed(tmp_path, capsys):
+def test_a_resume_and_a_rerun_warn_when_the_network_file_changed(tmp_path, capsys):
     run_dir = run_base(tmp_path, write_experiment(tmp_path, ['build = "my_nets.py:build"']), "train.epochs=1")
+    recorded = config.read_toml(run_dir / "config.toml")["model"]["build_sha256"]
+    assert recorded == hashlib.sha256((tmp_path / "my_nets.py").read_bytes()).hexdigest()
     assert cli.main(["run", "--resume", str(run_dir)]) == 0
     assert "differ from when the run started" not in capsys.readouterr().out
     with open(tmp_path / "my_nets.py", "a") as handle:
         handle.write("# changed\n")
     assert cli.main(["run", "--resume", str(run_dir)]) == 0
     assert "warning: function_files differ from when the run started" in capsys.readouterr().out
+    assert cli.main(["run", str(run_dir / "config.toml"), "--out", str(tmp_path / "again")]) == 0
+    assert (f"warning: {tmp_path / 'my_nets.py'} changed since this configuration was recorded (model.build_sha256)"
+            in capsys.readouterr().out)
 
 
 def test_logits_and_a_mixed_precision_become_float32_probabilities_after_the_given_weights(tmp_path):
