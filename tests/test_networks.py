@@ -15,6 +15,7 @@ from augcompare.augment.functions import load_function
 from augcompare.experiments import cli, config
 from augcompare.experiments.history import read_history
 from augcompare.models import small_cnn, small_cnn_parameters, training_flops
+from augcompare.models import networks
 from augcompare.models.networks import forward_flops
 from augcompare.models.resnet import resnet20
 
@@ -214,6 +215,10 @@ def test_the_bundled_resnet20_experiment_parses():
     experiment = config.load("resnet20_cifar10")
     assert experiment.model.name == "resnet20" and experiment.data.name == "cifar10"
     assert experiment.data.image_size == 32 and len(experiment.arms) >= 2
+    parameters, flops = networks.cost(experiment.model, (32, 32, 3), 10)
+    assert round(flops / 1e6) == 246  # as its comment says
+    comment = " ".join(line.lstrip("# ") for line in config.bundled()["resnet20_cifar10"].read_text().splitlines())
+    assert "246 MFLOPs to train on an image" in comment
 
 
 @pytest.mark.parametrize("model, message", [
