@@ -20,6 +20,7 @@ import tomli_w
 from augcompare.augment.params import MIXING, NORMALIZATIONS, PARAMS, PRESETS, check_arm, parse_function, scale_preset
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.lsun import CATEGORIES as LSUN_CATEGORIES
+from augcompare.models.networks import KERAS_PREFIX, NETWORKS
 
 # The experiment files installed with the package (read through importlib.resources, so they are
 # found wherever the package is installed).
@@ -248,9 +249,6 @@ def _function(arm, text, base_dir, key="function"):
     return text
 
 
-# The networks model.name chooses besides "keras:<Application>" (augcompare.models.networks).
-NETWORKS = ("small_cnn", "resnet20")
-KERAS_PREFIX = "keras:"
 WEIGHTS_SUFFIXES = (".keras", ".weights.h5")
 
 

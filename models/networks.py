@@ -4,10 +4,11 @@ the user's own build(input_shape, num_classes, seed) -> keras.Model; optionally 
 weights file. Each is checked once before anything trains (check_network), and its cost counted
 from its layers (cost).
 
-The driver plans its jobs from the cost before it loads TensorFlow (experiments.run): for the
+The driver plans its jobs from the cost and avoids loading TensorFlow (experiments.run): for the
 default small CNN without a weights file the cost is computed without Keras
 (models.cnn.training_flops); for any other network the driver loads Keras and builds the
-network once (a few seconds), which also checks it before any job starts.
+network twice (check_network, seconds) as soon as the data's shape is known, before the data is
+prepared.
 """
 
 import inspect
@@ -17,6 +18,8 @@ import numpy as np
 
 from augcompare.models.cnn import small_cnn, small_cnn_parameters, training_flops
 
+# model.name: these, or KERAS_PREFIX + the name of one of keras.applications.
+NETWORKS = ("small_cnn", "resnet20")
 KERAS_PREFIX = "keras:"
 # Per element of a normalization layer's output, forward: subtract the mean, divide, scale, shift.
 NORMALIZATION_FLOPS = 4
@@ -25,13 +28,6 @@ NORMALIZATION_FLOPS = 4
 def is_default_small_cnn(model):
     """True where the network is the small CNN from its seed (no Keras needed to plan it)."""
     return model.name == "small_cnn" and not model.build and not model.weights
-
-
-def describe(model):
-    """The network in words for the plan line: "resnet20", "my_net.py:build", ..."""
-    if model.build:
-        return model.build.rsplit("/", 1)[-1]
-    return model.name + (f" from {model.weights.rsplit('/', 1)[-1]}" if model.weights else "")
 
 
 def build_network(model, input_shape, num_classes, seed):
