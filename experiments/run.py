@@ -121,8 +121,10 @@ def model_record(experiment, parameters, flops_per_image):
 
 def model_line(record):
     """The plan's line about the network."""
-    return (f"model: {record['network'].rsplit('/', 1)[-1]}, {record['parameters']:,} parameters, "
-            f"{record['training_flops_per_image'] / 1e6:,.1f} MFLOPs to train on an image")
+    flops = record["training_flops_per_image"]
+    cost = f"{flops / 1e6:,.1f} MFLOPs" if flops >= 1e5 else f"{flops:,} FLOPs"
+    name = record["network"].rsplit("/", 1)[-1]
+    return f"model: {name}, {record['parameters']:,} parameters, {cost} to train on an image"
 
 
 def environment(experiment, jobs_at_once, threads, tensorflow, model=None):

@@ -80,6 +80,9 @@ def _user_network(model, input_shape, num_classes, seed, keras):
     if not isinstance(network, keras.Model):
         raise ValueError(f"model.build {model.build} returned {type(network).__name__}, not a keras.Model; return "
                          "keras.Model(inputs, outputs) (uncompiled)")
+    # Called at once: a subclassed model makes its weights on its first call, here from the
+    # seeded state, as a build that makes them does.
+    _outputs(network, f"model.build {model.build}", input_shape)
     return network
 
 
@@ -109,13 +112,7 @@ def check_network(model, input_shape, num_classes, seed):
     ValueError naming the problem and its fix."""
     network = build_network(model, input_shape, num_classes, seed)
     what = f"model.build {model.build}" if model.build else f"model.name = {model.name!r}"
-    images = np.zeros((2, *input_shape), np.float32)
-    try:
-        outputs = network(images, training=False)
-    except Exception as error:
-        message = " ".join(str(error).split())[:200]
-        raise ValueError(f"{what} does not take the data's images of shape {list(input_shape)}: "
-                         f"{type(error).__name__}: {message}; build the model for input_shape") from None
+    outputs = _outputs(network, what, input_shape)
     if isinstance(outputs, (list, tuple, dict)) or tuple(outputs.shape) != (2, num_classes):
         shape = [list(o.shape) for o in outputs] if isinstance(outputs, (list, tuple)) else (
             "a dict" if isinstance(outputs, dict) else list(outputs.shape))
@@ -125,8 +122,19 @@ def check_network(model, input_shape, num_classes, seed):
     first, second = network.get_weights(), again.get_weights()
     if len(first) != len(second) or any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(first, second)):
         raise ValueError(f"{what} builds different initial weights from the same seed; pairing needs a deterministic "
-                         "build: pass seed to every initializer (and Dropout), or draw from keras.utils.set_random_seed")
+                         "build: pass seed to every initializer (and Dropout), or draw from Keras' seeded state")
     return network.count_params(), forward_flops(network)
+
+
+def _outputs(network, what, input_shape):
+    """The network's outputs for a batch of 2 zero images of input_shape; ValueError where it
+    cannot take them."""
+    try:
+        return network(np.zeros((2, *input_shape), np.float32), training=False)
+    except Exception as error:
+        message = " ".join(str(error).split())[:200]
+        raise ValueError(f"{what} does not take the data's images of shape {list(input_shape)}: "
+                         f"{type(error).__name__}: {message}; build the model for input_shape") from None
 
 
 def cost(model, input_shape, num_classes):

@@ -61,6 +61,23 @@ def fixed_input(input_shape, num_classes, seed):
     return keras.Model(inputs, keras.layers.Dense(num_classes)(keras.layers.Flatten()(inputs)))
 
 
+class Subclassed(keras.Model):
+    """Makes its weights on its first call, from Keras' global random state."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(4, 3)
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.head = keras.layers.Dense(num_classes, activation="softmax")
+
+    def call(self, x, training=False):
+        return self.head(self.pool(self.conv(x)))
+
+
+def subclassed(input_shape, num_classes, seed):
+    return Subclassed(num_classes)
+
+
 def random_each_time(input_shape, num_classes, seed):
     inputs = keras.Input(shape=input_shape)
     initializer = keras.initializers.Constant(np.random.default_rng().normal())
@@ -209,6 +226,14 @@ def test_logits_and_a_mixed_precision_become_float32_probabilities_after_the_giv
     trainer = Trainer(experiment, "baseline", (16, 16, 3), 2, (0.0, 255.0), 1, tf.distribute.get_strategy())
     assert trainer.classifier.output.dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"
+
+
+def test_a_subclassed_model_that_makes_its_weights_when_called_is_checked_and_counted(tmp_path):
+    experiment = write_experiment(tmp_path, ['build = "my_nets.py:subclassed"'])
+    model = config.load(experiment).model
+    parameters, flops = networks.cost(model, (16, 16, 3), 2)  # two builds from one seed give the same weights
+    assert parameters == 4 * 27 + 4 + 4 * 2 + 2
+    assert flops == 3 * 2 * (4 * 27 + 4 + 4 * 2 + 2)  # its layers' shapes are unknown: 2 per weight
 
 
 def test_the_bundled_resnet20_experiment_parses():
