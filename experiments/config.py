@@ -7,6 +7,7 @@ setting's default lives here, in its dataclass, and nowhere else.
 
 import copy
 import dataclasses
+import hashlib
 import importlib.resources
 import importlib.util
 import math
@@ -19,6 +20,7 @@ import tomli_w
 from augcompare.augment.params import MIXING, NORMALIZATIONS, PARAMS, PRESETS, check_arm, parse_function, scale_preset
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.lsun import CATEGORIES as LSUN_CATEGORIES
+from augcompare.models.networks import KERAS_PREFIX, NETWORKS
 
 # The experiment files installed with the package (read through importlib.resources, so they are
 # found wherever the package is installed).
@@ -81,9 +83,17 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    filters: tuple = dataclasses.field(default=(32, 64, 128), metadata={"item": int})  # Conv-Pool blocks' channels
-    dense_units: int = 128
-    dropout: float = 0.0
+    name: str = "small_cnn"         # small_cnn | resnet20 | "keras:<Application>" (random weights), e.g.
+                                    # "keras:MobileNetV3Small"
+    build: str = ""                 # your network instead: "my_net.py:build" or "package.module:build", called as
+                                    # build(input_shape, num_classes, seed) -> an uncompiled keras.Model
+    from_logits: bool = False       # build's model returns logits (a float32 softmax is put after it)
+    weights: str = ""               # every job starts from these weights (.keras or .weights.h5), not the seed's
+    build_sha256: str = ""          # written by a run into its config.toml: build's file and the weights file as
+    weights_sha256: str = ""        # they were, so that a rerun of that config.toml says when one changed
+    filters: tuple = dataclasses.field(default=(32, 64, 128), metadata={"item": int})  # small_cnn: Conv-Pool channels
+    dense_units: int = 128          # small_cnn
+    dropout: float = 0.0            # small_cnn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,14 +230,16 @@ def read_presets(paths, base_dir):
     return presets
 
 
-def _function(arm, text, base_dir):
+def _function(arm, text, base_dir, key="function"):
     """A function key with a file path made absolute (so the run's config.toml works from any
-    folder), after checking that the file or module exists."""
+    folder), after checking that the file or module exists. arm: where the key is (an arm's name,
+    or "model" for model.build)."""
+    where = "model" if arm == "model" else f"arms.{arm}"
     module, attr = parse_function(text)
     if module.endswith(".py"):
         path = (Path(base_dir or ".") / Path(module).expanduser()).resolve()
         if not path.is_file():
-            raise UserError(f"arms.{arm}: function file {path} does not exist; give a .py file beside the experiment "
+            raise UserError(f"{where}: {key} file {path} does not exist; give a .py file beside the experiment "
                             "file or a package.module")
         return f"{path}:{attr}"
     try:
@@ -235,8 +247,49 @@ def _function(arm, text, base_dir):
     except (ImportError, ValueError):
         found = None
     if found is None:
-        raise UserError(f"arms.{arm}: function module {module!r} cannot be found; install it or give a .py file")
+        raise UserError(f"{where}: {key} module {module!r} cannot be found; install it or give a .py file")
     return text
+
+
+WEIGHTS_SUFFIXES = (".keras", ".weights.h5")
+
+
+def _model(model, base_dir):
+    """[model] checked where it needs no Keras: the network's name, build's file or module and the
+    weights file (made absolute, as function files are); what Keras must check (the application's
+    name, the model build returns, whether the weights fit) is checked before anything trains
+    (augcompare.models.networks.check_network)."""
+    defaults = ModelConfig()
+    if model.name not in NETWORKS and not (model.name.startswith(KERAS_PREFIX)
+                                           and model.name[len(KERAS_PREFIX):].isidentifier()):
+        raise UserError(f"model.name = {model.name!r} is not a network; choose one of {', '.join(NETWORKS)} or "
+                        "\"keras:<Application>\" (e.g. \"keras:MobileNetV3Small\"), or give model.build")
+    own = [key for key in ("filters", "dense_units", "dropout") if getattr(model, key) != getattr(defaults, key)]
+    if (model.build or model.name != "small_cnn") and own:
+        network = f"model.build = {model.build!r}" if model.build else f"model.name = {model.name!r}"
+        raise UserError(f"model.{own[0]} sets the small CNN, but {network} is the network; remove model.{own[0]}")
+    if model.build and model.name != "small_cnn":
+        raise UserError(f"model.build and model.name = {model.name!r} both choose the network; give one of them")
+    if model.from_logits and not model.build:
+        raise UserError("model.from_logits = true is for a network of yours (model.build); the built-in ones return "
+                        "probabilities: remove it")
+    changes = {}
+    if model.build:
+        try:
+            parse_function(model.build)
+        except ValueError as error:
+            raise UserError(f"model.build: {error}") from None
+        changes["build"] = _function("model", model.build, base_dir, key="build")
+    if model.weights:
+        path = (Path(base_dir or ".") / Path(model.weights).expanduser()).resolve()
+        if not path.name.endswith(WEIGHTS_SUFFIXES):
+            raise UserError(f"model.weights = {model.weights!r} must be a .keras or .weights.h5 file (as "
+                            "model.save or model.save_weights writes it)")
+        if not path.is_file():
+            raise UserError(f"model.weights file {path} does not exist; give the path of a .keras or .weights.h5 "
+                            "file (relative to the experiment file)")
+        changes["weights"] = str(path)
+    return dataclasses.replace(model, **changes)
 
 
 def _arm(arm, table, presets, base_dir):
@@ -414,6 +467,7 @@ def build(raw, base_dir=None):
         raise UserError(f"name must be letters, digits, '.', '_' or '-', got {name!r}")
     sections = {section: _build_table(cls, section, raw.get(section, {})) for section, cls in SECTIONS.items()}
     sections["track"] = dataclasses.replace(sections["track"], mlflow=_tracking_uri(sections["track"].mlflow))
+    sections["model"] = _model(sections["model"], base_dir)
     train, analysis = sections["train"], sections["analysis"]
     _check_data(sections["data"])
     if len(set(train.seeds)) != len(train.seeds):
@@ -532,6 +586,34 @@ def load(path=None, overrides=()):
         raise UserError(f"{path} is a directory; give an experiment .toml file{hint}")
     raw = read_toml(path)
     return build(apply_overrides(raw, overrides), base_dir=path.parent)
+
+
+def _model_files(model):
+    """(hash key, path) of [model]'s files: build's .py file, the weights file."""
+    files = []
+    if model.build:
+        module, _ = parse_function(model.build)
+        if module.endswith(".py"):
+            files.append(("build_sha256", Path(module)))
+    if model.weights:
+        files.append(("weights_sha256", Path(model.weights)))
+    return files
+
+
+def with_file_hashes(experiment, log):
+    """The experiment with the sha256 of [model]'s files in model.build_sha256 and
+    model.weights_sha256 (a run's config.toml keeps them); where the experiment recorded other
+    hashes (a rerun of a run's config.toml), log warns that the file changed."""
+    model, hashes = experiment.model, {}
+    for key, path in _model_files(model):
+        try:
+            hashes[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as error:
+            raise UserError(f"model: cannot read {path} ({error.strerror}); check the file") from None
+        if getattr(model, key) and getattr(model, key) != hashes[key]:
+            log(f"warning: {path} changed since this configuration was recorded (model.{key}); the network or "
+                "its weights may differ from the recorded run's")
+    return dataclasses.replace(experiment, model=dataclasses.replace(model, **hashes)) if hashes else experiment
 
 
 def to_dict(experiment):

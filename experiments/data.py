@@ -17,13 +17,15 @@ def default_cache_dir():
     return Path(os.environ.get("AUGCOMPARE_CACHE", Path.home() / ".cache" / "augcompare"))
 
 
-def demo_dataset(data, cache_dir):
+def demo_dataset(data, cache_dir, check=None):
     """The synthetic rooms-versus-towers set, drawn on first use (seconds) and cached."""
     params = {"source": "demo", "version": demo_scenes.VERSION, "image_size": data.image_size,
               "train_per_class": data.train_per_class, "val_per_class": data.val_per_class,
               "test_per_class": data.test_per_class, "seed": data.seed}
     directory = Path(cache_dir) / f"demo-{cache.key(params)}"
     if not cache.is_complete(directory):
+        if check is not None:
+            check((data.image_size, data.image_size, 3), len(demo_scenes.CLASS_NAMES))
         arrays = {}
         total = len(demo_scenes.CLASS_NAMES) * sum(getattr(data, f"{split}_per_class") for split in cache.SPLITS)
         drawn, started, shown = 0, time.perf_counter(), 0.0
@@ -58,15 +60,21 @@ def demo_dataset(data, cache_dir):
     return cache.open_cache(directory)
 
 
-def load_dataset(data):
-    """The Dataset named by a DataConfig."""
+def load_dataset(data, check=None):
+    """The Dataset named by a DataConfig. check(image_shape, num_classes): called before the data
+    is drawn or prepared, as soon as its shape is known (where nothing is prepared: on the cache);
+    it raises to stop (a run checks its network there)."""
     cache_dir = Path(data.cache_dir).expanduser() if data.cache_dir else default_cache_dir()
     if data.source == "demo":
-        return demo_dataset(data, cache_dir)
-    if data.source == "cache":
-        return cache.open_cache(Path(data.path).expanduser())
-    if data.source in ("lsun", "folder", "npy", "arrays", "tfds", "keras"):
+        dataset = demo_dataset(data, cache_dir, check)
+    elif data.source == "cache":
+        dataset = cache.open_cache(Path(data.path).expanduser())
+    elif data.source in ("lsun", "folder", "npy", "arrays", "tfds", "keras"):
         from augcompare.experiments.prepare import prepare_source, source_params
         out = cache_dir / f"{data.source}-{cache.key(source_params(data))}"
-        return cache.open_cache(prepare_source(data, out))
-    raise UserError(f"unknown data.source {data.source!r}")
+        dataset = cache.open_cache(prepare_source(data, out, check=check))
+    else:
+        raise UserError(f"unknown data.source {data.source!r}")
+    if check is not None:  # the data's own shape (a check already made with it is not repeated: run._network)
+        check(tuple(dataset.image_shape), len(dataset.class_names))
+    return dataset

@@ -255,10 +255,12 @@ def trainer_key(job, experiment, dataset, steps):
     seed, trains it as a fresh one would (tests/test_arms.py). So jobs of the same arm share one,
     and so do runs in one process (the Python API, a notebook) with the same settings, except
     where a run's own files or objects are compiled in: a function of the user's (its file may
-    have changed) and a distribution strategy, made for each run."""
+    have changed: an arm's function, model.build, model.weights) and a distribution strategy, made
+    for each run."""
     train = {k: v for k, v in dataclasses.asdict(experiment.train).items() if k != "seeds"}
     settings = experiment.arms[job.arm]
-    own = job.run_dir if "function" in settings or experiment.train.strategy != "default" else ""
+    own = job.run_dir if ("function" in settings or experiment.train.strategy != "default"
+                          or experiment.model.build or experiment.model.weights) else ""
     return json.dumps([job.arm, settings, train, dataclasses.asdict(experiment.model), list(dataset.image_shape),
                        len(dataset.class_names), list(dataset.value_range), steps, own], sort_keys=True, default=str)
 

@@ -261,9 +261,10 @@ def _reusable(out, params):
     return False
 
 
-def prepare_source(data, out, progress=True):
+def prepare_source(data, out, progress=True, check=None):
     """Prepares the cache of data (a DataConfig whose source is one of PLANS) at out, or reuses
-    the one there (made with the same settings); returns out."""
+    the one there (made with the same settings); returns out. check(image_shape, num_classes):
+    called once the source is planned, before anything is decoded."""
     out = Path(out).expanduser()
     params = source_params(data)
     if _reusable(out, params):
@@ -281,7 +282,10 @@ def prepare_source(data, out, progress=True):
     try:
         if not _reusable(out, params):  # where another process prepared it meanwhile, it is used
             scratch = out.parent / f".{out.name}.source"
-            _prepare(PLANS[data.source](data, Path(params["root"]), scratch), params, out, data, progress)
+            plan = PLANS[data.source](data, Path(params["root"]), scratch)
+            if check is not None:
+                check(tuple(plan.image_shape), len(plan.class_names))
+            _prepare(plan, params, out, data, progress)
             shutil.rmtree(scratch, ignore_errors=True)
     finally:
         lock.release()

@@ -23,6 +23,7 @@ uninterrupted run would have written.
 """
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import platform
@@ -56,7 +57,7 @@ from augcompare.experiments.jobfiles import (
 )
 from augcompare.experiments.processes import DeferredSignals
 from augcompare.experiments.progress import RunProgress
-from augcompare.models import training_flops
+from augcompare.models import networks
 
 # TensorFlow (augment.backend, and the modules that build models: training, job, preview) is
 # imported only where it is used: a run loads its data and starts its job workers first, and where
@@ -98,21 +99,43 @@ def new_run_dir(parent, run_id=None):
 def function_files(experiment):
     """sha256 of each function file the arms run, so that a resumed run can tell it changed."""
     files = {}
-    for settings in experiment.arms.values():
-        if settings.get("function"):
-            module, _ = parse_function(settings["function"])
+    for text in [settings.get("function") for settings in experiment.arms.values()] + [experiment.model.build]:
+        if text:
+            module, _ = parse_function(text)
             if module.endswith(".py") and Path(module).is_file():
                 files[module] = hashlib.sha256(Path(module).read_bytes()).hexdigest()
     return files
 
 
-def environment(experiment, jobs_at_once, threads, tensorflow):
+def model_record(experiment, parameters, flops_per_image):
+    """The network as environment.json and the summary record it: where it comes from (a name, or
+    build's file or module, and the weights file with its sha256), parameters and training FLOPs
+    per image (3 x the forward pass)."""
+    model = experiment.model
+    record = {"network": model.build or model.name, "parameters": parameters,
+              "training_flops_per_image": flops_per_image}
+    if model.weights:
+        record["weights"] = model.weights
+        record["weights_sha256"] = (hashlib.sha256(Path(model.weights).read_bytes()).hexdigest()
+                                    if Path(model.weights).is_file() else None)
+    return record
+
+
+def model_line(record):
+    """The plan's line about the network."""
+    flops = record["training_flops_per_image"]
+    cost = f"{flops / 1e6:,.1f} MFLOPs" if flops >= 1e5 else f"{flops:,} FLOPs"
+    name = record["network"].rsplit("/", 1)[-1]
+    return f"model: {name}, {record['parameters']:,} parameters, {cost} to train on an image"
+
+
+def environment(experiment, jobs_at_once, threads, tensorflow, model=None):
     """Versions, devices, the kernels (oneDNN or Eigen, the CPU's instruction sets, thread counts),
     the precision, the distribution strategy, how many jobs trained side by side on how many
     threads each (and the machine's memory that plan used), the project's git commit and the
     function files' hashes, recorded with every run: all of them can change the numbers.
     tensorflow: what experiments.job.set_up answered, in the process where the jobs' TensorFlow
-    runs."""
+    runs. model: model_record's."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip() or None
@@ -124,7 +147,7 @@ def environment(experiment, jobs_at_once, threads, tensorflow):
             "devices": tensorflow["devices"], "strategy": train.strategy, "replicas": tensorflow["replicas"],
             "kernels": tensorflow["kernels"], "precision": train.precision,
             "executor": experiment.run.executor, "jobs_at_once": jobs_at_once, "threads_per_job": threads,
-            "memory_bytes": memory_bytes(), "function_files": function_files(experiment)}
+            "memory_bytes": memory_bytes(), "function_files": function_files(experiment), "model": model}
 
 
 def recorded_threads(recorded):
@@ -500,13 +523,16 @@ class Run:
             return f"{primary} n/a"
         return f"{primary} {value * 100:.1f}%" if stats.is_fraction(primary) else f"{primary} {value:.4f}"
 
+    def model(self):
+        """model_record of the run's network (checked by _data before the data was prepared)."""
+        return model_record(self.experiment, *_network(self.experiment.model, tuple(self.dataset.image_shape),
+                                                        len(self.dataset.class_names), _hashes(self.experiment)))
+
     def executor_plan(self):
         """(jobs at once, threads per job) for the jobs of the current stage (experiments.executors)."""
         pending = self.pending(self.seeds())
-        model = self.experiment.model
-        flops = training_flops(self.dataset.image_shape, len(self.dataset.class_names), model.filters,
-                               model.dense_units, len(self.dataset.train_labels),
-                               self.experiment.train.epochs) * len(pending)
+        flops = (self.model()["training_flops_per_image"] * len(self.dataset.train_labels)
+                 * self.experiment.train.epochs * len(pending))
         return plan(self.experiment.run, len(pending), flops, self.threads)
 
     def train(self, executor):
@@ -570,12 +596,29 @@ class Run:
             self.tracker.stop("KILLED" if resumable else "FAILED")
 
 
+@functools.lru_cache(maxsize=8)
+def _network(model, image_shape, num_classes, files):
+    """(parameters, training FLOPs per image) of the network, checked (models.networks.cost: for
+    any network but the default small CNN this process loads Keras and builds it), once per
+    network, data shape and content of its file (files: _hashes')."""
+    try:
+        return networks.cost(model, image_shape, num_classes)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def _hashes(experiment):
+    return tuple(sorted(function_files(experiment).items()))
+
+
 def _data(experiment):
-    """The data set, checked against the experiment (without TensorFlow)."""
+    """The data set, checked against the experiment (without TensorFlow), and the network against
+    the data's shape before the data is prepared."""
     if experiment.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise UserError("train.tensorboard = true needs the tensorboard package; pip install -e \".[tensorboard]\"")
     with timing.span("run: data"):
-        dataset = load_dataset(experiment.data)
+        dataset = load_dataset(experiment.data, check=lambda image_shape, num_classes: _network(
+            experiment.model, image_shape, num_classes, _hashes(experiment)))
     check_dataset(experiment, dataset)
     return dataset
 
@@ -603,6 +646,7 @@ def _data_lines(meta):
 def start(experiment, out_root="results", run_id=None, log=print, per_seed=False, quiet=False):
     """Trains every arm for every seed in a new run directory; returns its path. quiet: the plan,
     a progress bar and the answer, without a line per epoch or job."""
+    experiment = config_mod.with_file_hashes(experiment, log)
     # The output folder is checked first: a mistake there must not wait for data preparation.
     run_dir = new_run_dir(Path(out_root) / experiment.name, run_id)
     lock = DirectoryLock(run_dir / ".lock", "augcompare run").acquire()
@@ -628,7 +672,8 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
     try:
         started_with.write(run_dir, experiment)
         write_text(run_dir / "config.toml", config_mod.dumps(config_mod.to_dict(experiment)))
-        write_json(run_dir / "environment.json", environment(experiment, jobs_at_once, run.threads, tensorflow))
+        write_json(run_dir / "environment.json", environment(experiment, jobs_at_once, run.threads, tensorflow,
+                                                             run.model()))
         write_json(run_dir / "data.json", {**dataset.meta, "path": str(dataset.path)})
         seeds = candidate_seeds(experiment)
         seeds_text = (f"seeds {list(experiment.train.seeds)}" if not experiment.analysis.target_half_width else
@@ -638,7 +683,7 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
         log(f"{experiment.name}: {counts['train']} train / {counts['val']} val / {counts['test']} test "
             f"{dataset.kind} of {', '.join(dataset.class_names)}; arms {', '.join(experiment.arms)}; {seeds_text}; "
             f"{experiment.train.epochs} epochs; primary metric {experiment.analysis.primary} -> {run_dir}")
-        for line in plan_lines(experiment, counts["test"]) + _data_lines(dataset.meta):
+        for line in plan_lines(experiment, counts["test"]) + [model_line(run.model())] + _data_lines(dataset.meta):
             log(line)
         if warning := precision_warning(experiment.train.precision, tensorflow):
             log(warning)
@@ -687,9 +732,9 @@ def resume(run_dir, log=print, per_seed=False, overrides=(), quiet=False):
             log(f"seeds added: {', '.join(map(str, added))}; their {len(added) * len(experiment.arms)} jobs train now, "
                 "and the summary covers every seed")
         if recorded_path.is_file():
-            now = environment(experiment, None, run.threads, tensorflow)
+            now = environment(experiment, None, run.threads, tensorflow, run.model())
             now_kernels = {key: now["kernels"][key] for key in ("onednn", "ONEDNN_MAX_CPU_ISA", "cpu")}
-            keys = ("python", "tensorflow", "keras", "numpy", "git_commit", "devices", "function_files")
+            keys = ("python", "tensorflow", "keras", "numpy", "git_commit", "devices", "function_files", "model")
             changed = [key for key in keys if not isinstance(recorded, dict) or recorded.get(key) != now[key]]
             if isinstance(recorded, dict) and isinstance(recorded.get("kernels"), dict) and now_kernels != {
                     key: recorded["kernels"].get(key) for key in now_kernels}:
@@ -726,7 +771,14 @@ def summary_of(run_dir, experiment, history, records, design):
                               test_count=test_count, design=design, comparisons=analysis.comparisons,
                               sweeps=experiment.sweeps)
     summary = {"name": experiment.name, **summary}
-    return summary, stats.to_markdown(summary, experiment.name)
+    markdown = stats.to_markdown(summary, experiment.name)
+    environment_json = run_dir / "environment.json"
+    recorded = read_json(environment_json, "delete it to leave the model out") if environment_json.is_file() else {}
+    if isinstance(recorded, dict) and isinstance(recorded.get("model"), dict):
+        summary["model"] = recorded["model"]
+        title, _, rest = markdown.partition("\n\n")  # the network below the title
+        markdown = f"{title}\n\n{model_line(recorded['model'])}\n\n{rest}"
+    return summary, markdown
 
 
 def write_outputs(run_dir, experiment, history, records, design, per_seed=False, out_dir=None):

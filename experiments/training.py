@@ -25,7 +25,7 @@ from augcompare.augment.layer import MIXING_STREAM, Normalization
 from augcompare.augment.params import MIXING, operations
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.files import write_atomically
-from augcompare.models import small_cnn
+from augcompare.models.networks import build_network
 
 
 class TrainingModel(keras.Model):
@@ -79,9 +79,11 @@ def one_hot_batches(batches, num_classes):
 
 
 def build_classifier(experiment, image_shape, num_classes, seed):
-    m = experiment.model
-    return small_cnn(image_shape, num_classes, filters=m.filters, dense_units=m.dense_units, dropout=m.dropout,
-                     seed=seed)
+    """The network of [model] with its initial weights from seed (or model.weights)."""
+    try:
+        return build_network(experiment.model, image_shape, num_classes, seed)
+    except ValueError as error:
+        raise UserError(str(error)) from None
 
 
 def write_initial_weights(experiment, image_shape, num_classes, seed, path):

@@ -39,6 +39,17 @@ def small_cnn(input_shape, num_classes, filters=(32, 64, 128), dense_units=128, 
     return keras.Model(inputs, outputs, name="small_cnn")
 
 
+def small_cnn_parameters(input_shape, num_classes, filters=(32, 64, 128), dense_units=128):
+    """The number of weights of small_cnn (the same arguments), counted without Keras."""
+    height, width, channels = input_shape
+    count = 0
+    for out in filters:
+        count += 9 * channels * out + out
+        height, width, channels = height // 2, width // 2, out
+    flat = height * width * channels
+    return count + flat * dense_units + dense_units + dense_units * num_classes + num_classes
+
+
 def training_flops(input_shape, num_classes, filters=(32, 64, 128), dense_units=128, train_count=1, epochs=1):
     """Floating-point operations of training small_cnn (the same arguments) on train_count images
     for epochs: 3 x its forward pass per image (the backward pass costs about twice the forward),
