@@ -49,6 +49,7 @@ from augcompare.experiments.jobfiles import (
     save_checkpoint,
     should_stop_early,
 )
+from augcompare.experiments.processes import safe_point
 from augcompare.experiments.training import (
     Trainer,
     one_hot,
@@ -143,6 +144,9 @@ class EpochRecorder(keras.callbacks.Callback):
     def on_test_begin(self, logs=None):
         self.validation_started = time.perf_counter()
 
+    def on_test_batch_end(self, batch, logs=None):
+        safe_point(self.protect)
+
     def on_test_end(self, logs=None):
         timing.add("job: validation", time.perf_counter() - self.validation_started)
 
@@ -168,6 +172,7 @@ class EpochRecorder(keras.callbacks.Callback):
         now = time.perf_counter()
         self.batch_seconds.append(now - self.finished)
         self.finished = now
+        safe_point(self.protect)  # a stop signal ends the job between steps (the epoch is trained again on resume)
         loss = float(logs["loss"])
         if not math.isfinite(loss):
             self.failure = f"loss became {loss} in epoch {len(self.rows) + 1}, batch {batch + 1}"
