@@ -15,7 +15,8 @@ Job, or None to end; the worker answers
 
 Ctrl-C is the driver's alone (this process ignores SIGINT and is in a process group of its own);
 the driver stops a worker with SIGTERM, recorded and taken at the next safe point (between training
-steps, after an epoch's writes, never in the middle of them), as it does in the driver itself. The worker dies with the driver (PR_SET_PDEATHSIG).
+steps, after an epoch's writes, never in the middle of them, or as it waits for a job), as it does
+in the driver itself. The worker dies with the driver (PR_SET_PDEATHSIG).
 """
 
 import os
