@@ -273,7 +273,9 @@ def run_job(job, trainers=None, on_epoch=None, protect=contextlib.nullcontext):
 
     trainers: a dict trainer_key -> Trainer to reuse compiled models across the jobs of one
     process (the executors keep one), or None to build one. on_epoch(row, stopped_early): called after each epoch.
-    protect(): a context in which the row and checkpoint writes of an epoch are not interrupted.
+    protect(): a context in which the row and checkpoint writes of an epoch are not interrupted;
+    leaving it (after each step, each epoch's writes and the record) is where a recorded stop signal
+    ends the job (processes.safe_point).
     """
     _check_visible(job)
     started = time.perf_counter()
