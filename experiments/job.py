@@ -145,6 +145,8 @@ class EpochRecorder(keras.callbacks.Callback):
         self.validation_started = time.perf_counter()
 
     def on_test_batch_end(self, batch, logs=None):
+        # Keras calls a batch hook a callback overrides in the thread that trains (one it does not
+        # override, it may dispatch to a thread pool), so the safe point is in the right thread.
         safe_point(self.protect)
 
     def on_test_end(self, logs=None):
