@@ -371,6 +371,10 @@ def _arms(arms_table, presets, base_dir):
         for name, value in zip(names, values):
             if name in arms_table:
                 raise UserError(f"arms.{arm}: its sweep's arm {name} is also an arm of the file; rename one")
+            if name in arms:  # made by another sweep: x = [-1] and x- = [1] both make x--1
+                other = next(swept for swept, sweep in sweeps.items() if name in sweep["arms"])
+                raise UserError(f"arms.{arm}: its sweep's arm {name} is also an arm of the sweep of arms.{other}; "
+                                "rename one")
             arms[name] = _arm(name, {**table, key: value}, presets, base_dir)
         sweeps[arm] = {"setting": key, "values": list(values), "arms": names}
     return arms, sweeps

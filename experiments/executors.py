@@ -37,6 +37,7 @@ from augcompare.experiments import timing
 from augcompare.experiments.errors import RunStopped, UserError
 from augcompare.experiments.history import read_history
 from augcompare.experiments.jobfiles import ROWS
+from augcompare.experiments.processes import safe_point
 
 # Side by side only pays when the run trains long enough to repay starting the workers (a fresh
 # interpreter and TensorFlow each, about 8 s on 2 cores) and compiling each arm in each of them:
@@ -276,6 +277,7 @@ class WorkerPool:
                         self._replace(worker, queue, attempts)
                     else:
                         self._handle(worker, message, names, on_epoch, on_done)
+                safe_point(protect)  # at least once a second: a stop is not left waiting for a worker's news
         except BaseException:
             self.stop()
             raise
@@ -423,8 +425,8 @@ class RayExecutor:
         # driver's tasks instead: Ray kills the workers of a job whose driver has gone. A
         # job that still writes as the run stops is waited for on resume (its job lock).
         while pending:
-            # Ray checks for signals inside wait and get, where an exception from the run's
-            # handler would come back as a SystemError: a stop waits for the call to return.
+            # A stop takes effect as each protected call returns (once a second at least), never
+            # inside Ray's wait and get, where an exception would come back as a SystemError.
             with protect():
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for job in pending.values():

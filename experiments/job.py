@@ -49,6 +49,7 @@ from augcompare.experiments.jobfiles import (
     save_checkpoint,
     should_stop_early,
 )
+from augcompare.experiments.processes import safe_point
 from augcompare.experiments.training import (
     Trainer,
     one_hot,
@@ -143,6 +144,11 @@ class EpochRecorder(keras.callbacks.Callback):
     def on_test_begin(self, logs=None):
         self.validation_started = time.perf_counter()
 
+    def on_test_batch_end(self, batch, logs=None):
+        # Keras calls a batch hook a callback overrides in the thread that trains (one it does not
+        # override, it may dispatch to a thread pool), so the safe point is in the right thread.
+        safe_point(self.protect)
+
     def on_test_end(self, logs=None):
         timing.add("job: validation", time.perf_counter() - self.validation_started)
 
@@ -168,6 +174,7 @@ class EpochRecorder(keras.callbacks.Callback):
         now = time.perf_counter()
         self.batch_seconds.append(now - self.finished)
         self.finished = now
+        safe_point(self.protect)  # a stop signal ends the job between steps (the epoch is trained again on resume)
         loss = float(logs["loss"])
         if not math.isfinite(loss):
             self.failure = f"loss became {loss} in epoch {len(self.rows) + 1}, batch {batch + 1}"
@@ -270,7 +277,9 @@ def run_job(job, trainers=None, on_epoch=None, protect=contextlib.nullcontext):
 
     trainers: a dict trainer_key -> Trainer to reuse compiled models across the jobs of one
     process (the executors keep one), or None to build one. on_epoch(row, stopped_early): called after each epoch.
-    protect(): a context in which the row and checkpoint writes of an epoch are not interrupted.
+    protect(): a context in which the row and checkpoint writes of an epoch are not interrupted;
+    leaving it (after each step, each epoch's writes and the record) is where a recorded stop signal
+    ends the job (processes.safe_point).
     """
     _check_visible(job)
     started = time.perf_counter()

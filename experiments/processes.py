@@ -20,9 +20,12 @@ def end_with_parent(parent):
 
 
 class DeferredSignals:
-    """Turns signals into an exception (exception(number) makes it): raised at once, except inside
-    protected(), where the signal waits for the block to end, so that a stop never cuts an epoch's
-    writes in the middle. install() takes the signals (main thread only); restore() gives them back."""
+    """Records signals in their handler and turns them into an exception (exception(number) makes
+    it) at the next safe point: check(), or the end of a protected() block, inside which no safe
+    point stops, so that a stop never cuts an epoch's writes in the middle. The handler raises
+    nothing itself: raised there, a stop that lands in a __del__ (or a weakref callback) was
+    printed as "Exception ignored" and lost, and the process went on. install() takes the signals
+    (main thread only); restore() gives them back."""
 
     def __init__(self, numbers, exception):
         self.numbers, self.exception = tuple(numbers), exception
@@ -37,9 +40,13 @@ class DeferredSignals:
         self.previous = {}
 
     def _handle(self, number, frame):
-        if self.depth:
+        if self.pending is None:  # the first stop decides (its exit code)
             self.pending = number
-        else:
+
+    def check(self):
+        """A safe point: raises the recorded signal's exception, unless inside protected()."""
+        if self.pending is not None and not self.depth:
+            number, self.pending = self.pending, None
             raise self.exception(number)
 
     @contextlib.contextmanager
@@ -49,6 +56,11 @@ class DeferredSignals:
             yield
         finally:
             self.depth -= 1
-            if not self.depth and self.pending:
-                number, self.pending = self.pending, None
-                raise self.exception(number)
+        self.check()
+
+
+def safe_point(protect):
+    """A safe point for code given only a DeferredSignals' protected (run_job's protect): leaving
+    the empty block raises a recorded stop. Nothing where protect is a null context."""
+    with protect():
+        pass

@@ -183,11 +183,11 @@ def precision_warning(precision, tensorflow):
 
 
 class Signalled(BaseException):
-    """SIGINT or SIGTERM, raised wherever the signal lands while the run trains. A BaseException,
-    as KeyboardInterrupt is, so that no `except Exception` on the way (TensorFlow's binding of a
-    tf.function's inputs, a checkpoint reader, a user's function) takes the stop for an error of
-    its own: caught there, it once became a TypeError and a traceback. StopOnSignal turns it into
-    RunStopped as it leaves the run."""
+    """SIGINT or SIGTERM, raised at the first safe point after the signal (between training steps,
+    after an epoch's writes, as the executor waits for its workers). A BaseException, as
+    KeyboardInterrupt is, so that no `except Exception` on the way (Keras' callbacks, a user's
+    function) takes the stop for an error of its own. StopOnSignal turns it into RunStopped as it
+    leaves the run."""
 
     def __init__(self, number):
         super().__init__(number)
@@ -195,8 +195,9 @@ class Signalled(BaseException):
 
 
 class StopOnSignal(DeferredSignals):
-    """While active (in the main thread), SIGINT and SIGTERM stop the run: RunStopped leaves the
-    block. Inside protected() the signal waits for the inner block to end."""
+    """While active (in the main thread), SIGINT and SIGTERM stop the run at the next safe point:
+    RunStopped leaves the block. Inside protected() the signal waits for the inner block to end; one
+    that no safe point saw stops the run as the block ends."""
 
     CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -213,6 +214,8 @@ class StopOnSignal(DeferredSignals):
         self.restore()
         if isinstance(error, Signalled):
             raise self._stopped(error.number) from None
+        if error is None and self.pending is not None:
+            raise self._stopped(self.pending)
 
     def _stopped(self, number):
         name = signal.Signals(number).name

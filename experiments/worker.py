@@ -14,8 +14,9 @@ Job, or None to end; the worker answers
   ((errno, strerror, filename): a full disk, a lost folder) or "crash" (anything else).
 
 Ctrl-C is the driver's alone (this process ignores SIGINT and is in a process group of its own);
-the driver stops a worker with SIGTERM, which takes effect between an epoch's writes, never in the
-middle, as it does in the driver itself. The worker dies with the driver (PR_SET_PDEATHSIG).
+the driver stops a worker with SIGTERM, recorded and taken at the next safe point (between training
+steps, after an epoch's writes, never in the middle of them, or as it waits for a job), as it does
+in the driver itself. The worker dies with the driver (PR_SET_PDEATHSIG).
 """
 
 import os
@@ -25,6 +26,9 @@ from multiprocessing.connection import Connection
 
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.processes import DeferredSignals, end_with_parent
+
+
+WAKE_SECONDS = 0.2  # how often a worker waiting for a task looks for a stop
 
 
 class Stopped(BaseException):
@@ -43,6 +47,11 @@ def serve(connection, threads):
     connection.send(("ready", os.getpid()))
     trainers = {}  # job.trainer_key -> Trainer: compiled once in this process, reset for every seed
     while True:
+        # Between jobs, a SIGTERM the handler recorded ends the worker here; one that arrives while
+        # it waits for a task is seen within WAKE_SECONDS (a blocking recv would not return).
+        stop.check()
+        while not connection.poll(WAKE_SECONDS):
+            stop.check()
         try:
             task = connection.recv()
         except EOFError:  # the driver has gone

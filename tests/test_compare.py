@@ -298,6 +298,8 @@ def test_a_presets_strength_sweeps_its_magnitudes(preset):
     ({"r": {"rotation": [10, 10.0]}}, "lists a value twice"),
     ({"r": {"rotation": [10, 200]}}, "arms.r-200: augmentation rotation = 200 is out of range"),
     ({"r": {"rotation": [10]}, "r-10": {}}, "its sweep's arm r-10 is also an arm"),
+    ({"x": {"fill_value": [-1, 2]}, "x-": {"fill_value": [1]}}, "arms.x-: its sweep's arm x--1 is also an arm of "
+     "the sweep of arms.x; rename one"),  # two sweeps, one name: one arm's settings would replace the other's
     ({"r": {"strength": [1, 2]}}, "arms.r-1: strength scales a preset's magnitudes"),
     ({"r": {"preset": "augmix", "strength": [1, 2]}}, "preset 'augmix' has no magnitude for strength to scale"),
     ({"r": {"preset": "standard", "strength": [1, 6]}}, "arms.r-6: augmentation brightness = 1.2"),

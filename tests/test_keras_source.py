@@ -2,8 +2,14 @@
 files in the same formats, in a temporary KERAS_HOME)."""
 
 import gzip
+import hashlib
+import http.server
 import pickle
 import re
+import shutil
+import socket
+import tarfile
+import threading
 
 import numpy as np
 import pytest
@@ -110,19 +116,83 @@ def test_missing_keras_files_are_a_one_line_error_saying_how_to_get_them(tmp_pat
     assert not (tmp_path / "empty").exists() and not (tmp_path / "cache").exists()  # nothing fetched or written
 
 
-def test_data_download_fetches_through_keras_then_prepares(tmp_path, monkeypatch):
-    """data.download = true asks Keras' own loader (which downloads into KERAS_HOME), here a stand-in."""
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    asked = []
+@pytest.fixture
+def server(tmp_path):
+    """A local HTTP server (127.0.0.1) of the folder it returns, and the paths it was asked for."""
+    folder, asked = tmp_path / "served", []
+    folder.mkdir()
 
-    def download(name):
-        asked.append(name)
-        write_keras_files(tmp_path / "keras", name)
-    monkeypatch.setattr(keras_source, "download", download)
-    dataset = data.load_dataset(keras_config("fashion_mnist", download=True, cache_dir=str(tmp_path / "cache")))
-    assert asked == ["fashion_mnist"] and dataset.class_names[0] == "T-shirt/top"
-    data.load_dataset(keras_config("fashion_mnist", download=True, cache_dir=str(tmp_path / "cache")))
-    assert asked == ["fashion_mnist"]  # on disk now: neither fetched nor prepared again
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def do_GET(self):
+            asked.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/", folder, asked
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def serve_keras_files(tmp_path, name, folder):
+    """Small copies of the files Keras downloads for data set name, in folder, as they are at
+    their origins (CIFAR as the release's .tar.gz); returns {split: (images, labels)}."""
+    staging = tmp_path / "staging"
+    splits = write_keras_files(staging, name)
+    for spec in keras_source.DOWNLOADS[name]:
+        file = spec["origin"].rsplit("/", 1)[1]
+        if spec.get("extract"):
+            extracted = next(staging.rglob(keras_source.LAYOUTS[name]["folders"][-1]))
+            with tarfile.open(folder / file, "w:gz") as archive:
+                archive.add(extracted, arcname=extracted.name)
+        else:
+            shutil.copy(next(staging.rglob(file)), folder / file)
+    return splits
+
+
+@pytest.mark.parametrize("name", config.KERAS_DATASETS)
+def test_data_download_fetches_through_keras_get_file_then_prepares(tmp_path, monkeypatch, server, name):
+    """data.download = true runs Keras' own get_file (download, hash check, extraction) on each
+    file's origin, here a local server, into KERAS_HOME/datasets, then prepares what it fetched."""
+    url, folder, asked = server
+    splits = serve_keras_files(tmp_path, name, folder)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    specs = [{**spec, "origin": url + spec["origin"].rsplit("/", 1)[1]} for spec in keras_source.DOWNLOADS[name]]
+    for spec in specs:
+        if "file_hash" in spec:  # checked by Keras as the real one is
+            spec["file_hash"] = hashlib.sha256((folder / spec["origin"].rsplit("/", 1)[1]).read_bytes()).hexdigest()
+    monkeypatch.setitem(keras_source.DOWNLOADS, name, specs)
+    settings = keras_config(name, download=True, cache_dir=str(tmp_path / "cache"))
+    test_images, test_labels = data.load_dataset(settings).split("test")
+    assert len(asked) == len(specs)
+    assert {(label, image.tobytes()) for image, label in zip(test_images, test_labels)} == \
+        {(label, image.tobytes()) for image, label in zip(*splits["test"])}
+    data.load_dataset(settings)
+    assert len(asked) == len(specs)  # on disk now: neither fetched nor prepared again
+
+
+def test_a_download_that_cannot_reach_its_origin_is_a_one_line_error_saying_where_to_put_the_files(
+        tmp_path, monkeypatch):
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    origin = f"http://127.0.0.1:{port}/cifar-10-python.tar.gz"
+    monkeypatch.setitem(keras_source.DOWNLOADS, "cifar10", [{**keras_source.DOWNLOADS["cifar10"][0], "origin": origin}])
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    with pytest.raises(UserError) as error:
+        data.load_dataset(keras_config("cifar10", download=True, cache_dir=str(tmp_path / "cache")))
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("cannot download Keras' cifar10 (")
+    assert origin in message  # what could not be reached
+    assert (f"download cifar-10-python.tar.gz from http://127.0.0.1:{port}/ into {tmp_path / 'keras' / 'datasets'} "
+            "and extract it there") in message
 
 
 def test_a_cifar_batch_that_asks_the_unpickler_for_anything_but_arrays_is_refused(tmp_path, monkeypatch):

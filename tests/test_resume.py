@@ -12,6 +12,7 @@ import pytest
 from conftest import SMALL, numbers, overrides, rows_in
 
 from augcompare.experiments import cli
+from augcompare.experiments.processes import safe_point
 
 EPOCHS = 4
 SETTINGS = SMALL + ["data.train_per_class=64", f"train.epochs={EPOCHS}", "train.seeds=[0]", "model.dropout=0.5"]
@@ -137,10 +138,10 @@ def test_a_stop_signal_is_never_taken_for_an_error_by_code_that_catches_exceptio
     caught, finished = [], []
     before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     with pytest.raises(RunStopped) as stopped:
-        with StopOnSignal(tmp_path):
+        with StopOnSignal(tmp_path) as signals:
             try:
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(5)  # the handler runs in this thread as soon as the signal arrives
+                os.kill(os.getpid(), signal.SIGINT)  # the handler runs in this thread before kill returns
+                safe_point(signals.protected)
             except Exception as error:
                 caught.append(error)
     assert not caught
@@ -153,3 +154,21 @@ def test_a_stop_signal_is_never_taken_for_an_error_by_code_that_catches_exceptio
                 finished.append(True)
     assert finished and stopped.value.exit_code == 143
     assert {number: signal.getsignal(number) for number in before} == before  # the handlers are given back
+
+
+def test_a_stop_signal_that_lands_in_a_destructor_is_not_lost(tmp_path):
+    """A handler that raised lost a signal landing in a __del__ (printed as "Exception ignored",
+    and the run went on): the signal is recorded, and the next safe point stops the run."""
+    from augcompare.experiments.errors import RunStopped
+    from augcompare.experiments.run import StopOnSignal
+
+    class SignalledAsItIsCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs inside __del__
+    reached = []
+    with pytest.raises(RunStopped) as stopped:
+        with StopOnSignal(tmp_path) as signals:
+            SignalledAsItIsCollected()  # no reference kept: collected at once
+            safe_point(signals.protected)
+            reached.append("past the safe point")
+    assert stopped.value.exit_code == 143 and not reached

@@ -185,6 +185,19 @@ def test_ctrl_c_while_a_worker_sets_the_run_up_stops_it_at_once_and_leaves_no_ru
     assert not list((tmp_path / "results").glob("*/*"))  # no run directory is left
 
 
+def test_a_worker_waiting_for_its_next_job_ends_on_sigterm():
+    """The worker records SIGTERM and stops at a safe point: waiting for a job is one, so a stop
+    that arrives between two jobs ends it there, rather than after the next job's first step
+    (the driver waits up to STOP_SECONDS, then kills it)."""
+    worker = executors._Worker(1)
+    try:
+        assert worker.connection.poll(120) and worker.connection.recv()[0] == "ready"
+        worker.signal(signal.SIGTERM)
+        assert worker.process.wait(timeout=executors.WorkerPool.STOP_SECONDS / 2) == 0
+    finally:
+        worker.end(0)
+
+
 @pytest.mark.parametrize(("requested", "jobs", "flops", "cores", "memory", "expected"), [
     (0, 12, 1e13, 2, None, 2),           # the demo on 2 cores: one job per core
     (0, 12, 1e13, 16, None, 12),         # never more workers than jobs

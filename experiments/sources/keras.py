@@ -44,6 +44,25 @@ LAYOUTS = {
 }
 SPLIT_FILES = {"train": "train", "test": "test"}
 
+# What Keras' loaders (keras.datasets.<name>.load_data, Keras 3) fetch, as keras.utils.get_file's
+# arguments, relative to the datasets folder. Called here with that folder given, so that the
+# files land where find() looks: load_data() itself writes to the KERAS_HOME Keras read when it
+# was imported (or to /tmp/.keras where that cannot be written).
+KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+DOWNLOADS = {
+    "cifar10": [{"fname": "cifar-10-batches-py-target", "extract": True,
+                 "origin": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                 "file_hash": "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"}],
+    "cifar100": [{"fname": "cifar-100-python-target", "extract": True,
+                  "origin": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                  "file_hash": "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7"}],
+    "fashion_mnist": [{"fname": file, "origin": KERAS_ORIGIN + file, "cache_subdir": "fashion-mnist"}
+                      for file in ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
+                                   "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")],
+    "mnist": [{"fname": "mnist.npz", "origin": KERAS_ORIGIN + "mnist.npz",
+               "file_hash": "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"}],
+}
+
 
 def datasets_folder(data):
     """Where Keras keeps its data sets: data.data_dir, else $KERAS_HOME/datasets, else
@@ -75,17 +94,32 @@ def find(data):
         if data.data_dir:
             raise UserError(f"data.download fetches {name} into Keras' own folder ($KERAS_HOME/datasets); leave "
                             "data.data_dir out, or download it there yourself")
-        download(name)
+        download(name, root)
         return find(dataclasses.replace(data, download=False))
     first = Path(LAYOUTS[name]["folders"][0]) / _needed_files(name)[0]
     raise UserError(f"Keras' {name} is not in {root} (looked for {first}); get it once with "
                     f"python -c \"import keras; keras.datasets.{name}.load_data()\", or set data.download = true")
 
 
-def download(name):
-    """Keras' own loader of data set name, which downloads its files into $KERAS_HOME/datasets."""
+def download(name, root):
+    """Downloads data set name's files into the datasets folder root as Keras' loader does
+    (keras.utils.get_file, DOWNLOADS), archives extracted; a UserError naming what could not be
+    fetched and where to put it by hand where that fails."""
     from augcompare.augment import backend  # Keras, quietly
-    getattr(backend.keras().datasets, name).load_data()
+    root.mkdir(parents=True, exist_ok=True)  # get_file writes to /tmp/.keras where its folder is not writable
+    for spec in DOWNLOADS[name]:
+        folder = root / spec.get("cache_subdir", "")
+        try:
+            backend.keras.utils.get_file(**{**spec, "cache_dir": str(root), "cache_subdir": str(folder)})
+        except Exception as error:  # get_file raises Exception itself for a URL it cannot fetch
+            if type(error) is not Exception and not isinstance(error, (OSError, ValueError)):
+                raise
+            reason = " ".join(str(error).split())
+            files = [other["origin"].rsplit("/", 1) for other in DOWNLOADS[name]]
+            by_hand = (f"{', '.join(file for _, file in files)} from {files[0][0]}/ into {folder}"
+                       + (" and extract it there" if spec.get("extract") else ""))
+            raise UserError(f"cannot download Keras' {name} ({reason}); where there is a network, download "
+                            f"{by_hand}, then run again") from None
 
 
 def fingerprint(data):
