@@ -37,6 +37,7 @@ import numpy as np
 
 from augcompare.augment.params import arm_title, augments, parse_function
 from augcompare.experiments import config as config_mod
+from augcompare.experiments import gpus as gpus_mod
 from augcompare.experiments import plots, stats, timing, tracking
 from augcompare.experiments import started as started_with
 from augcompare.experiments.data import load_dataset
@@ -106,13 +107,14 @@ def function_files(experiment):
     return files
 
 
-def environment(experiment, jobs_at_once, threads, tensorflow):
+def environment(experiment, jobs_at_once, threads, tensorflow, gpus=()):
     """Versions, devices, the kernels (oneDNN or Eigen, the CPU's instruction sets, thread counts),
     the precision, the distribution strategy, how many jobs trained side by side on how many
     threads each (and the machine's memory that plan used), the project's git commit and the
     function files' hashes, recorded with every run: all of them can change the numbers.
     tensorflow: what experiments.job.set_up answered, in the process where the jobs' TensorFlow
-    runs."""
+    runs. gpus: the machine's (experiments.gpus.GPU): each one's model, memory, driver and compute
+    capability."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip() or None
@@ -124,7 +126,8 @@ def environment(experiment, jobs_at_once, threads, tensorflow):
             "devices": tensorflow["devices"], "strategy": train.strategy, "replicas": tensorflow["replicas"],
             "kernels": tensorflow["kernels"], "precision": train.precision,
             "executor": experiment.run.executor, "jobs_at_once": jobs_at_once, "threads_per_job": threads,
-            "memory_bytes": memory_bytes(), "function_files": function_files(experiment)}
+            "memory_bytes": memory_bytes(), "function_files": function_files(experiment),
+            "gpus": [gpu.record() for gpu in gpus]}
 
 
 def recorded_threads(recorded):
@@ -323,6 +326,7 @@ class Run:
         self.signals = None
         self.threads = threads  # the TensorFlow threads per job the run started with; None: choose now
         self.tracker = tracker  # experiments.tracking.Tracker, or None: untracked
+        self.gpus = []  # this machine's GPUs (experiments.gpus.GPU), found by executor_plan
 
     # -- what is on disk ---------------------------------------------------------------------
 
@@ -507,7 +511,10 @@ class Run:
         flops = training_flops(self.dataset.image_shape, len(self.dataset.class_names), model.filters,
                                model.dense_units, len(self.dataset.train_labels),
                                self.experiment.train.epochs) * len(pending)
-        return plan(self.experiment.run, len(pending), flops, self.threads)
+        step_flops = training_flops(self.dataset.image_shape, len(self.dataset.class_names), model.filters,
+                                    model.dense_units, self.experiment.train.batch_size)
+        self.gpus = gpus_mod.detect() if self.experiment.run.executor != "ray" else []
+        return plan(self.experiment.run, len(pending), flops, self.threads, self.gpus, step_flops)
 
     def train(self, executor):
         """Trains every job that has not ended, then writes the summary and the figures.
@@ -615,7 +622,7 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
         # Started at once, so that the workers load TensorFlow while this process plans; where
         # jobs train side by side, this process loads none (a worker checks the arms and draws
         # the preview grid).
-        executor = make_executor(experiment.run, jobs_at_once, run.threads)
+        executor = make_executor(experiment.run, jobs_at_once, run.threads, run.gpus)
         tensorflow = executor.set_up(Setup(str(dataset.path), config_mod.to_dict(experiment), str(run_dir)))
     except BaseException:
         try:
@@ -628,7 +635,8 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
     try:
         started_with.write(run_dir, experiment)
         write_text(run_dir / "config.toml", config_mod.dumps(config_mod.to_dict(experiment)))
-        write_json(run_dir / "environment.json", environment(experiment, jobs_at_once, run.threads, tensorflow))
+        write_json(run_dir / "environment.json", environment(experiment, jobs_at_once, run.threads, tensorflow,
+                                                             run.gpus))
         write_json(run_dir / "data.json", {**dataset.meta, "path": str(dataset.path)})
         seeds = candidate_seeds(experiment)
         seeds_text = (f"seeds {list(experiment.train.seeds)}" if not experiment.analysis.target_half_width else
@@ -639,6 +647,8 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
             f"{dataset.kind} of {', '.join(dataset.class_names)}; arms {', '.join(experiment.arms)}; {seeds_text}; "
             f"{experiment.train.epochs} epochs; primary metric {experiment.analysis.primary} -> {run_dir}")
         for line in plan_lines(experiment, counts["test"]) + _data_lines(dataset.meta):
+            log(line)
+        if line := gpus_mod.plan_line(run.gpus, jobs_at_once, experiment.train.precision):
             log(line)
         if warning := precision_warning(experiment.train.precision, tensorflow):
             log(warning)
@@ -676,7 +686,7 @@ def resume(run_dir, log=print, per_seed=False, overrides=(), quiet=False):
         threads = recorded_threads(recorded)  # a job's numbers may depend on it: kept
         run = Run(run_dir, experiment, dataset, log, per_seed, threads, tracker, quiet=quiet)
         jobs_at_once, run.threads = run.executor_plan()
-        executor = make_executor(experiment.run, jobs_at_once, run.threads)
+        executor = make_executor(experiment.run, jobs_at_once, run.threads, run.gpus)
         tensorflow = executor.set_up(Setup(str(dataset.path), config_mod.to_dict(experiment)))
         log(f"{experiment.name}: resuming {run_dir}")
         if not (run_dir / started_with.STARTED).is_file():
