@@ -115,6 +115,11 @@ class LocalExecutor:
         train; returns experiments.job.set_up's answer."""
         return set_up_here(setup)
 
+    def measure(self, task):
+        """[experiments.job.measure's answer] for jobfiles.Measure, in this process."""
+        from augcompare.experiments.job import measure
+        return [measure(task)]
+
     def run(self, jobs, on_epoch, on_done, protect):
         """Trains jobs in order; on_epoch(job, row, stopped_early) after every epoch,
         on_done(job, record) after every job; protect(): the run's signal-safe section."""
@@ -282,6 +287,35 @@ class WorkerPool:
             self.stop()
             raise
 
+    def measure(self, task):
+        """[experiments.job.measure's answer of each worker] for jobfiles.Measure, sent to every
+        worker once all are ready, so that they measure side by side as they would train."""
+        try:
+            while not all(worker.ready for worker in self.workers):
+                for worker, message in self._messages():
+                    if message is None:
+                        raise UserError(f"a job worker process ended as it started (exit code "
+                                        f"{worker.process.wait()}; its messages are above); set "
+                                        "run.jobs_at_once = 1 to train in this process")
+                    self._handle(worker, message, {}, None, None)
+            for worker in self.workers:
+                worker.connection.send(task)
+            answers = {}
+            while len(answers) < len(self.workers):
+                for worker, message in self._messages():
+                    if message is None:
+                        raise UserError(f"a job worker process ended while it measured (exit code "
+                                        f"{worker.process.wait()}; its messages are above); set "
+                                        "run.jobs_at_once = 1 to measure in this process")
+                    if message[0] == "measured":
+                        answers[worker] = message[1]
+                    else:
+                        self._handle(worker, message, {}, None, None)  # the measurement's "error"
+            return [answers[worker] for worker in self.workers]
+        except BaseException:
+            self.stop()
+            raise
+
     def run(self, jobs, on_epoch, on_done, protect):
         queue = collections.deque(jobs)
         names = {job.name: job for job in jobs}
@@ -434,6 +468,12 @@ class RayExecutor:
         """jobfiles.Setup in the driver, before any job is sent (a user's mistake stops the run
         here, with one line, rather than in a task on the cluster)."""
         return set_up_here(setup)
+
+    def measure(self, task):
+        """[experiments.job.measure's answer] for jobfiles.Measure, in the driver (as a job on one
+        of this cluster's machines like it would take)."""
+        from augcompare.experiments.job import measure
+        return [measure(task)]
 
     def run(self, jobs, on_epoch, on_done, protect):
         ray = self.ray
