@@ -110,7 +110,7 @@ def estimate(experiment, json_path=None, log=print):
         + f" (start-up {duration(start_up)}); no job trained, no run directory written")
     result = {"jobs": len(first), "jobs_most": len(first) + len(rest), "jobs_at_once": jobs_at_once,
               "threads_per_job": threads,
-              "seconds": {"expected": round(expected, 1), "most": round(most, 1), "start_up": round(start_up, 1)},
+              "seconds": {"expected": round(expected, 2), "most": round(most, 2), "start_up": round(start_up, 2)},
               "arms": {arm: {part: round(value, 4) for part, value in costs.items()} for arm, costs in arms.items()}}
     if json_path:
         write_json(Path(json_path), result)

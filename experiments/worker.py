@@ -64,8 +64,8 @@ def serve(connection, threads):
         except Exception as error:  # reported by the driver, which stops the run with it
             connection.send(("error", None if setup else task.name, *_failure(error)))
         else:
-            connection.send((("measured" if isinstance(task, Measure) else "set up"), result, timing.take()) if setup else ("done", task.name, result,
-                                                                               timing.take()))
+            kind = "measured" if isinstance(task, Measure) else "set up"
+            connection.send((kind, result, timing.take()) if setup else ("done", task.name, result, timing.take()))
 
 
 def _failure(error):

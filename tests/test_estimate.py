@@ -32,8 +32,8 @@ def test_the_schedule_hands_out_jobs_as_the_workers_do():
     assert schedule([], 3, seconds, compile_seconds)[0] == 0.0
 
 
-@pytest.mark.parametrize("design", [[], ["analysis.target_half_width=5", "analysis.pilot_seeds=2",
-                                         "analysis.max_seeds=3"]], ids=["seeds", "two-stage"])
+@pytest.mark.parametrize("design", [[], ["analysis.target_half_width=5", "analysis.pilot_seeds=2", "analysis.max_seeds=3",
+                                         "run.jobs_at_once=2"]], ids=["seeds", "two-stage, side by side"])
 def test_estimate_prints_and_writes_the_prediction_and_trains_nothing(tmp_path, capsys, design):
     path = tmp_path / "estimate.json"
     args = ["run", "--estimate", "--json", str(path), "--out", str(tmp_path / "results")]
@@ -41,7 +41,7 @@ def test_estimate_prints_and_writes_the_prediction_and_trains_nothing(tmp_path, 
     out = capsys.readouterr().out
     assert "predicted wall time" in out and "no run directory written" in out
     result = json.loads(path.read_text())
-    assert result["jobs_at_once"] >= 1 and set(result["arms"]) == {"baseline", "augmented"}
+    assert result["jobs_at_once"] == (2 if design else 1) and set(result["arms"]) == {"baseline", "augmented"}
     assert all(set(costs) == set(PARTS) and costs["step"] > 0 for costs in result["arms"].values())
     if design:  # the pilot, and every seed the design may add
         assert (result["jobs"], result["jobs_most"]) == (4, 6)
