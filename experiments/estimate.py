@@ -37,13 +37,14 @@ def job_seconds(costs, epochs, steps):
     return costs["fit_start"] + epochs * epoch + TEST_EVALUATIONS * costs["test"]
 
 
-def schedule(jobs, workers, seconds, compile_seconds, state=None):
-    """When the last of `jobs` ((arm, seed), in the run's order) ends on `workers` processes that
-    each take the next job of an arm they have compiled where there is one, else the next in order
-    (as WorkerPool hands them out): seconds[arm] a job, compile_seconds[arm] an arm's first job in a
-    process. state: [(free at, compiled arms)] of each process (a later stage continues it);
-    returns (end, state)."""
-    state = [(0.0, set()) for _ in range(workers)] if state is None else [(t, set(a)) for t, a in state]
+def schedule(jobs, workers, seconds, compile_seconds, start=0.0, compiled=None):
+    """When the last of `jobs` ((arm, seed), in the run's order), a stage begun at `start`, ends on
+    `workers` processes that each take the next job of an arm they have compiled where there is one,
+    else the next in order (as WorkerPool hands them out): seconds[arm] a job, compile_seconds[arm]
+    an arm's first job in a process. compiled: the arms each process compiled in an earlier stage
+    (a stage begins when the one before has ended: the run plans the next from it). Returns (end,
+    compiled)."""
+    state = [(start, set(arms)) for arms in (compiled or [()] * workers)]
     queue = list(jobs)
     while queue:
         index = min(range(len(state)), key=lambda i: state[i][0])
@@ -53,7 +54,7 @@ def schedule(jobs, workers, seconds, compile_seconds, state=None):
         arm = job[0]
         free += seconds[arm] + (0.0 if arm in arms else compile_seconds[arm])
         state[index] = (free, arms | {arm})
-    return max((t for t, _ in state), default=0.0), state
+    return max((t for t, _ in state), default=start), [arms for _, arms in state]
 
 
 def _mean_costs(answers, arm):
@@ -95,10 +96,10 @@ def estimate(experiment, json_path=None, log=print):
     compile_seconds = {arm: costs["build"] + costs["trace"] for arm, costs in arms.items()}
     first = [(arm, seed) for seed in planner.seeds() for arm in experiment.arms]
     rest = [(arm, seed) for seed in planner.candidates if seed not in planner.seeds() for arm in experiment.arms]
-    pilot_end, state = schedule(first, jobs_at_once, seconds, compile_seconds)
-    most_end, _ = schedule(rest, jobs_at_once, seconds, compile_seconds, state)
+    pilot_end, compiled = schedule(first, jobs_at_once, seconds, compile_seconds)
+    most_end, _ = schedule(rest, jobs_at_once, seconds, compile_seconds, pilot_end, compiled)
     expected = start_up + pilot_end + END_SECONDS
-    most = start_up + max(pilot_end, most_end) + END_SECONDS
+    most = start_up + most_end + END_SECONDS
     for arm, costs in arms.items():
         log(f"  {arm}: build and trace {compile_seconds[arm]:.1f} s, {costs['step'] * 1000:.0f} ms a step x {steps} "
             f"steps x {train.epochs} epochs, validation {costs['validation']:.1f} s an epoch, test "

@@ -24,12 +24,12 @@ def test_the_schedule_hands_out_jobs_as_the_workers_do():
     assert schedule(jobs, 1, seconds, compile_seconds)[0] == 60.0 + 3.0  # each arm compiled once
     # Two workers: the first takes a, a again (its compiled arm), then b, compiling it (11 + 10 + 22),
     # before the second, busy with b until 22, is free.
-    end, state = schedule(jobs, 2, seconds, compile_seconds)
-    assert end == 43.0 and [sorted(arms) for _, arms in state] == [["a", "b"], ["b"]]
-    # A second stage continues from where the first left the workers, their compiled arms kept:
-    # the second (free at 22) takes b (42), then a, compiling it (53).
-    assert schedule([("a", 2), ("b", 2)], 2, seconds, compile_seconds, state)[0] == 53.0
-    assert schedule([], 3, seconds, compile_seconds)[0] == 0.0
+    end, compiled = schedule(jobs, 2, seconds, compile_seconds)
+    assert end == 43.0 and [sorted(arms) for arms in compiled] == [["a", "b"], ["b"]]
+    # A second stage begins when the first has ended (the run plans it from the first's results),
+    # the arms each worker compiled kept: the first takes a (53), the second b (63), compiling neither.
+    assert schedule([("a", 2), ("b", 2)], 2, seconds, compile_seconds, end, compiled)[0] == 63.0
+    assert schedule([], 3, seconds, compile_seconds, 5.0)[0] == 5.0
 
 
 @pytest.mark.parametrize("design", [[], ["analysis.target_half_width=5", "analysis.pilot_seeds=2", "analysis.max_seeds=3",
