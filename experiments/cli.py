@@ -43,6 +43,10 @@ def _parser():
                      help="continue an interrupted run: ended runs are kept, the others go on from their last epoch; "
                      "--set train.seeds=[...] with more seeds trains the added seeds' jobs")
     run.add_argument("--per-seed", action="store_true", help="draw each seed's curve as a thin line too")
+    run.add_argument("--estimate", action="store_true",
+                     help="print the plan and the predicted wall time, measured on this machine (a build, a few "
+                     "training steps and an evaluation of each arm); trains no job and writes no run directory")
+    run.add_argument("--json", metavar="FILE", help="with --estimate: also write the prediction to this JSON file")
     run.add_argument("--quiet", action="store_true",
                      help="print the plan, a progress bar and the answer, not a line per epoch and job")
 
@@ -106,6 +110,15 @@ def _run(args):
     from augcompare.experiments import timing
     with timing.span("run: start-up (imports)"):
         from augcompare.experiments import config, run
+    if args.json and not args.estimate:
+        raise config.UserError("--json writes the prediction of --estimate; add --estimate, or leave --json out")
+    if args.estimate:
+        if args.resume:
+            raise config.UserError("--estimate predicts a new run; leave --resume out (the resumed run's ETA shows "
+                                   "as it trains)")
+        from augcompare.experiments.estimate import estimate
+        estimate(config.load(args.experiment, args.overrides), args.json)
+        return
     if args.resume:
         if args.experiment or args.run_id:
             raise config.UserError("--resume takes only the run directory (and --set train.seeds=[...] to add seeds); "

@@ -33,6 +33,7 @@ import time
 from multiprocessing.connection import Connection, wait
 
 from augcompare.augment.cores import available_cores, users_threads
+from augcompare.experiments import gpus as gpus_mod
 from augcompare.experiments import timing
 from augcompare.experiments.errors import RunStopped, UserError
 from augcompare.experiments.history import read_history
@@ -115,6 +116,11 @@ class LocalExecutor:
         train; returns experiments.job.set_up's answer."""
         return set_up_here(setup)
 
+    def measure(self, task):
+        """[experiments.job.measure's answer] for jobfiles.Measure, in this process."""
+        from augcompare.experiments.job import measure
+        return [measure(task)]
+
     def run(self, jobs, on_epoch, on_done, protect):
         """Trains jobs in order; on_epoch(job, row, stopped_early) after every epoch,
         on_done(job, record) after every job; protect(): the run's signal-safe section."""
@@ -128,24 +134,40 @@ class LocalExecutor:
         pass
 
 
-def plan(run_config, jobs, flops, threads=None):
+def plan(run_config, jobs, flops, threads=None, gpus=None, step_flops=None):
     """(jobs at once, TensorFlow threads per job) for `jobs` pending jobs whose training takes
     `flops` in all, on this machine. Every executor trains each job on that thread count (the
     local one in its process or its workers, Ray's workers), so the same run gives the same numbers
     whichever runs it: run.threads_per_job, else the user's TF_NUM_INTRAOP_THREADS, else this
     machine's cores shared among the jobs the local executor trains side by side (all of them for
     one job at a time). threads: the count a run recorded when it started, which its resumption
-    keeps. Jobs at once of Ray: as many as the cluster's CPUs allow (1 here)."""
+    keeps. Jobs at once of Ray: as many as the cluster's CPUs allow (1 here).
+
+    gpus: this machine's (experiments.gpus.GPU; None: detected). Where there are any, the local
+    executor's jobs at once count the GPUs, not the cores: gpus.jobs_per_gpu on each for a step of
+    step_flops (one training step's operations), no more than the cores can feed (one each) nor
+    the machine's memory holds."""
     cores = available_cores()
+    if gpus is None and run_config.executor != "ray":
+        gpus = gpus_mod.detect()
+    on_gpus = 0  # the jobs the GPUs take side by side
+    if gpus and run_config.executor != "ray" and flops >= MIN_SIDE_BY_SIDE_FLOPS:
+        on_gpus = sum(gpus_mod.jobs_per_gpu(step_flops or flops, gpu) for gpu in gpus)
     if threads is None:
-        count = choose_jobs_at_once(run_config.jobs_at_once, jobs, flops, cores, memory_bytes())
+        if on_gpus and not run_config.jobs_at_once:
+            count = max(1, min(on_gpus, jobs, cores))  # a core to feed each
+            memory = memory_bytes()
+            if memory:
+                count = max(1, min(count, int(memory // WORKER_MEMORY)))
+        else:
+            count = choose_jobs_at_once(run_config.jobs_at_once, jobs, flops, cores, memory_bytes())
         threads = run_config.threads_per_job or users_threads()
         if not threads:
             threads = max(1, cores // count)
         elif not run_config.jobs_at_once:
             count = max(1, min(count, cores // threads))  # no more threads than cores
     else:
-        count = max(1, min(jobs, run_config.jobs_at_once or cores, cores // threads))
+        count = max(1, min(jobs, run_config.jobs_at_once or on_gpus or cores, cores // threads))
     return (1 if run_config.executor == "ray" else count), threads
 
 
@@ -165,14 +187,17 @@ def trains_here_on(threads):
             or available_cores()) == threads
 
 
-def make_executor(run_config, jobs_at_once, threads):
+def make_executor(run_config, jobs_at_once, threads, gpus=()):
     """The executor of a plan(). One job at a time trains in this process unless its TensorFlow
-    already runs on another thread count (a notebook's earlier run): then in one worker process."""
+    already runs on another thread count (a notebook's earlier run): then in one worker process.
+    gpus: the plan's (experiments.gpus.GPU), which the workers take in turn, one each."""
     if run_config.executor == "ray":
         return RayExecutor(run_config, threads)
+    if gpus:
+        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # read as this process's TensorFlow loads
     if jobs_at_once == 1 and trains_here_on(threads):
         return LocalExecutor(threads)
-    return WorkerPool(jobs_at_once, threads)
+    return WorkerPool(jobs_at_once, threads, gpus)
 
 
 # Retries of a job whose worker process died (killed, out of memory, a node lost): each retry
@@ -188,13 +213,15 @@ def lost_job(job, attempts, reason):
 class _Worker:
     """One worker process (experiments.worker) and the driver's end of its connection."""
 
-    def __init__(self, threads):
+    def __init__(self, threads, gpu=None):
+        self.gpu = gpu  # experiments.gpus.GPU, the one GPU it sees; None: as the driver's
         ours, theirs = socket.socketpair()
         # A process group of its own: Ctrl-C at the terminal reaches the driver alone, which
         # stops the workers between writes.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "augcompare.experiments.worker", str(theirs.fileno()), str(threads),
-             str(os.getpid())], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, process_group=0)
+             str(os.getpid())], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, process_group=0,
+            env=gpus_mod.worker_environment(gpu))
         theirs.close()
         self.connection = Connection(ours.detach())
         self.started = time.perf_counter()
@@ -227,13 +254,14 @@ class WorkerPool:
     prepares, loading none of its own: set_up runs in the first worker ready) and kept for the
     whole run. A worker takes the next job of an arm it has already compiled where there is one.
     A worker that dies (killed, out of memory) is replaced and its job continues from its last
-    checkpoint, up to WORKER_RETRIES times."""
+    checkpoint, up to WORKER_RETRIES times. gpus: the machine's, one for each worker in turn
+    (experiments.gpus.assign), which it alone sees."""
 
     STOP_SECONDS = 60  # how long a stopped worker may take to finish the epoch's writes
 
-    def __init__(self, count, threads):
+    def __init__(self, count, threads, gpus=()):
         self.jobs_at_once, self.threads = count, threads
-        self.workers = [_Worker(threads) for _ in range(count)]
+        self.workers = [_Worker(threads, gpu) for gpu in gpus_mod.assign(count, list(gpus))]
 
     def set_up(self, setup):
         """jobfiles.Setup in the first worker to be ready, while any other is still loading: the
@@ -256,6 +284,35 @@ class WorkerPool:
                         return message[1]
                     else:
                         self._handle(worker, message, {}, None, None)  # "ready", or the set-up's "error"
+        except BaseException:
+            self.stop()
+            raise
+
+    def measure(self, task):
+        """[experiments.job.measure's answer of each worker] for jobfiles.Measure, sent to every
+        worker once all are ready, so that they measure side by side as they would train."""
+        try:
+            while not all(worker.ready for worker in self.workers):
+                for worker, message in self._messages():
+                    if message is None:
+                        raise UserError(f"a job worker process ended as it started (exit code "
+                                        f"{worker.process.wait()}; its messages are above); set "
+                                        "run.jobs_at_once = 1 to train in this process")
+                    self._handle(worker, message, {}, None, None)
+            for worker in self.workers:
+                worker.connection.send(task)
+            answers = {}
+            while len(answers) < len(self.workers):
+                for worker, message in self._messages():
+                    if message is None:
+                        raise UserError(f"a job worker process ended while it measured (exit code "
+                                        f"{worker.process.wait()}; its messages are above); set "
+                                        "run.jobs_at_once = 1 to measure in this process")
+                    if message[0] == "measured":
+                        answers[worker] = message[1]
+                    else:
+                        self._handle(worker, message, {}, None, None)  # the measurement's "error"
+            return [answers[worker] for worker in self.workers]
         except BaseException:
             self.stop()
             raise
@@ -331,7 +388,7 @@ class WorkerPool:
             if attempts[job.name] > WORKER_RETRIES:
                 raise lost_job(job, WORKER_RETRIES, f"its worker process ended with exit code {code}")
             queue.appendleft(job)
-        self.workers[self.workers.index(worker)] = _Worker(self.threads)
+        self.workers[self.workers.index(worker)] = _Worker(self.threads, worker.gpu)
 
     def stop(self):
         """Stops every worker with a job between an epoch's writes (SIGTERM), killing one that does
@@ -413,6 +470,12 @@ class RayExecutor:
         """jobfiles.Setup in the driver, before any job is sent (a user's mistake stops the run
         here, with one line, rather than in a task on the cluster)."""
         return set_up_here(setup)
+
+    def measure(self, task):
+        """[experiments.job.measure's answer] for jobfiles.Measure, in the driver (as a job on one
+        of this cluster's machines like it would take)."""
+        from augcompare.experiments.job import measure
+        return [measure(task)]
 
     def run(self, jobs, on_epoch, on_done, protect):
         ray = self.ray

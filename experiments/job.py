@@ -17,6 +17,7 @@ import math
 import os
 import socket
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from augcompare.experiments.jobfiles import (
     RECORD,
     ROWS,
     JobSetupError,
+    Measure,
     Setup,
     best_index,
     best_model_path,
@@ -217,6 +219,24 @@ def _check_visible(job):
                                 "every node mounts at the same path")
 
 
+def _training_batches(dataset, train, trainer, seed, start_pass, count):
+    """The next `count` training batches of a seed's stream from pass start_pass, as fit takes them."""
+    stream = get_generator_cyclic(dataset.train_images, dataset.train_labels, train.batch_size, normalize=None,
+                                  shuffle=True, seed=seed, start_pass=start_pass)
+    batches = one_hot_batches(itertools.islice(stream, count), trainer.num_classes)
+    if train.strategy != "default":
+        return batches
+    # As a tf.data source without autotuning: Keras' own wrapping of a generator (prefetch
+    # with autotune) took a further 5 s to shut down after one fit in four here. (A
+    # distributed dataset asks for a new iterator every epoch: there Keras' wrapping,
+    # which keeps reading the same generator, is the one that continues the stream.)
+    signature = (tf.TensorSpec([None, *dataset.image_shape], tf.float32),
+                 tf.TensorSpec([None, trainer.num_classes], tf.float32))
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return tf.data.Dataset.from_generator(lambda: batches, output_signature=signature).with_options(options)
+
+
 def _evaluation_batches(images, labels, num_classes, batch_size):
     """Val or test batches: the images as stored (float32), one-hot labels, in order, read from
     the (memory-mapped) arrays one batch at a time. Through tf.data rather than a PyDataset:
@@ -342,20 +362,7 @@ def _train_and_evaluate(job, trainers, on_epoch, protect, started):
         # The order depends on the seed alone and augmentation happens inside the model from its
         # own stream, so every arm of a seed sees the same batches in the same order.
         # Exactly the batches the remaining epochs take.
-        stream = get_generator_cyclic(dataset.train_images, dataset.train_labels, train.batch_size, normalize=None,
-                                      shuffle=True, seed=job.seed, start_pass=done)
-        batches = one_hot_batches(itertools.islice(stream, (train.epochs - done) * steps), trainer.num_classes)
-        if train.strategy == "default":
-            # As a tf.data source without autotuning: Keras' own wrapping of a generator (prefetch
-            # with autotune) took a further 5 s to shut down after one fit in four here. (A
-            # distributed dataset asks for a new iterator every epoch: there Keras' wrapping,
-            # which keeps reading the same generator, is the one that continues the stream.)
-            signature = (tf.TensorSpec([None, *dataset.image_shape], tf.float32),
-                         tf.TensorSpec([None, trainer.num_classes], tf.float32))
-            source = batches
-            options = tf.data.Options()
-            options.autotune.enabled = False
-            batches = tf.data.Dataset.from_generator(lambda: source, output_signature=signature).with_options(options)
+        batches = _training_batches(dataset, train, trainer, job.seed, done, (train.epochs - done) * steps)
         validation = _evaluation_batches(dataset.val_images, dataset.val_labels, trainer.num_classes, train.batch_size)
         callbacks = [recorder]
         if train.tensorboard:
@@ -379,3 +386,61 @@ def _train_and_evaluate(job, trainers, on_epoch, protect, started):
     with protect():
         write_json(folder / RECORD, record)
     return record
+
+
+class _BatchClock(keras.callbacks.Callback):
+    """The perf_counter time each training batch ended."""
+
+    def __init__(self):
+        super().__init__()
+        self.ends = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
+
+
+def measure(task: Measure):
+    """What each arm's parts cost in this process, on its threads, beside whatever else runs (the
+    other workers measuring the same): seconds to build and compile the arm ("build"), to trace
+    its step beyond the warm-up steps' own time ("trace"), per training step after the warm-up
+    ("step"), of fit's start-up beyond its first step ("fit_start"), of one val evaluation and
+    one test evaluation once traced ("validation", "test") and of one epoch's checkpoint
+    ("checkpoint"). Trains no job and writes nothing but a scratch checkpoint. Returns
+    {"arms": {arm: {part: seconds}}, "began": time.time() as it began}."""
+    began = time.time()
+    experiment = config_mod.build(task.config)
+    train = experiment.train
+    dataset = cache_format.open_cache(task.cache)
+    steps = steps_per_epoch(len(dataset.train_labels), train.batch_size)
+    strategy = distribution(train.strategy, train.cpu_devices)
+    arms = {}
+    with tempfile.TemporaryDirectory(prefix="augcompare-estimate-") as scratch:
+        for arm in experiment.arms:
+            started = time.perf_counter()
+            trainer = Trainer(experiment, arm, dataset.image_shape, len(dataset.class_names), dataset.value_range,
+                              steps, strategy)
+            build = time.perf_counter() - started
+            seed_python_random("trace", arm)
+            started = time.perf_counter()
+            trainer.model.fit(_training_batches(dataset, train, trainer, 0, 0, task.warm_up_steps),
+                              steps_per_epoch=task.warm_up_steps, epochs=1, verbose=0, shuffle=False)
+            warm_up = time.perf_counter() - started
+            clock = _BatchClock()
+            started = time.perf_counter()
+            trainer.model.fit(_training_batches(dataset, train, trainer, 0, 0, task.steps), steps_per_epoch=task.steps,
+                              epochs=1, verbose=0, shuffle=False, callbacks=[clock])
+            step = (clock.ends[-1] - clock.ends[0]) / max(1, len(clock.ends) - 1)
+            fit_start = max(0.0, clock.ends[0] - started - step)
+            _evaluate(trainer, dataset.val_images, dataset.val_labels, train.batch_size)  # traces evaluation
+            timed = {}
+            for split, images, labels in (("validation", dataset.val_images, dataset.val_labels),
+                                          ("test", dataset.test_images, dataset.test_labels)):
+                started = time.perf_counter()
+                _evaluate(trainer, images, labels, train.batch_size)
+                timed[split] = time.perf_counter() - started
+            started = time.perf_counter()
+            save_checkpoint(Path(scratch) / CHECKPOINT, trainer, 1, 1, trainer.classifier.get_weights())
+            checkpoint = time.perf_counter() - started
+            arms[arm] = {"build": build, "trace": max(0.0, warm_up - task.warm_up_steps * step), "step": step,
+                         "fit_start": fit_start, **timed, "checkpoint": checkpoint}
+    return {"arms": arms, "began": began}

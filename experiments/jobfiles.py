@@ -53,6 +53,17 @@ class Setup:
     preview_dir: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Measure:
+    """What `augcompare run --estimate` asks of each process that would train the run's jobs:
+    time every arm's build, a few training steps and an evaluation there, side by side with the
+    others doing the same (experiments.job.measure)."""
+    cache: str     # the prepared data set (experiments.cache)
+    config: dict   # the run's resolved configuration (config.to_dict)
+    steps: int = 8          # training steps timed after the warm-up
+    warm_up_steps: int = 2  # training steps first (the step's tracing among them), not timed
+
+
 class JobSetupError(UserError):
     """A job cannot see the files it needs (on a cluster: the run directory or the data are not
     on a file system its node mounts)."""

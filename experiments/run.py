@@ -38,6 +38,7 @@ import numpy as np
 
 from augcompare.augment.params import arm_title, augments, parse_function
 from augcompare.experiments import config as config_mod
+from augcompare.experiments import gpus as gpus_mod
 from augcompare.experiments import plots, stats, timing, tracking
 from augcompare.experiments import started as started_with
 from augcompare.experiments.data import load_dataset
@@ -129,13 +130,14 @@ def model_line(record):
     return f"model: {name}, {record['parameters']:,} parameters, {cost} to train on an image"
 
 
-def environment(experiment, jobs_at_once, threads, tensorflow, model=None):
+def environment(experiment, jobs_at_once, threads, tensorflow, model=None, gpus=()):
     """Versions, devices, the kernels (oneDNN or Eigen, the CPU's instruction sets, thread counts),
     the precision, the distribution strategy, how many jobs trained side by side on how many
     threads each (and the machine's memory that plan used), the project's git commit and the
     function files' hashes, recorded with every run: all of them can change the numbers.
     tensorflow: what experiments.job.set_up answered, in the process where the jobs' TensorFlow
-    runs. model: model_record's."""
+    runs. model: model_record's. gpus: the machine's (experiments.gpus.GPU): each one's model,
+    memory, driver and compute capability."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip() or None
@@ -147,7 +149,8 @@ def environment(experiment, jobs_at_once, threads, tensorflow, model=None):
             "devices": tensorflow["devices"], "strategy": train.strategy, "replicas": tensorflow["replicas"],
             "kernels": tensorflow["kernels"], "precision": train.precision,
             "executor": experiment.run.executor, "jobs_at_once": jobs_at_once, "threads_per_job": threads,
-            "memory_bytes": memory_bytes(), "function_files": function_files(experiment), "model": model}
+            "memory_bytes": memory_bytes(), "function_files": function_files(experiment), "model": model,
+            "gpus": [gpu.record() for gpu in gpus]}
 
 
 def recorded_threads(recorded):
@@ -349,6 +352,7 @@ class Run:
         self.signals = None
         self.threads = threads  # the TensorFlow threads per job the run started with; None: choose now
         self.tracker = tracker  # experiments.tracking.Tracker, or None: untracked
+        self.gpus = []  # this machine's GPUs (experiments.gpus.GPU), found by executor_plan
 
     # -- what is on disk ---------------------------------------------------------------------
 
@@ -534,9 +538,11 @@ class Run:
     def executor_plan(self):
         """(jobs at once, threads per job) for the jobs of the current stage (experiments.executors)."""
         pending = self.pending(self.seeds())
-        flops = (self.model()["training_flops_per_image"] * len(self.dataset.train_labels)
-                 * self.experiment.train.epochs * len(pending))
-        return plan(self.experiment.run, len(pending), flops, self.threads)
+        per_image = self.model()["training_flops_per_image"]
+        flops = per_image * len(self.dataset.train_labels) * self.experiment.train.epochs * len(pending)
+        step_flops = per_image * self.experiment.train.batch_size
+        self.gpus = gpus_mod.detect() if self.experiment.run.executor != "ray" else []
+        return plan(self.experiment.run, len(pending), flops, self.threads, self.gpus, step_flops)
 
     def train(self, executor):
         """Trains every job that has not ended, then writes the summary and the figures.
@@ -662,7 +668,7 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
         # Started at once, so that the workers load TensorFlow while this process plans; where
         # jobs train side by side, this process loads none (a worker checks the arms and draws
         # the preview grid).
-        executor = make_executor(experiment.run, jobs_at_once, run.threads)
+        executor = make_executor(experiment.run, jobs_at_once, run.threads, run.gpus)
         tensorflow = executor.set_up(Setup(str(dataset.path), config_mod.to_dict(experiment), str(run_dir)))
     except BaseException:
         try:
@@ -676,7 +682,7 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
         started_with.write(run_dir, experiment)
         write_text(run_dir / "config.toml", config_mod.dumps(config_mod.to_dict(experiment)))
         write_json(run_dir / "environment.json", environment(experiment, jobs_at_once, run.threads, tensorflow,
-                                                             run.model()))
+                                                             run.model(), run.gpus))
         write_json(run_dir / "data.json", {**dataset.meta, "path": str(dataset.path)})
         seeds = candidate_seeds(experiment)
         seeds_text = (f"seeds {list(experiment.train.seeds)}" if not experiment.analysis.target_half_width else
@@ -687,6 +693,8 @@ def start(experiment, out_root="results", run_id=None, log=print, per_seed=False
             f"{dataset.kind} of {', '.join(dataset.class_names)}; arms {', '.join(experiment.arms)}; {seeds_text}; "
             f"{experiment.train.epochs} epochs; primary metric {experiment.analysis.primary} -> {run_dir}")
         for line in plan_lines(experiment, counts["test"]) + [model_line(run.model())] + _data_lines(dataset.meta):
+            log(line)
+        if line := gpus_mod.plan_line(run.gpus, jobs_at_once, experiment.train.precision):
             log(line)
         if warning := precision_warning(experiment.train.precision, tensorflow):
             log(warning)
@@ -724,7 +732,7 @@ def resume(run_dir, log=print, per_seed=False, overrides=(), quiet=False):
         threads = recorded_threads(recorded)  # a job's numbers may depend on it: kept
         run = Run(run_dir, experiment, dataset, log, per_seed, threads, tracker, quiet=quiet)
         jobs_at_once, run.threads = run.executor_plan()
-        executor = make_executor(experiment.run, jobs_at_once, run.threads)
+        executor = make_executor(experiment.run, jobs_at_once, run.threads, run.gpus)
         tensorflow = executor.set_up(Setup(str(dataset.path), config_mod.to_dict(experiment)))
         log(f"{experiment.name}: resuming {run_dir}")
         if not (run_dir / started_with.STARTED).is_file():
@@ -735,7 +743,7 @@ def resume(run_dir, log=print, per_seed=False, overrides=(), quiet=False):
             log(f"seeds added: {', '.join(map(str, added))}; their {len(added) * len(experiment.arms)} jobs train now, "
                 "and the summary covers every seed")
         if recorded_path.is_file():
-            now = environment(experiment, None, run.threads, tensorflow, run.model())
+            now = environment(experiment, None, run.threads, tensorflow, run.model(), run.gpus)
             now_kernels = {key: now["kernels"][key] for key in ("onednn", "ONEDNN_MAX_CPU_ISA", "cpu")}
             keys = ("python", "tensorflow", "keras", "numpy", "git_commit", "devices", "function_files", "model")
             changed = [key for key in keys if not isinstance(recorded, dict) or recorded.get(key) != now[key]]

@@ -8,6 +8,7 @@ Job, or None to end; the worker answers
 
 - ("ready", pid) once TensorFlow has loaded;
 - ("set up", what set_up returned, timings) or ("error", None, ...) after a Setup;
+- ("measured", what job.measure returned, timings) or ("error", None, ...) after a Measure;
 - ("epoch", job name, row, stopped_early) as each epoch's row and checkpoint reach the disk;
 - ("done", job name, record, timings) when the job has ended (its record.json is written);
 - ("error", job name, kind, message): kind "user" (a UserError: a one-line message), "os"
@@ -42,8 +43,8 @@ def serve(connection, threads):
     set_threads(threads)
     tf.config.experimental.enable_op_determinism()
     from augcompare.experiments import timing
-    from augcompare.experiments.job import run_job, set_up
-    from augcompare.experiments.jobfiles import Setup
+    from augcompare.experiments.job import measure, run_job, set_up
+    from augcompare.experiments.jobfiles import Measure, Setup
     connection.send(("ready", os.getpid()))
     trainers = {}  # job.trainer_key -> Trainer: compiled once in this process, reset for every seed
     while True:
@@ -59,9 +60,11 @@ def serve(connection, threads):
         if task is None:
             return
         timing.take()
-        setup = isinstance(task, Setup)
+        setup = isinstance(task, (Setup, Measure))
         try:
-            if setup:
+            if isinstance(task, Measure):
+                result = measure(task)
+            elif setup:
                 result = set_up(task)
             else:
                 result = run_job(task, trainers, protect=stop.protected,
@@ -70,8 +73,8 @@ def serve(connection, threads):
         except Exception as error:  # reported by the driver, which stops the run with it
             connection.send(("error", None if setup else task.name, *_failure(error)))
         else:
-            connection.send(("set up", result, timing.take()) if setup else ("done", task.name, result,
-                                                                               timing.take()))
+            kind = "measured" if isinstance(task, Measure) else "set up"
+            connection.send((kind, result, timing.take()) if setup else ("done", task.name, result, timing.take()))
 
 
 def _failure(error):
