@@ -119,7 +119,7 @@ def test_the_plan_line_names_the_gpus_and_suggests_float16_where_it_is_fast():
 
 def test_environment_json_records_each_gpus_model_and_driver():
     tensorflow = {"tensorflow": "2", "keras": "3", "devices": [], "replicas": 1, "kernels": {}}
-    recorded = run.environment(config.load(), 8, 2, tensorflow, H100)
+    recorded = run.environment(config.load(), 8, 2, tensorflow, gpus=H100)
     assert recorded["gpus"] == [{"name": "NVIDIA H100 80GB HBM3", "memory_bytes": 81559 * 2**20,
                                  "driver": "550.54.15", "compute_capability": "9.0"}] * 2
     assert run.environment(config.load(), 1, 2, tensorflow)["gpus"] == []
