@@ -482,10 +482,15 @@ class Run:
         for arm, stop in self.design.get("eliminated", {}).items():
             self.log(f"eliminated: {arm} stops after {stop['seeds']} pilot seeds, worse than {stop['worse_than']} "
                      f"(paired t, Holm across every pair: p = {stop['p_holm']:.2g} < {analysis.eliminate_alpha:g})")
+        if self.design.get("eliminated") and len(self.arms) - len(self.design["eliminated"]) < 2:
+            self.log("eliminated: every arm but one; the run ends with the pilot (one arm alone compares with nothing)")
 
     def pending(self, seeds):
-        """The jobs of these seeds not yet ended, but none of an arm the pilot eliminated."""
+        """The jobs of these seeds not yet ended, but none of an arm the pilot eliminated, and none
+        at all after the pilot where a single arm goes on (it would be compared with nothing)."""
         stopped = (self.design or {}).get("eliminated", {})
+        if stopped and len(self.arms) - len(stopped) < 2:
+            stopped = self.arms
         return [(arm, seed) for seed in seeds for arm in self.arms
                 if (arm, seed) not in self.records and arm not in stopped]
 

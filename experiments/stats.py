@@ -388,8 +388,10 @@ def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1
                   else "Holm across the arms compared with the baseline")
     summary = {"epochs": epochs, "baseline": baseline, "arms": {}, "vs_baseline": {},
                "primary": {"metric": primary, "label": LABELS[primary], "min_effect": min_effect / 100,
-                           "confidence": 1 - ALPHA, "alpha": alpha, "correction": correction},
+                           "confidence": 1 - ALPHA, "correction": correction},
                "design": design, "units": UNITS}
+    if alpha != ALPHA:  # the verdicts' level where the pilot could eliminate arms (else ALPHA, said nowhere else)
+        summary["primary"]["alpha"] = alpha
     for arm in arms:
         seeds = sorted(seed for (name, seed) in counted if name == arm)
         per_arm = {"seeds": seeds}
@@ -578,17 +580,19 @@ def _ranking(summary, pairs, primary, arms):
     pair or against the baseline, shows them worse than any arm), the best (the only pick, else
     None: no separable best), the leader (the first pick by mean, or the first arm where every
     arm is shown worse than another) and each arm's comparison with the leader (vs_best, from the
-    every-pair family; eliminated: the arms the pilot stopped, last in the order, their means and
-    comparisons over the pilot seeds they ran). None with fewer than three measured arms."""
+    every-pair family; eliminated, where the pilot stopped arms: those arms, last in the order, their
+    means and comparisons over the pilot seeds they ran). None with fewer than three measured arms."""
     order, seeds, described = _best_first(summary, primary, arms)
     if len(order) < 3:
         return None
     picks, best = _picks(summary, pairs, order)
     leader = picks[0] if picks else order[0]
     evidence = {arm: _evidence(_against(pairs, arm, leader)) for arm in order if arm != leader}
-    return {"order": order, "seeds": seeds, "means": described, "best": best, "leader": leader, "picks": picks,
-            "not_worse": picks, "vs_best": evidence,
-            "eliminated": [arm for arm in order if arm in _eliminated(summary)]}
+    ranking = {"order": order, "seeds": seeds, "means": described, "best": best, "leader": leader, "picks": picks,
+               "not_worse": picks, "vs_best": evidence}
+    if _eliminated(summary):
+        ranking["eliminated"] = [arm for arm in order if arm in _eliminated(summary)]
+    return ranking
 
 
 def _sweep_summary(summary, pairs, primary, sweep):

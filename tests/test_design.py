@@ -178,3 +178,13 @@ def test_an_eliminated_arm_trains_no_second_stage_seed(tmp_path, monkeypatch):
     text = (run_dir / "summary.md").read_text()
     assert "broken (eliminated after 3 pilot seeds)" in text and "| broken | 3 |" in text
     assert "Holm-adjusted p < 0.04" in text
+
+
+def test_when_one_arm_is_left_the_run_ends_with_the_pilot(tmp_path, monkeypatch):
+    fake = pilot({"baseline": 0.20, "augmented": 0.61, "broken": 0.25}, spread=0.01)
+    monkeypatch.setattr(run_mod.Run, "primary_values", lambda self, arm, seeds: {s: fake[arm][s] for s in seeds})
+    run_dir = run_small(tmp_path, THREE_ARMS, "analysis.target_half_width=0.1", "analysis.pilot_seeds=3",
+                        "analysis.max_seeds=4", "analysis.eliminate=true", "train.epochs=1")
+    _, jobs, design = numbers(run_dir)
+    assert sorted(design["eliminated"]) == ["baseline", "broken"] and design["seeds"] == [0, 1, 2, 3]
+    assert {job["seed"] for job in jobs} == {0, 1, 2}
