@@ -687,7 +687,10 @@ def _ranking_lines(summary):
              "seeds, and only a correction over every pair covers whichever arm comes out on top"
              + (f" (a comparison with `{summary['baseline']}` is the one above, Holm-adjusted across the baseline's "
                 "comparisons, so that a pair shows one verdict)" if summary["comparisons"] == "baseline" else "")
-             + ". An arm that any verdict in this summary shows worse than another arm is never offered as a pick.", "",
+             + ". An arm that any verdict in this summary shows worse than another arm is never offered as a pick."
+             + (" Arms the pilot eliminated come last, marked, with their means and comparisons over the pilot seeds "
+                "they ran; the seeds above are those of the arms that went on." if ranking.get("eliminated") else ""),
+             "",
              f"| rank | arm | {LABELS[metric]} | difference from {leader} | 95% CI | P(beats {leader}) [95% CI] | "
              f"p (Holm) | verdict against {leader} |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     stopped = _eliminated(summary)

@@ -177,7 +177,15 @@ def test_an_eliminated_arm_trains_no_second_stage_seed(tmp_path, monkeypatch):
     assert {pair["seeds"] == [0, 1, 2] for pair in summary["pairs"] if "broken" in (pair["arm"], pair["other"])} == {True}
     text = (run_dir / "summary.md").read_text()
     assert "broken (eliminated after 3 pilot seeds)" in text and "| broken | 3 |" in text
+    assert "Arms the pilot eliminated come last" in text
     assert "Holm-adjusted p < 0.04" in text
+    # augcompare analyze reads the eliminated arms and the final level from the run, and refuses to change them.
+    assert cli.main(["analyze", str(run_dir), "--set", "analysis.min_effect=0.5"]) == 0
+    analysed = json.loads((run_dir / "analyses" / "min_effect-0.5" / "summary.json").read_text())
+    assert analysed["design"]["eliminated"] == design["eliminated"] and analysed["primary"]["alpha"] == pytest.approx(0.04)
+    assert analysed["ranking"]["eliminated"] == ["broken"]
+    assert cli.main(["analyze", str(run_dir), "--set", "analysis.eliminate=false"]) == 2
+    (tmp_path / "summary.md").write_text(text)  # for a reader of the test's tmp_path
 
 
 def test_when_one_arm_is_left_the_run_ends_with_the_pilot(tmp_path, monkeypatch):
