@@ -293,7 +293,10 @@ def plan_lines(experiment, test_count=None):
                      f"{every} pairs, p < {analysis.eliminate_alpha:g}) trains no more seeds; the final verdicts run at "
                      f"{stats.final_alpha({'eliminate_alpha': analysis.eliminate_alpha}):g} (Bonferroni across the "
                      f"two looks: any false finding in the run stays under {stats.ALPHA:g})"
-                     + (f"; with {len(arms)} arm(s) it can never fire" if len(arms) < 2 else ""))
+                     + (f"; the t-test, as the exact sign-flip test could never reach {analysis.eliminate_alpha:g} at "
+                        f"{analysis.pilot_seeds} pilot seeds (its smallest p is "
+                        f"{stats.smallest_sign_flip_p(analysis.pilot_seeds):.3g})"
+                        if stats.smallest_sign_flip_p(analysis.pilot_seeds) >= analysis.eliminate_alpha else ""))
     for name, sweep in experiment.sweeps.items():
         values = ", ".join(f"{value:g}" for value in sweep["values"])
         lines.append(f"sweep {name}: {sweep['setting']} = {values} ({len(sweep['arms'])} arms: "

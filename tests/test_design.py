@@ -2,16 +2,18 @@
 from its paired standard deviation, runs the rest and survives a stop in either stage."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import fail_with_nan, run_small
 
-from augcompare.experiments import cli, stats
+from augcompare.experiments import cli, config, stats
 from augcompare.experiments import run as run_mod
 from augcompare.experiments.history import read_history
 from augcompare.experiments.progress import RunProgress
 
+ROOT = Path(__file__).resolve().parent.parent
 DESIGN = ["analysis.target_half_width=0.5", "analysis.pilot_seeds=2", "analysis.max_seeds=3", "train.seeds=[0]",
           "train.epochs=2"]
 
@@ -196,3 +198,12 @@ def test_when_one_arm_is_left_the_run_ends_with_the_pilot(tmp_path, monkeypatch)
     _, jobs, design = numbers(run_dir)
     assert sorted(design["eliminated"]) == ["baseline", "broken"] and design["seeds"] == [0, 1, 2, 3]
     assert {job["seed"] for job in jobs} == {0, 1, 2}
+
+
+def test_the_plan_says_how_the_pilot_eliminates_and_at_what_level_the_verdicts_run():
+    experiment = config.load(ROOT / "experiments" / "cifar10.toml")  # bundled: 7 arms, eliminate on
+    (line,) = [line for line in run_mod.plan_lines(experiment) if line.startswith("eliminate:")]
+    assert "Holm across all 21 pairs, p < 0.01" in line and "the final verdicts run at 0.04" in line
+    assert "could never reach 0.01 at 5 pilot seeds (its smallest p is 0.0625)" in line
+    off = config.build(config.apply_overrides(config.to_dict(experiment), ["analysis.eliminate=false"]))
+    assert not [line for line in run_mod.plan_lines(off) if line.startswith("eliminate:")]
