@@ -290,8 +290,8 @@ def plan_lines(experiment, test_count=None):
     if analysis.target_half_width and analysis.eliminate:
         every = len(arms) * (len(arms) - 1) // 2
         lines.append(f"eliminate: after the pilot, an arm shown worse than another (paired t-test, Holm across all "
-                     f"{every} pairs, p < {analysis.eliminate_alpha:g}) trains no more seeds; the final verdicts run at "
-                     f"{stats.final_alpha({'eliminate_alpha': analysis.eliminate_alpha}):g} (Bonferroni across the "
+                     f"{every} pairs, p < {analysis.eliminate_alpha:g}) trains no more seeds; the final verdicts run "
+                     f"at {stats.final_alpha({'eliminate_alpha': analysis.eliminate_alpha}):g} (Bonferroni across the "
                      f"two looks: any false finding in the run stays under {stats.ALPHA:g})"
                      + (f"; the t-test, as the exact sign-flip test could never reach {analysis.eliminate_alpha:g} at "
                         f"{analysis.pilot_seeds} pilot seeds (its smallest p is "

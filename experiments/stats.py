@@ -424,7 +424,8 @@ def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1
                                            test_count)
         summary["vs_baseline"][arm] = entry
     if not extended:
-        _adjust([entry["primary"] for entry in summary["vs_baseline"].values() if "primary" in entry], min_effect / 100, alpha)
+        _adjust([entry["primary"] for entry in summary["vs_baseline"].values() if "primary" in entry], min_effect / 100,
+                alpha)
         return summary
     # Every pair, with Holm across all of them: the ranking and the sweeps' best values are read
     # from this family whatever analysis.comparisons says, because the best arm is picked by the
