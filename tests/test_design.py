@@ -207,3 +207,29 @@ def test_the_plan_says_how_the_pilot_eliminates_and_at_what_level_the_verdicts_r
     assert "could never reach 0.01 at 5 pilot seeds (its smallest p is 0.0625)" in line
     off = config.build(config.apply_overrides(config.to_dict(experiment), ["analysis.eliminate=false"]))
     assert not [line for line in run_mod.plan_lines(off) if line.startswith("eliminate:")]
+
+
+def test_a_stop_in_the_second_stage_resumes_without_the_eliminated_arm(tmp_path, monkeypatch):
+    fake = pilot({"baseline": 0.60, "augmented": 0.61, "broken": 0.20}, spread=0.03)
+    monkeypatch.setattr(run_mod.Run, "primary_values", lambda self, arm, seeds: {s: fake[arm][s] for s in seeds})
+    epochs_seen = []
+    epoch = RunProgress.epoch
+
+    def stop(self, row, epochs, stopped_early=False):
+        epoch(self, row, epochs, stopped_early)
+        epochs_seen.append(row)
+        if len(epochs_seen) == 10:  # 9 pilot jobs of one epoch, then the second stage's first
+            raise KeyboardInterrupt
+    monkeypatch.setattr(RunProgress, "epoch", stop)
+    racing = [THREE_ARMS, "analysis.target_half_width=0.1", "analysis.pilot_seeds=3", "analysis.max_seeds=4",
+              "analysis.eliminate=true", "train.epochs=1"]
+    with pytest.raises(AssertionError):  # run_small asserts exit 0; a stopped run exits 130
+        run_small(tmp_path, *racing)
+    monkeypatch.setattr(RunProgress, "epoch", epoch)
+    run_dir = tmp_path / "results" / "demo" / "r"
+    assert cli.main(["run", "--resume", str(run_dir)]) == 0
+    _, jobs, design = numbers(run_dir)
+    assert list(design["eliminated"]) == ["broken"]
+    assert sorted((job["arm"], job["seed"]) for job in jobs) == sorted(
+        [(arm, seed) for arm in ("baseline", "augmented", "broken") for seed in (0, 1, 2)]
+        + [("baseline", 3), ("augmented", 3)])
