@@ -17,8 +17,9 @@ from augcompare.experiments import started as started_with
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.files import write_text
 
-# The analysis settings that only read what the run trained. target_half_width, pilot_seeds and
-# max_seeds chose which seeds trained: they are the run's.
+# The analysis settings that only read what the run trained. target_half_width, pilot_seeds,
+# max_seeds, eliminate and eliminate_alpha chose which seeds trained: they are the run's (an
+# analysis reads the arms the pilot eliminated, and the final verdicts' level, from runs.json).
 ANALYZABLE = ("primary", "min_effect", "baseline", "comparisons")
 FOLDER = "analyses"
 

@@ -106,6 +106,10 @@ class AnalysisConfig:
     baseline: str = ""              # the arm the others are compared with; "" = the one named baseline, else the
                                     # first without augmentation (none: every pair is compared)
     comparisons: str = "baseline"   # baseline (each arm against it) | all (every pair, Holm across all of them)
+    eliminate: bool = False         # two-stage design: an arm the pilot shows worse than another (paired t, Holm
+                                    # across every pair, at eliminate_alpha) trains no second-stage seeds
+    eliminate_alpha: float = 0.01   # the pilot's elimination level, in (0, 0.05); the final verdicts then run
+                                    # at 0.05 - eliminate_alpha (Bonferroni across the two looks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +157,7 @@ _RANGES = {
     "model.dense_units": (1, 65536), "model.dropout": (0.0, 0.99),
     "analysis.min_effect": (0.0, 100.0), "analysis.target_half_width": (0.0, 100.0),
     "analysis.pilot_seeds": (2, 1000), "analysis.max_seeds": (2, 10000),
+    "analysis.eliminate_alpha": (1e-6, 0.049),
     "run.cpus_per_job": (0.0, 1024.0), "run.jobs_at_once": (0, 1024), "run.threads_per_job": (0, 1024),
     "run.gpus_per_job": (0.0, 64.0),
 }
@@ -479,6 +484,9 @@ def build(raw, base_dir=None):
     if analysis.target_half_width and analysis.max_seeds < analysis.pilot_seeds:
         raise UserError(f"analysis.max_seeds = {analysis.max_seeds} is below analysis.pilot_seeds = "
                         f"{analysis.pilot_seeds}; raise max_seeds")
+    if analysis.eliminate and not analysis.target_half_width:
+        raise UserError("analysis.eliminate stops beaten arms after the two-stage design's pilot; set "
+                        "analysis.target_half_width > 0 (the two-stage design) or leave analysis.eliminate false")
     arms_table = raw.get("arms", {})
     if not isinstance(arms_table, dict) or not arms_table:
         raise UserError("no arms: add at least one [arms.<name>] table, e.g. [arms.baseline]")

@@ -279,7 +279,8 @@ def draw_pairs(summary):
     every = f"Holm across all {len(summary['pairs'])} pairs"
     figure.suptitle(f"{LABELS[metric]}: row - column{unit}, mean over paired seeds\n95% CI (paired t); verdict "
                     f"{'as in the summary, ' + correction if summary.get('comparisons') == 'all' else 'with ' + every}"
-                    "; best first", fontsize=9)
+                    + (f", at p < {summary['primary']['alpha']:g}" if "alpha" in summary["primary"] else "")
+                    + "; best first", fontsize=9)
     figure.colorbar(image, ax=axis, shrink=0.7, label=f"row - column{unit}")
     return figure
 

@@ -316,6 +316,16 @@ def plan_lines(experiment, test_count=None):
         seeds = len(experiment.train.seeds)
         jobs = f"{len(arms)} arms x {seeds} seeds = {len(arms) * seeds} jobs"
     lines = [f"plan: {jobs} of {epochs} epochs"]
+    if analysis.target_half_width and analysis.eliminate:
+        every = len(arms) * (len(arms) - 1) // 2
+        lines.append(f"eliminate: after the pilot, an arm shown worse than another (paired t-test, Holm across all "
+                     f"{every} pairs, p < {analysis.eliminate_alpha:g}) trains no more seeds; the final verdicts run "
+                     f"at {stats.final_alpha({'eliminate_alpha': analysis.eliminate_alpha}):g} (Bonferroni across the "
+                     f"two looks: any false finding in the run stays under {stats.ALPHA:g})"
+                     + (f"; the t-test, as the exact sign-flip test could never reach {analysis.eliminate_alpha:g} at "
+                        f"{analysis.pilot_seeds} pilot seeds (its smallest p is "
+                        f"{stats.smallest_sign_flip_p(analysis.pilot_seeds):.3g})"
+                        if stats.smallest_sign_flip_p(analysis.pilot_seeds) >= analysis.eliminate_alpha else ""))
     for name, sweep in experiment.sweeps.items():
         values = ", ".join(f"{value:g}" for value in sweep["values"])
         lines.append(f"sweep {name}: {sweep['setting']} = {values} ({len(sweep['arms'])} arms: "
@@ -492,14 +502,30 @@ class Run:
         self.design = {"target_half_width": analysis.target_half_width, "pilot_seeds": pilot,
                        "pilot_pairs": pilot_pairs, "pilot_sd": pilot_sd, "planning_sd": planning_sd,
                        "seeds_needed": uncapped, "capped": needed < uncapped, "seeds": self.candidates[:needed]}
+        if analysis.eliminate:
+            # Racing: the seed count above comes from every pair's spread, whichever arms stop here.
+            eliminated = stats.pilot_eliminations({arm: self.primary_values(arm, pilot) for arm in self.arms},
+                                                  analysis.primary, analysis.eliminate_alpha)
+            self.design.update(eliminate_alpha=analysis.eliminate_alpha, eliminated=eliminated)
         with self._protected():
             self.write_runs()
         self.log(f"two-stage design: the pilot's paired sd is {planning_sd * scale:.2f} points; "
                  f"{needed} seeds reach a half-width of {analysis.target_half_width:g} points"
                  + (f" (capped by analysis.max_seeds = {analysis.max_seeds})" if self.design["capped"] else ""))
+        for arm, stop in self.design.get("eliminated", {}).items():
+            self.log(f"eliminated: {arm} stops after {stop['seeds']} pilot seeds, worse than {stop['worse_than']} "
+                     f"(paired t, Holm across every pair: p = {stop['p_holm']:.2g} < {analysis.eliminate_alpha:g})")
+        if self.design.get("eliminated") and len(self.arms) - len(self.design["eliminated"]) < 2:
+            self.log("eliminated: every arm but one; the run ends with the pilot (one arm alone compares with nothing)")
 
     def pending(self, seeds):
-        return [(arm, seed) for seed in seeds for arm in self.arms if (arm, seed) not in self.records]
+        """The jobs of these seeds not yet ended, but none of an arm the pilot eliminated, and none
+        at all after the pilot where a single arm goes on (it would be compared with nothing)."""
+        stopped = (self.design or {}).get("eliminated", {})
+        if stopped and len(self.arms) - len(stopped) < 2:
+            stopped = self.arms
+        return [(arm, seed) for seed in seeds for arm in self.arms
+                if (arm, seed) not in self.records and arm not in stopped]
 
     def run_stage(self, executor, seeds):
         pending = self.pending(seeds)

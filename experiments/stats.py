@@ -156,10 +156,11 @@ def pairing_efficiency(treated, control):
     return float(1 - np.var(treated - control, ddof=1) / total)
 
 
-def verdict(metric, difference, interval90, p_holm, min_effect, p_sign_flip=None, sd=None, floor=None):
-    """The verdict of one primary comparison (every threshold at ALPHA = 0.05):
+def verdict(metric, difference, interval90, p_holm, min_effect, p_sign_flip=None, sd=None, floor=None, alpha=ALPHA):
+    """The verdict of one primary comparison (every threshold at alpha: ALPHA = 0.05, or
+    final_alpha() where the pilot eliminated arms):
 
-    better | worse: the Holm-adjusted p < ALPHA and the exact sign-flip test's own p < ALPHA (it
+    better | worse: the Holm-adjusted p < alpha and the exact sign-flip test's own p < alpha (it
       needs no normal errors, but its smallest p over n seeds is 2 / 2^n: 6 seeds at least), by
       the sign that favours the arm;
     equivalent: at least two seeds whose differences spread (sd > 0: seeds that all agree show
@@ -168,7 +169,7 @@ def verdict(metric, difference, interval90, p_holm, min_effect, p_sign_flip=None
       None: not known, not checked);
     inconclusive: anything else (comparison_reason says why).
     difference, interval90, sd, floor and min_effect in the metric's units (fractions for accuracies)."""
-    if p_holm is not None and p_holm < ALPHA and p_sign_flip is not None and p_sign_flip < ALPHA:
+    if p_holm is not None and p_holm < alpha and p_sign_flip is not None and p_sign_flip < alpha:
         favourable = difference < 0 if lower_is_better(metric) else difference > 0
         return "better" if favourable else "worse"
     if (interval90 is not None and -min_effect < interval90[0] and interval90[1] < min_effect and sd
@@ -187,7 +188,7 @@ def seeds_for_sign_flip(alpha=ALPHA):
     return next(n for n in range(2, 64) if smallest_sign_flip_p(n) < alpha)
 
 
-def comparison_reason(entry, min_effect):
+def comparison_reason(entry, min_effect, alpha=ALPHA):
     """Why a comparison is inconclusive, in a few words (None where nothing in particular held it
     back or it is not inconclusive): one seed, no spread, the sign-flip test or Holm's correction
     where the 95% interval excludes 0, or a test split too small for equivalence. No spread is
@@ -202,9 +203,9 @@ def comparison_reason(entry, min_effect):
     reasons = []
     low, high = entry["ci95"]
     if low > 0 or high < 0:  # a difference shows before the correction and the sign-flip check
-        if entry["p_sign_flip"] >= ALPHA:
+        if entry["p_sign_flip"] >= alpha:
             reasons.append(f"sign-flip p = {_p(entry['p_sign_flip'])} at {seeds} seeds")
-        if entry["p_holm"] is not None and entry["p_holm"] >= ALPHA:
+        if entry["p_holm"] is not None and entry["p_holm"] >= alpha:
             reasons.append(f"Holm-adjusted p = {_p(entry['p_holm'])}")
     interval90, floor = entry["ci90"], entry.get("noise_floor")
     if (-min_effect < interval90[0] and interval90[1] < min_effect and floor is not None and floor > min_effect):
@@ -243,6 +244,43 @@ def design_warnings(seeds, primary, min_effect, test_count=None, arms=None, most
                 lines.append(f"warning: arms {arm} and {other} are the same set (identical settings): they differ by "
                              "seed noise at most, so their comparison can show no difference; change or remove one")
     return lines
+
+
+def final_alpha(design):
+    """The level of the final verdicts: ALPHA, or ALPHA - eliminate_alpha where the two-stage
+    design could eliminate arms after its pilot (Bonferroni across the two looks, so that the
+    chance of any false better/worse over the whole run stays under ALPHA)."""
+    return ALPHA - (design or {}).get("eliminate_alpha", 0.0)
+
+
+def pilot_eliminations(values, metric, alpha):
+    """Racing after the pilot: which arms stop there. values: arm -> {seed: primary value} over the
+    pilot (fractions for accuracies). Every pair is compared over the seeds both arms counted by
+    the paired t-test (paired_difference's p), Holm across every pair; an arm is shown worse where
+    some pair's Holm-adjusted p < alpha and its mean difference is unfavourable. The t-test, not
+    the exact sign-flip test that verdicts also need: the sign-flip's smallest p over n seeds is
+    2 / 2^n (0.0625 at 5), so it could never reach alpha = 0.01 at a pilot's size.
+    Returns arm -> {"seeds": pilot seeds the arm counted, "worse_than": the arm of its smallest
+    Holm p, "difference": arm - that arm (metric units), "p_holm": it}; none where every arm would
+    stop (failed jobs leaving different seeds to different pairs), so one arm always goes on."""
+    arms = list(values)
+    tested = []
+    for i, arm in enumerate(arms):
+        for other in arms[i + 1:]:
+            shared = sorted(set(values[arm]) & set(values[other]))
+            difference = paired_difference([values[arm][s] for s in shared], [values[other][s] for s in shared])
+            if difference["p"] is not None:
+                tested.append((arm, other, difference["mean"], difference["p"]))
+    adjusted = holm([p for *_, p in tested]) if tested else []
+    stopped = {}
+    for (arm, other, mean, _), p_holm in sorted(zip(tested, adjusted), key=lambda item: item[1]):
+        if p_holm >= alpha or mean == 0:
+            continue
+        worse, better = (arm, other) if (mean > 0) == lower_is_better(metric) else (other, arm)
+        if worse not in stopped:
+            stopped[worse] = {"seeds": len(values[worse]), "worse_than": better,
+                              "difference": mean if worse == arm else -mean, "p_holm": p_holm}
+    return {} if len(stopped) == len(arms) else stopped
 
 
 def stein_seeds(pilot_sd, pilot_n, half_width, max_seeds, confidence=1 - ALPHA):
@@ -333,8 +371,11 @@ def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1
     compared); sweeps: the experiment's sweeps (name -> {setting, values, arms}); test_count: the
     test split's size, for the noise floor that equivalence needs. Each primary comparison's
     verdict is verdict()'s (what each verdict needs is listed there), with comparison_reason()'s
-    reason where it is inconclusive or has no spread.
+    reason where it is inconclusive or has no spread. Where the design eliminated arms after its
+    pilot (design["eliminated"]), the verdicts run at final_alpha(design) and a stopped arm's
+    comparisons use the pilot seeds it ran (the seeds both arms counted, as for a failed job).
     """
+    alpha = final_alpha(design)
     by_job = {}
     for row in history:
         by_job.setdefault((row["arm"], row["seed"]), []).append(row)
@@ -349,6 +390,8 @@ def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1
                "primary": {"metric": primary, "label": LABELS[primary], "min_effect": min_effect / 100,
                            "confidence": 1 - ALPHA, "correction": correction},
                "design": design, "units": UNITS}
+    if alpha != ALPHA:  # the verdicts' level where the pilot could eliminate arms (else ALPHA, said nowhere else)
+        summary["primary"]["alpha"] = alpha
     for arm in arms:
         seeds = sorted(seed for (name, seed) in counted if name == arm)
         per_arm = {"seeds": seeds}
@@ -381,7 +424,8 @@ def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1
                                            test_count)
         summary["vs_baseline"][arm] = entry
     if not extended:
-        _adjust([entry["primary"] for entry in summary["vs_baseline"].values() if "primary" in entry], min_effect / 100)
+        _adjust([entry["primary"] for entry in summary["vs_baseline"].values() if "primary" in entry], min_effect / 100,
+                alpha)
         return summary
     # Every pair, with Holm across all of them: the ranking and the sweeps' best values are read
     # from this family whatever analysis.comparisons says, because the best arm is picked by the
@@ -393,7 +437,7 @@ def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1
             pairs.append({"arm": arm, "other": other, "seeds": shared,
                           "primary": _comparison(counted, arm, other, shared, primary, design, True, baseline,
                                                                  test_count)})
-    _adjust([pair["primary"] for pair in pairs], min_effect / 100)
+    _adjust([pair["primary"] for pair in pairs], min_effect / 100, alpha)
     vs_baseline = [entry["primary"] for entry in summary["vs_baseline"].values() if "primary" in entry]
     if every_pair:
         by_pair = {(pair["arm"], pair["other"]): pair["primary"] for pair in pairs}
@@ -401,7 +445,7 @@ def summarize(history, arms, epochs, jobs, primary="test_accuracy", min_effect=1
             if "primary" in entry:
                 entry["primary"].update({key: by_pair[arm, baseline][key] for key in ("p_holm", "verdict", "reason")})
     else:
-        _adjust(vs_baseline, min_effect / 100)
+        _adjust(vs_baseline, min_effect / 100, alpha)
     summary["comparisons"] = "all" if every_pair else "baseline"
     summary["pairs"] = pairs
     # A pair shows one verdict wherever it appears: the ranking and the sweeps read a comparison
@@ -448,15 +492,15 @@ def _comparison(counted, arm, other, seeds, primary, design, with_improvement, b
     return entry
 
 
-def _adjust(entries, min_effect):
-    """Holm's adjustment across a family of primary comparisons, and each one's verdict."""
+def _adjust(entries, min_effect, alpha=ALPHA):
+    """Holm's adjustment across a family of primary comparisons, and each one's verdict at alpha."""
     testable = [entry for entry in entries if entry["p"] is not None]
     for entry, p_holm in zip(testable, holm([entry["p"] for entry in testable]) if testable else []):
         entry["p_holm"] = p_holm
     for entry in entries:
         entry["verdict"] = verdict(entry["metric"], entry["mean"], entry["ci90"], entry["p_holm"], min_effect,
-                                   entry["p_sign_flip"], entry["sd"], entry.get("noise_floor"))
-        entry["reason"] = comparison_reason(entry, min_effect)
+                                   entry["p_sign_flip"], entry["sd"], entry.get("noise_floor"), alpha)
+        entry["reason"] = comparison_reason(entry, min_effect, alpha)
 
 
 _OPPOSITE = {"better": "worse", "worse": "better", "equivalent": "equivalent", "inconclusive": "inconclusive"}
@@ -483,17 +527,28 @@ def _against(pairs, arm, other):
 def _best_first(summary, primary, arms):
     """(the arms with a primary metric, best mean first; the seeds the means are over; each arm's
     describe() over them): the seeds every one of them counted, so that a failed job does not
-    move an arm up or down (each arm's own seeds, and None, where no seed is common to all)."""
+    move an arm up or down (each arm's own seeds, and None, where no seed is common to all).
+    Arms the pilot eliminated (_eliminated) come last, by their mean over the seeds they ran:
+    the common seeds are those of the arms that went on."""
     measured = [arm for arm in arms if summary["arms"][arm].get(primary)]
     if not measured:
         return [], None, {}
     by_seed = {arm: dict(zip(summary["arms"][arm]["seeds"], summary["arms"][arm][primary]["values"]))
                for arm in measured}
-    common = sorted(set.intersection(*(set(values) for values in by_seed.values())))
-    described = {arm: describe([by_seed[arm][seed] for seed in common] if common else list(by_seed[arm].values()))
+    stopped = _eliminated(summary)
+    going_on = [arm for arm in measured if arm not in stopped] or measured
+    common = sorted(set.intersection(*(set(by_seed[arm]) for arm in going_on)))
+    described = {arm: describe([by_seed[arm][seed] for seed in common]
+                               if common and arm in going_on else list(by_seed[arm].values()))
                  for arm in measured}
-    order = sorted(measured, key=lambda arm: described[arm]["mean"], reverse=not lower_is_better(primary))
+    order = sorted(measured, key=lambda arm: (arm not in going_on, described[arm]["mean"] * (
+        1 if lower_is_better(primary) else -1)))
     return order, common or None, described
+
+
+def _eliminated(summary):
+    """arm -> how the pilot stopped it (design["eliminated"]), {} where none stopped."""
+    return (summary.get("design") or {}).get("eliminated") or {}
 
 
 def _evidence(entry):
@@ -514,7 +569,7 @@ def _shown_worse(summary, pairs, arms):
 def _picks(summary, pairs, order):
     """(the arms that could be picked: none is shown worse than any arm by any verdict in the
     summary, best mean first; the best: the one pick, else None, no separable best)."""
-    worse = _shown_worse(summary, pairs, order)
+    worse = _shown_worse(summary, pairs, order) | set(_eliminated(summary))
     picks = [arm for arm in order if arm not in worse]
     return picks, (picks[0] if len(picks) == 1 else None)
 
@@ -526,15 +581,19 @@ def _ranking(summary, pairs, primary, arms):
     pair or against the baseline, shows them worse than any arm), the best (the only pick, else
     None: no separable best), the leader (the first pick by mean, or the first arm where every
     arm is shown worse than another) and each arm's comparison with the leader (vs_best, from the
-    every-pair family). None with fewer than three measured arms."""
+    every-pair family; eliminated, where the pilot stopped arms: those arms, last in the order, their
+    means and comparisons over the pilot seeds they ran). None with fewer than three measured arms."""
     order, seeds, described = _best_first(summary, primary, arms)
     if len(order) < 3:
         return None
     picks, best = _picks(summary, pairs, order)
     leader = picks[0] if picks else order[0]
     evidence = {arm: _evidence(_against(pairs, arm, leader)) for arm in order if arm != leader}
-    return {"order": order, "seeds": seeds, "means": described, "best": best, "leader": leader, "picks": picks,
-            "not_worse": picks, "vs_best": evidence}
+    ranking = {"order": order, "seeds": seeds, "means": described, "best": best, "leader": leader, "picks": picks,
+               "not_worse": picks, "vs_best": evidence}
+    if _eliminated(summary):
+        ranking["eliminated"] = [arm for arm in order if arm in _eliminated(summary)]
+    return ranking
 
 
 def _sweep_summary(summary, pairs, primary, sweep):
@@ -629,12 +688,18 @@ def _ranking_lines(summary):
              "seeds, and only a correction over every pair covers whichever arm comes out on top"
              + (f" (a comparison with `{summary['baseline']}` is the one above, Holm-adjusted across the baseline's "
                 "comparisons, so that a pair shows one verdict)" if summary["comparisons"] == "baseline" else "")
-             + ". An arm that any verdict in this summary shows worse than another arm is never offered as a pick.", "",
+             + ". An arm that any verdict in this summary shows worse than another arm is never offered as a pick."
+             + (" Arms the pilot eliminated come last, marked, with their means and comparisons over the pilot seeds "
+                "they ran; the seeds above are those of the arms that went on." if ranking.get("eliminated") else ""),
+             "",
              f"| rank | arm | {LABELS[metric]} | difference from {leader} | 95% CI | P(beats {leader}) [95% CI] | "
              f"p (Holm) | verdict against {leader} |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    stopped = _eliminated(summary)
     for rank, arm in enumerate(ranking["order"], 1):
         mean = _mean_std(metric, ranking["means"][arm])
         evidence = ranking["vs_best"].get(arm)
+        if arm in stopped:  # ranked last: its mean and comparisons are over the pilot seeds it ran
+            arm = f"{arm} (eliminated after {stopped[arm]['seeds']} pilot seeds)"
         if arm == leader:
             lines.append(f"| {rank} | **{arm}** | {mean} | {'best' if ranking['best'] else 'leader'} | | | | |")
         elif evidence is None:
@@ -767,6 +832,26 @@ def _efficiency(entry):
     return "n/a" if entry["pairing_efficiency"] is None else f"{entry['pairing_efficiency']:.2f}"
 
 
+def _elimination_lines(summary):
+    """What the pilot's racing stopped (design["eliminated"]), each arm with its pilot comparison."""
+    design, metric = summary["design"], summary["primary"]["metric"]
+    if "eliminate_alpha" not in design:
+        return []
+    stopped = design.get("eliminated") or {}
+    head = (f"Elimination after the pilot: every pair compared by the paired t-test, Holm across every pair, at "
+            f"{design['eliminate_alpha']:g} (the exact sign-flip test cannot reach that level at a pilot's size); "
+            f"an arm shown worse than another trained no more seeds, and its comparisons here use the pilot seeds it "
+            f"ran. The seed count came from every pair's pilot spread, whichever arms stopped.")
+    if not stopped:
+        return ["", head + " No arm was eliminated."]
+    lines = ["", head, "", "| eliminated arm | after seeds | worse than | pilot difference | p (Holm, pilot) |",
+             "| --- | --- | --- | --- | --- |"]
+    for arm, stop in stopped.items():
+        lines.append(f"| {arm} | {stop['seeds']} | {stop['worse_than']} | {points(metric, stop['difference'], True)} "
+                     f"| {_p(stop['p_holm'])} |")
+    return lines
+
+
 def to_markdown(summary, name):
     """summary.md: the primary comparison first, with the verdict in words, then (three arms or
     more) the ranking and the sweeps, then the arms and the secondary paired differences."""
@@ -780,8 +865,12 @@ def to_markdown(summary, name):
     floor = primary.get("noise_floor")
     floor_text = (f" Noise floor: on {floor['test_images']} test images one arm's accuracy has a binomial standard "
                   f"error of {floor['binomial_se'] * 100:.1f} points." if floor else "")
-    rule_text = (f" A verdict of better or worse needs Holm-adjusted p < {ALPHA:g} and sign-flip p < {ALPHA:g} (at "
-                 f"least {seeds_for_sign_flip()} seeds); equivalent needs the 90% interval inside ±min_effect, "
+    alpha = primary.get("alpha", ALPHA)
+    rule_text = (f" A verdict of better or worse needs Holm-adjusted p < {alpha:g} and sign-flip p < {alpha:g} (at "
+                 f"least {seeds_for_sign_flip(alpha)} seeds"
+                 + (f"; {ALPHA:g} - {ALPHA - alpha:g}, the pilot's elimination level: Bonferroni across the two looks "
+                    f"keeps the chance of any false better/worse in the run under {ALPHA:g}; the intervals stay 95%"
+                    if alpha < ALPHA else "") + "); equivalent needs the 90% interval inside ±min_effect, "
                  "differences that vary across seeds, and a noise floor within min_effect.")
     improvement_text = (" P(better) is the probability of improvement: the chance that the arm beats the other on a "
                         "seed drawn at random (ties count half), with its exact 95% interval.")
@@ -841,6 +930,7 @@ def to_markdown(summary, name):
                   f"{design['seeds_needed']} seeds reach a 95% half-width of {design['target_half_width']:g} "
                   f"points" + (f", capped at {len(design['seeds'])} (analysis.max_seeds)" if design["capped"]
                                else f"; {len(design['seeds'])} were run") + "."]
+        lines += _elimination_lines(summary)
     if summary.get("ranking"):
         lines += [""] + _ranking_lines(summary)
     if summary.get("sweeps"):

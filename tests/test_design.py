@@ -2,14 +2,18 @@
 from its paired standard deviation, runs the rest and survives a stop in either stage."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import fail_with_nan, run_small
 
-from augcompare.experiments import cli, stats
+from augcompare.experiments import cli, config, stats
+from augcompare.experiments import run as run_mod
 from augcompare.experiments.history import read_history
 from augcompare.experiments.progress import RunProgress
 
+ROOT = Path(__file__).resolve().parent.parent
 DESIGN = ["analysis.target_half_width=0.5", "analysis.pilot_seeds=2", "analysis.max_seeds=3", "train.seeds=[0]",
           "train.epochs=2"]
 
@@ -95,3 +99,137 @@ def test_analyze_keeps_the_stein_interval_for_the_designs_metric_only_and_resume
     capsys.readouterr()
     assert cli.main(["run", "--resume", str(run_dir), "--set", f"train.seeds=[0, {max(seeds) + 1}]"]) == 2
     assert "uses the two-stage design (analysis.target_half_width = 0.5)" in capsys.readouterr().err
+
+
+# -- racing: analysis.eliminate stops the arms the pilot shows worse -----------------------------
+
+def pilot(means, spread=0.002, seeds=(0, 1, 2)):
+    """Synthetic pilot accuracies: arm -> {seed: mean + a seeded wobble shared by every arm (the
+    seed's data) + a small one of its own}."""
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0, 0.05, len(seeds))
+    return {arm: {seed: mean + shared[i] + rng.normal(0, spread) for i, seed in enumerate(seeds)}
+            for arm, mean in means.items()}
+
+
+def test_an_arm_far_below_the_others_is_eliminated_against_the_arm_it_trails():
+    stopped = stats.pilot_eliminations(pilot({"baseline": 0.60, "standard": 0.605, "broken": 0.30}, spread=0.01),
+                                       "test_accuracy", 0.01)
+    assert set(stopped) == {"broken"}
+    assert stopped["broken"]["worse_than"] in ("baseline", "standard") and stopped["broken"]["seeds"] == 3
+    assert stopped["broken"]["difference"] < -0.25 and stopped["broken"]["p_holm"] < 0.01
+
+
+def test_for_a_loss_the_higher_arm_is_eliminated():
+    stopped = stats.pilot_eliminations(pilot({"baseline": 0.9, "broken": 2.0}), "test_loss", 0.01)
+    assert list(stopped) == ["broken"] and stopped["broken"]["worse_than"] == "baseline"
+
+
+def test_arms_within_the_noise_or_tested_at_a_stricter_level_go_on():
+    close = pilot({"baseline": 0.60, "standard": 0.61, "other": 0.605}, spread=0.02)
+    assert stats.pilot_eliminations(close, "test_accuracy", 0.01) == {}
+    # Holm across every pair: the same gap that stops an arm of two stops none at a far smaller level.
+    gap = pilot({"baseline": 0.60, "broken": 0.57}, spread=0.002)
+    assert stats.pilot_eliminations(gap, "test_accuracy", 0.01)
+    assert stats.pilot_eliminations(gap, "test_accuracy", 1e-6) == {}
+
+
+def test_a_pair_without_two_shared_pilot_seeds_eliminates_nothing():
+    values = pilot({"baseline": 0.6, "broken": 0.1})
+    values["broken"] = {0: values["broken"][0]}  # the other pilot jobs failed
+    assert stats.pilot_eliminations(values, "test_accuracy", 0.01) == {}
+
+
+def test_the_final_verdicts_run_at_the_level_left_after_the_pilots_look():
+    assert stats.final_alpha(None) == stats.ALPHA
+    assert stats.final_alpha({"eliminate_alpha": 0.01}) == pytest.approx(0.04)
+    # p = 0.045 passes at 0.05, not at 0.04.
+    assert stats.verdict("test_accuracy", 0.05, [0.01, 0.09], 0.045, 0.01, 0.03) == "better"
+    assert stats.verdict("test_accuracy", 0.05, [0.01, 0.09], 0.045, 0.01, 0.03, alpha=0.04) == "inconclusive"
+
+
+def test_elimination_needs_the_two_stage_design(tmp_path, capsys):
+    with pytest.raises(AssertionError):  # run_small asserts exit 0
+        run_small(tmp_path, "analysis.eliminate=true")
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "analysis.eliminate stops beaten arms" in error
+
+
+THREE_ARMS = 'arms={baseline = {}, augmented = {horizontal_flip = true}, broken = {brightness = 0.9}}'
+
+
+def test_an_eliminated_arm_trains_no_second_stage_seed(tmp_path, monkeypatch):
+    """The pilot's numbers are faked (broken far below, every pair spread) so that the decision
+    is certain on a tiny run; what is checked is what the run does with it."""
+    fake = pilot({"baseline": 0.60, "augmented": 0.61, "broken": 0.20}, spread=0.03)
+    monkeypatch.setattr(run_mod.Run, "primary_values", lambda self, arm, seeds: {s: fake[arm][s] for s in seeds})
+    run_dir = run_small(tmp_path, THREE_ARMS, "analysis.target_half_width=0.1", "analysis.pilot_seeds=3",
+                        "analysis.max_seeds=4", "analysis.eliminate=true", "analysis.comparisons=all",
+                        "train.epochs=1")
+    _, jobs, design = numbers(run_dir)
+    assert design["seeds"] == [0, 1, 2, 3] and design["eliminate_alpha"] == 0.01
+    assert list(design["eliminated"]) == ["broken"] and design["eliminated"]["broken"]["seeds"] == 3
+    ran = {(job["arm"], job["seed"]) for job in jobs}
+    assert {seed for arm, seed in ran if arm == "broken"} == {0, 1, 2}
+    assert {seed for arm, seed in ran if arm != "broken"} == {0, 1, 2, 3}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["design"]["eliminated"] == design["eliminated"] and summary["primary"]["alpha"] == pytest.approx(0.04)
+    assert summary["ranking"]["order"][-1] == "broken" and summary["ranking"]["eliminated"] == ["broken"]
+    assert "broken" not in summary["ranking"]["picks"]
+    assert {pair["seeds"] == [0, 1, 2] for pair in summary["pairs"] if "broken" in (pair["arm"], pair["other"])} == {True}
+    text = (run_dir / "summary.md").read_text()
+    assert "broken (eliminated after 3 pilot seeds)" in text and "| broken | 3 |" in text
+    assert "Arms the pilot eliminated come last" in text
+    assert "Holm-adjusted p < 0.04" in text
+    # augcompare analyze reads the eliminated arms and the final level from the run, and refuses to change them.
+    assert cli.main(["analyze", str(run_dir), "--set", "analysis.min_effect=0.5"]) == 0
+    analysed = json.loads((run_dir / "analyses" / "min_effect-0.5" / "summary.json").read_text())
+    assert analysed["design"]["eliminated"] == design["eliminated"] and analysed["primary"]["alpha"] == pytest.approx(0.04)
+    assert analysed["ranking"]["eliminated"] == ["broken"]
+    assert cli.main(["analyze", str(run_dir), "--set", "analysis.eliminate=false"]) == 2
+    (tmp_path / "summary.md").write_text(text)  # for a reader of the test's tmp_path
+
+
+def test_when_one_arm_is_left_the_run_ends_with_the_pilot(tmp_path, monkeypatch):
+    fake = pilot({"baseline": 0.20, "augmented": 0.61, "broken": 0.25}, spread=0.01)
+    monkeypatch.setattr(run_mod.Run, "primary_values", lambda self, arm, seeds: {s: fake[arm][s] for s in seeds})
+    run_dir = run_small(tmp_path, THREE_ARMS, "analysis.target_half_width=0.1", "analysis.pilot_seeds=3",
+                        "analysis.max_seeds=4", "analysis.eliminate=true", "train.epochs=1")
+    _, jobs, design = numbers(run_dir)
+    assert sorted(design["eliminated"]) == ["baseline", "broken"] and design["seeds"] == [0, 1, 2, 3]
+    assert {job["seed"] for job in jobs} == {0, 1, 2}
+
+
+def test_the_plan_says_how_the_pilot_eliminates_and_at_what_level_the_verdicts_run():
+    experiment = config.load(ROOT / "experiments" / "cifar10.toml")  # bundled: 7 arms, eliminate on
+    (line,) = [line for line in run_mod.plan_lines(experiment) if line.startswith("eliminate:")]
+    assert "Holm across all 21 pairs, p < 0.01" in line and "the final verdicts run at 0.04" in line
+    assert "could never reach 0.01 at 5 pilot seeds (its smallest p is 0.0625)" in line
+    off = config.build(config.apply_overrides(config.to_dict(experiment), ["analysis.eliminate=false"]))
+    assert not [line for line in run_mod.plan_lines(off) if line.startswith("eliminate:")]
+
+
+def test_a_stop_in_the_second_stage_resumes_without_the_eliminated_arm(tmp_path, monkeypatch):
+    fake = pilot({"baseline": 0.60, "augmented": 0.61, "broken": 0.20}, spread=0.03)
+    monkeypatch.setattr(run_mod.Run, "primary_values", lambda self, arm, seeds: {s: fake[arm][s] for s in seeds})
+    epochs_seen = []
+    epoch = RunProgress.epoch
+
+    def stop(self, row, epochs, stopped_early=False):
+        epoch(self, row, epochs, stopped_early)
+        epochs_seen.append(row)
+        if len(epochs_seen) == 10:  # 9 pilot jobs of one epoch, then the second stage's first
+            raise KeyboardInterrupt
+    monkeypatch.setattr(RunProgress, "epoch", stop)
+    racing = [THREE_ARMS, "analysis.target_half_width=0.1", "analysis.pilot_seeds=3", "analysis.max_seeds=4",
+              "analysis.eliminate=true", "train.epochs=1"]
+    with pytest.raises(AssertionError):  # run_small asserts exit 0; a stopped run exits 130
+        run_small(tmp_path, *racing)
+    monkeypatch.setattr(RunProgress, "epoch", epoch)
+    run_dir = tmp_path / "results" / "demo" / "r"
+    assert cli.main(["run", "--resume", str(run_dir)]) == 0
+    _, jobs, design = numbers(run_dir)
+    assert list(design["eliminated"]) == ["broken"]
+    assert sorted((job["arm"], job["seed"]) for job in jobs) == sorted(
+        [(arm, seed) for arm in ("baseline", "augmented", "broken") for seed in (0, 1, 2)]
+        + [("baseline", 3), ("augmented", 3)])
