@@ -108,6 +108,11 @@ def config_keys(config=None):
     if config is None:
         from augcompare.experiments import config
     descriptions = field_descriptions(CONFIG_SOURCE.read_text())
+    missing = [f"{section}.{field.name}" for section, cls in config.SECTIONS.items()
+               for field in dataclasses.fields(cls) if not descriptions.get((cls.__name__, field.name))]
+    if missing:
+        raise ValueError(f"experiments/config.py: {', '.join(missing)} without a description; write what each does "
+                         "in a comment beside its default")
     rows = []
     for section, cls in config.SECTIONS.items():
         for field in dataclasses.fields(cls):
