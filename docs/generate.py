@@ -211,7 +211,7 @@ def _heading(name, record):
              f"- **Command:** `{record['command']}`",
              f"- **Versions:** {versions}" if versions else None,
              f"- **Date:** {record['date']}",
-             f"- **Conditions:** {record['conditions']}",
+             f"- **Conditions:** {record['conditions'] or 'not stated'}",
              f"- **Source:** {record['source']}" if record.get("source") else None,
              f"- **Record:** `results/bench/{name}`", ""]
     return [line for line in lines if line is not None]

@@ -60,3 +60,25 @@ def test_bench_run_reads_each_variants_answer_from_its_summary():
     assert arm == "augmented" and verdict == primary["verdict"] == "better"
     assert (mean, low, high) == (100 * primary["mean"], 100 * primary["ci95"][0], 100 * primary["ci95"][1])
     assert low < mean < high
+
+
+def test_bench_json_writes_a_record_that_the_docs_render(tmp_path, monkeypatch):
+    """--json writes a record for results/bench/: the machine, versions, command and date beside the
+    figures, in the form docs/generate.py draws the speed tables from."""
+    import json
+    from pathlib import Path
+    figures = {"peak_rss_anon_kib": {10: 1024, 20: 2048}, "ratio": 2.0}
+    monkeypatch.setitem(bench.BENCHMARKS, "memory", lambda log: figures)
+    bench.run(["memory"], json_path=tmp_path / "m.json", log=lambda line: None)
+    record = json.loads((tmp_path / "m.json").read_text())
+    assert record["command"] == f"augcompare bench memory --json {tmp_path / 'm.json'}"
+    assert record["machine"]["cpu"] and record["machine"]["cores"] >= 1
+    assert {"augcompare", "Python", "TensorFlow", "Keras", "NumPy"} <= set(record["versions"])
+    assert record["figures"] == {"memory": {"peak_rss_anon_kib": {"10": 1024, "20": 2048}, "ratio": 2.0}}
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("augcompare_docs_generate", root / "docs" / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    ((name, read),) = generate.read_records(tmp_path)
+    text = generate.measurements(tmp_path, benchmark="memory")
+    assert record["command"] in text and record["machine"]["cpu"] in text and "| 20 | 2.0 MiB |" in text
