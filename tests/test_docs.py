@@ -142,3 +142,25 @@ def test_the_pages_markers_name_parts_that_render():
     for path in (ROOT / "docs").rglob("*.md"):
         for marker in re.findall(r"<!-- generated:(.*?)-->", path.read_text()):
             assert generate.render(marker.split()).strip(), (path, marker)
+
+
+def test_a_default_the_guides_mention_is_the_one_the_code_gives():
+    """Prose may name a default beside its key ("`data.max_skip_fraction` (default 0.05)"); it must
+    be config.py's. The reference itself is generated and cannot disagree."""
+    defaults = {f"{section}.{field.name}": field.default for section, cls in config.SECTIONS.items()
+                for field in dataclasses.fields(cls) if field.default is not dataclasses.MISSING}
+    mentioned = 0
+    for path in (ROOT / "docs").rglob("*.md"):
+        text = " ".join(path.read_text().split())
+        for key, value in re.findall(r"`(\w+\.\w+)`[^`(]{0,20}\(default:?\s+`?([^\s)`,;:]+)", text):
+            if key not in defaults:
+                continue
+            mentioned += 1
+            default = defaults[key]
+            if isinstance(default, bool):
+                assert value == str(default).lower(), (path.name, key, value, default)
+            elif isinstance(default, (int, float)):
+                assert float(value) == default, (path.name, key, value, default)
+            else:
+                assert value.strip('"') == default, (path.name, key, value, default)
+    assert mentioned >= 3
