@@ -164,3 +164,24 @@ def test_a_default_the_guides_mention_is_the_one_the_code_gives():
             else:
                 assert value.strip('"') == default, (path.name, key, value, default)
     assert mentioned >= 3
+
+
+def test_every_experiment_file_example_in_the_readme_and_the_docs_is_valid(tmp_path):
+    """Each ```toml block (an experiment file or a part of one) is read as augcompare reads an
+    experiment, with the files it names made in a temporary folder."""
+    import tomllib
+    (tmp_path / "shapes").mkdir()
+    (tmp_path / "my_sets.toml").write_text("[tilt]\nrotation = 45\n")
+    (tmp_path / "my_augs.py").write_text("def jitter(images, seed):\n    return images\n")
+    blocks = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        blocks += [(path.name, block) for block in re.findall(r"```toml\n(.*?)```", path.read_text(), re.S)
+                   if not block.startswith("--8<--")]
+    assert len(blocks) >= 5
+    for name, block in blocks:
+        raw = tomllib.loads(block)
+        raw.setdefault("arms", {"baseline": {}})
+        if raw.get("data", {}).get("root"):
+            raw["data"]["root"] = str(tmp_path / "shapes")
+        experiment = config.build(raw, base_dir=tmp_path)
+        assert experiment.arms, name
