@@ -175,6 +175,29 @@ def configuration_reference():
     return "\n".join(out) + "\n"
 
 
+# ---------------------------------------------------------------- the command line
+
+def command_line(width=100):
+    """Each command's `--help`, as the command line's own parser (experiments/cli.py) writes it."""
+    import argparse
+    import os
+    from augcompare.experiments import cli
+    parser = cli._parser()
+    (commands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(width)  # argparse wraps to the terminal's width; the page's is fixed
+    try:
+        out = []
+        for name, command in commands.choices.items():
+            out += [f"### `augcompare {name}`", "", "```text", command.format_help().rstrip(), "```", ""]
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------- measurements
 
 RECORD_KEYS = ("machine", "versions", "command", "date", "conditions", "figures")
@@ -325,11 +348,11 @@ def measurements(folder=BENCH_RECORDS, benchmark=None):
 
 def render(what):
     """The markdown a page's `<!-- generated: WHAT -->` line stands for: `configuration`, or
-    `operations`, `presets`, `arm-keys`, or `measurements [BENCHMARK]`."""
+    `operations`, `presets`, `arm-keys`, `command-line`, or `measurements [BENCHMARK]`."""
     parts = {"configuration": configuration_reference, "operations": operations, "presets": presets,
-             "arm-keys": arm_keys}
+             "arm-keys": arm_keys, "command-line": command_line}
     if len(what) == 1 and what[0] in parts:
         return parts[what[0]]()
     if what and what[0] == "measurements" and len(what) <= 2:
         return measurements(benchmark=what[1] if len(what) == 2 else None)
-    raise ValueError(f"no generated part {' '.join(what)!r}; write one of configuration, operations, presets, arm-keys or measurements [BENCHMARK]")
+    raise ValueError(f"no generated part {' '.join(what)!r}; write one of configuration, operations, presets, arm-keys, command-line or measurements [BENCHMARK]")

@@ -185,3 +185,14 @@ def test_every_experiment_file_example_in_the_readme_and_the_docs_is_valid(tmp_p
             raw["data"]["root"] = str(tmp_path / "shapes")
         experiment = config.build(raw, base_dir=tmp_path)
         assert experiment.arms, name
+
+
+def test_the_command_line_page_has_every_commands_help_from_the_parser():
+    import argparse
+    from augcompare.experiments import cli
+    text = generate.command_line()
+    (commands,) = [action for action in cli._parser()._actions if isinstance(action, argparse._SubParsersAction)]
+    for name, command in commands.choices.items():
+        assert f"### `augcompare {name}`" in text
+        for action in command._actions:
+            assert all(option in text for option in action.option_strings), (name, action.option_strings)
