@@ -1,7 +1,8 @@
 """The documentation's generated parts: the configuration reference, read from experiments/config.py
 (each default from its dataclass, each description from the comment beside it, valid values where
-config.py declares them) and augment/params.py (the arm keys and presets), and the speed tables,
-read from the measurement records in results/bench/*.json.
+config.py declares them) and augment/params.py (the arm keys and presets), the command line's
+options from experiments/cli.py's parser, and the speed tables, read from the measurement records
+in results/bench/*.json.
 
 Pure Python, no MkDocs: docs/hooks.py calls it while the site builds, and tests/test_docs.py
 calls it to hold the pages to the code.
@@ -317,6 +318,8 @@ def _epochs(figures):
     return out
 
 
+# A table per benchmark a record holds: what `augcompare bench --json` writes under each name, and
+# `epochs`, the per-arm epoch times of an `augcompare run` (the CIFAR-10 and Fashion-MNIST stand-ins).
 RENDERERS = {"run": _run_table, "pipeline": _pipeline, "training": _training, "memory": _memory,
              "prepare": _prepare, "epochs": _epochs}
 
