@@ -358,4 +358,5 @@ def render(what):
         return parts[what[0]]()
     if what and what[0] == "measurements" and len(what) <= 2:
         return measurements(benchmark=what[1] if len(what) == 2 else None)
-    raise ValueError(f"no generated part {' '.join(what)!r}; write one of configuration, operations, presets, arm-keys, command-line or measurements [BENCHMARK]")
+    raise ValueError(f"no generated part {' '.join(what)!r}; write one of configuration, operations, presets, "
+                     "arm-keys, command-line or measurements [BENCHMARK]")

@@ -122,7 +122,8 @@ def test_a_record_without_its_machine_is_refused(tmp_path):
 
 
 def test_a_new_record_adds_its_table_without_touching_the_pages(tmp_path):
-    record = {"machine": {"cpu": "Test CPU", "cores": 4, "instruction_sets": ["avx2"]}, "versions": {"TensorFlow": "2.21"},
+    record = {"machine": {"cpu": "Test CPU", "cores": 4, "instruction_sets": ["avx2"]},
+              "versions": {"TensorFlow": "2.21"},
               "command": "augcompare bench memory --json m.json", "date": "2027-01-01", "conditions": "one run",
               "figures": {"memory": {"peak_rss_anon_kib": {"10000": 2048, "100000": 4096}, "ratio": 2.0}}}
     (tmp_path / "m.json").write_text(json.dumps(record))
