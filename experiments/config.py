@@ -114,7 +114,7 @@ class RunConfig:
     jobs_at_once: int = 0           # local: jobs side by side, each in its own process; 0 = chosen from the cores
     threads_per_job: int = 0        # TensorFlow threads a job trains on, every executor; 0 = cores // jobs_at_once
     address: str = ""               # ray: "" starts a cluster on this machine; "auto" or "host:port" joins one
-    cpus_per_job: float = 1.0       # ray: CPUs each job reserves (fractions allowed)
+    cpus_per_job: float = 1.0       # ray: CPUs each job reserves (fractions allowed; not its threads)
     gpus_per_job: float = 0.0       # ray: GPUs each job reserves (fractions share a GPU)
 
 
