@@ -515,9 +515,33 @@ BENCHMARKS = {"prepare": bench_prepare, "pipeline": bench_pipeline, "training": 
               "memory": bench_memory, "run": bench_run}
 
 
+def record(figures, command):
+    """A measurement record as results/bench/ keeps them (docs/generate.py draws the speed tables
+    from them): the machine (the CPU's model name, as lscpu and /proc/cpuinfo give it, its cores and
+    the instruction sets that decide the kernels), the versions, the command, the date (UTC), the
+    conditions (empty: say them before you keep the record) and the figures."""
+    import datetime
+    import importlib.metadata
+    import platform
+    from augcompare.augment.backend import cpu, keras, tf
+    processor = cpu()
+    versions = {"augcompare": importlib.metadata.version("augcompare"), "Python": platform.python_version(),
+                "TensorFlow": tf.__version__, "Keras": keras.__version__, "NumPy": np.__version__}
+    try:
+        versions["albumentations"] = importlib.metadata.version("albumentations")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return {"machine": {"cpu": processor["model"] or platform.processor() or "unknown", "cores": os.cpu_count(),
+                        "instruction_sets": processor["features"]},
+            "versions": versions, "command": command,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"), "conditions": "",
+            "figures": figures}
+
+
 def run(names, json_path=None, experiment_path=None, variants=None, repeat=1, log=print):
     """Runs the named benchmarks; experiment_path: the experiment `training` and `run` measure;
-    variants: what `run` compares; repeat: how many times `run` runs each variant."""
+    variants: what `run` compares; repeat: how many times `run` runs each variant. json_path:
+    where to write their record (record())."""
     results = {}
     for name in names:
         extra = {"experiment_path": experiment_path} if name in ("training", "run") else {}
@@ -525,5 +549,8 @@ def run(names, json_path=None, experiment_path=None, variants=None, repeat=1, lo
             extra.update(variants=variants, repeat=repeat)
         results[name] = BENCHMARKS[name](log=log, **extra)
     if json_path:
-        Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
+        command = ["augcompare", "bench", *names, *(["--experiment", str(experiment_path)] if experiment_path else []),
+                   *(item for variant in variants or () for item in ("--variant", variant)),
+                   *(["--repeat", str(repeat)] if repeat > 1 else []), "--json", str(json_path)]
+        Path(json_path).write_text(json.dumps(record(results, " ".join(command)), indent=2) + "\n")
     return results

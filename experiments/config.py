@@ -65,12 +65,12 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 15
-    batch_size: int = 32
+    epochs: int = 15                # training epochs of every job (fewer when early stopping ends one)
+    batch_size: int = 32            # images per training step
     # Six: the fewest at which the exact sign-flip test can reach p < 0.05 (2 / 2^6 = 0.031).
     seeds: tuple = dataclasses.field(default=(0, 1, 2, 3, 4, 5), metadata={"item": int})
     normalize: str = "rescale"      # rescale | standardize | divmax, shared by all arms
-    learning_rate: float = 0.001
+    learning_rate: float = 0.001    # Adam's learning rate at the first epoch (lr_schedule shapes it after)
     lr_schedule: str = "cosine"     # cosine (decays to 0 by the last epoch) | constant
     early_stopping: int = 0         # stop an arm and seed after this many epochs without a better monitor; 0 = off
     monitor: str = "val_loss"       # val_loss | val_accuracy: what selects the epoch, early stopping and save_best
@@ -92,8 +92,8 @@ class ModelConfig:
     build_sha256: str = ""          # written by a run into its config.toml: build's file and the weights file as
     weights_sha256: str = ""        # they were, so that a rerun of that config.toml says when one changed
     filters: tuple = dataclasses.field(default=(32, 64, 128), metadata={"item": int})  # small_cnn: Conv-Pool channels
-    dense_units: int = 128          # small_cnn
-    dropout: float = 0.0            # small_cnn
+    dense_units: int = 128          # small_cnn: units of the dense layer before the classifier
+    dropout: float = 0.0            # small_cnn: dropout rate before the classifier (0 = none)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +118,7 @@ class RunConfig:
     jobs_at_once: int = 0           # local: jobs side by side, each in its own process; 0 = chosen from the cores
     threads_per_job: int = 0        # TensorFlow threads a job trains on, every executor; 0 = cores // jobs_at_once
     address: str = ""               # ray: "" starts a cluster on this machine; "auto" or "host:port" joins one
-    cpus_per_job: float = 1.0       # ray: CPUs each job reserves (fractions allowed)
+    cpus_per_job: float = 1.0       # ray: CPUs each job reserves (fractions allowed; not its threads)
     gpus_per_job: float = 0.0       # ray: GPUs each job reserves (fractions share a GPU)
 
 

@@ -128,7 +128,8 @@ def _numbers_and_words(prefix, tree):
 def _comparisons(summary):
     """(name, comparison) of each comparison summary.json holds, named as MLflow logs it: each
     arm's with the baseline (vs_baseline.<arm>.primary), every pair's (pairs.<arm> - <other>.primary,
-    read as arm - other) and each sweep's best value (sweeps.<name>) and points (sweeps.<name>.<arm>:
+    read as arm - other) and each sweep's best value (absent where none is separably best), its
+    leader (the value ahead) and the values not shown worse (sweeps.<name>) and points (sweeps.<name>.<arm>:
     its mean difference from the baseline, interval and verdict). The one place that reads where
     summary.json keeps them."""
     for arm, entry in (summary.get("vs_baseline") or {}).items():
@@ -138,6 +139,7 @@ def _comparisons(summary):
         yield f"pairs.{pair['arm']} - {pair['other']}.primary", pair["primary"]
     for name, sweep in (summary.get("sweeps") or {}).items():
         yield f"sweeps.{name}", {"best": sweep.get("best"), "best_arm": sweep.get("best_arm"),
+                                 "leader": sweep.get("leader"),
                                  "not_worse": ", ".join(str(value) for value in sweep.get("not_worse") or []) or None}
         for point in sweep.get("points") or []:
             yield f"sweeps.{name}.{point['arm']}", {key: point.get(key) for key in ("mean", "ci95", "verdict")}

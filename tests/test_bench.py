@@ -83,7 +83,7 @@ def test_bench_run_repeats_the_variants_in_turn_and_reports_the_median_and_range
     written = tmp_path / "bench.json"
     bench.run(["run"], str(written), experiment, ["default", "eigen"], repeat=3, log=lines.append)
     assert order == ["default", "eigen"] * 3
-    result = json.loads(written.read_text())["run"]
+    result = json.loads(written.read_text())["figures"]["run"]
     assert result["repeat"] == 3
     default, eigen = result["variants"]["default"], result["variants"]["eigen"]
     assert [run["wall_seconds"] for run in default["repeats"]] == [30.0, 10.0, 20.0]
@@ -100,3 +100,25 @@ def test_bench_refuses_a_repeat_it_would_ignore_or_that_runs_nothing(capsys):
     assert "--repeat repeats what `run` measures; add run" in capsys.readouterr().err
     assert cli.main(["bench", "run", "--repeat", "0"]) == 2
     assert "--repeat 0 runs nothing; give 1 or more" in capsys.readouterr().err
+
+
+def test_bench_json_writes_a_record_that_the_docs_render(tmp_path, monkeypatch):
+    """--json writes a record for results/bench/: the machine, versions, command and date beside the
+    figures, in the form docs/generate.py draws the speed tables from."""
+    import json
+    from pathlib import Path
+    figures = {"peak_rss_anon_kib": {10: 1024, 20: 2048}, "ratio": 2.0}
+    monkeypatch.setitem(bench.BENCHMARKS, "memory", lambda log: figures)
+    bench.run(["memory"], json_path=tmp_path / "m.json", log=lambda line: None)
+    record = json.loads((tmp_path / "m.json").read_text())
+    assert record["command"] == f"augcompare bench memory --json {tmp_path / 'm.json'}"
+    assert record["machine"]["cpu"] and record["machine"]["cores"] >= 1
+    assert {"augcompare", "Python", "TensorFlow", "Keras", "NumPy"} <= set(record["versions"])
+    assert record["figures"] == {"memory": {"peak_rss_anon_kib": {"10": 1024, "20": 2048}, "ratio": 2.0}}
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("augcompare_docs_generate", root / "docs" / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    ((name, read),) = generate.read_records(tmp_path)
+    text = generate.measurements(tmp_path, benchmark="memory")
+    assert record["command"] in text and record["machine"]["cpu"] in text and "| 20 | 2.0 MiB |" in text

@@ -1,5 +1,7 @@
-"""The README against the project: the "When something goes wrong" table names a test for every row
-(each must exist), and the demo reference it reports is the default run and a positive control."""
+"""The README and the documentation against the project: the README is short and gives the set-up
+commands CI runs, the "When something goes wrong" table (docs/guides/troubleshooting.md) names a
+test for every row (each must exist), the demo reference they report is the default run and a
+positive control, and the API page's DataGenerator snippet runs."""
 
 import ast
 import json
@@ -9,9 +11,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_every_row_of_the_troubleshooting_table_names_an_existing_test():
+def test_the_readme_is_short_and_its_set_up_commands_are_the_ones_ci_runs():
     readme = (ROOT / "README.md").read_text()
-    table = readme.split("## When something goes wrong", 1)[1].split("\n## ", 1)[0]
+    assert len(readme.splitlines()) <= 300
+    for command in ('pip install -e . && augcompare run', 'pip install -e ".[test]" && pytest',
+                    'pip install -e ".[docs]" && mkdocs serve'):
+        assert command in readme, command
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'install --quiet -e ".[test,docs]"' in ci and "mkdocs build --strict" in ci
+    assert ci.rstrip().splitlines()[-1] == "python3 -m pytest"  # the README's test command
+
+
+def test_every_row_of_the_troubleshooting_table_names_an_existing_test():
+    page = (ROOT / "docs" / "guides" / "troubleshooting.md").read_text()
+    table = page.split("# When something goes wrong", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| bad input")
             and not line.startswith("| ---")]
     assert len(rows) >= 15
@@ -43,8 +56,8 @@ def test_the_demo_reference_is_the_default_run_and_meets_the_positive_control():
 
 def test_the_data_generator_snippet_runs_as_written_with_its_placeholders_filled_in(tmp_path, monkeypatch):
     import numpy as np
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    page = (ROOT / "docs" / "reference" / "api.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
     (snippet,) = [block for block in blocks if block.startswith("# DataGenerator: your samples")]
     filled = snippet.replace(", ...]", "]").replace(", ...}", "}")  # the placeholders: the user's other samples
     assert "..." not in filled.split("#")[0]
@@ -56,7 +69,7 @@ def test_the_data_generator_snippet_runs_as_written_with_its_placeholders_filled
     np.save(tmp_path / "y_train.npy", np.arange(40) % 2)
     monkeypatch.chdir(tmp_path)
     namespace = {}
-    exec(compile(filled, "README.md", "exec"), namespace)
+    exec(compile(filled, "docs/reference/api.md", "exec"), namespace)
     x, y = namespace["x"], namespace["y"]
     assert x.shape == (32, 24, 24, 3) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
     order = namespace["from_array"]._order[:32]  # shuffled (shuffle=True by default)

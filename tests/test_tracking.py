@@ -197,6 +197,8 @@ def test_every_pair_and_each_sweep_reach_mlflow_as_metrics(tracked, tmp_path):
     reference): each pair's and each sweep point's comparison is a metric, its verdict a tag."""
     _, uri, client, _ = tracked
     summary = json.loads((ROOT / "results/strength/reference/summary.json").read_text())
+    assert summary["sweeps"]["rotation"]["best"] is None  # four seeds: no value separably best
+    summary["sweeps"]["standard"].update(best=1, best_arm="standard-1")  # as six seeds could show it
     experiment = config.load(overrides=SMALL + [f"track.mlflow={uri}", "track.experiment=comparisons"])
     tracker = tracking.connect(experiment, tmp_path, print)
     tracker.begin({}, {}, {}, [], {}, {})
@@ -212,8 +214,12 @@ def test_every_pair_and_each_sweep_reach_mlflow_as_metrics(tracked, tmp_path):
         assert tags[f"{name}.verdict"] == pair["primary"]["verdict"]
     assert summary["sweeps"]
     for sweep_name, sweep in summary["sweeps"].items():
-        assert metrics[f"sweeps.{sweep_name}.best"] == pytest.approx(sweep["best"])
-        assert tags[f"sweeps.{sweep_name}.best_arm"] == sweep["best_arm"]
+        assert metrics[f"sweeps.{sweep_name}.leader"] == pytest.approx(sweep["leader"])
+        if sweep["best"] is None:  # nothing logged as best
+            assert f"sweeps.{sweep_name}.best" not in metrics and f"sweeps.{sweep_name}.best_arm" not in tags
+        else:
+            assert metrics[f"sweeps.{sweep_name}.best"] == pytest.approx(sweep["best"])
+            assert tags[f"sweeps.{sweep_name}.best_arm"] == sweep["best_arm"]
         for point in sweep["points"]:
             assert metrics[f"sweeps.{sweep_name}.{point['arm']}.mean"] == pytest.approx(point["mean"])
             assert tags[f"sweeps.{sweep_name}.{point['arm']}.verdict"] == point["verdict"]
