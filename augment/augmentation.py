@@ -45,9 +45,11 @@ class Augmentation:
         self.value_range = (low, high)
         self._settings = {**DEFAULTS, **self.params}
         # The random draws are a handful of small ops; the per-pixel work (warp, brightness,
-        # contrast, cutout, normalization) is compiled by XLA into one fused loop.
-        self._pixels_compiled = tf.function(self._pixels, jit_compile=True, reduce_retracing=True)
-        self._compiled = tf.function(self.apply, reduce_retracing=True)
+        # contrast, cutout, normalization) is compiled by XLA into one fused loop. The code has
+        # no Python control flow on tensors, so AutoGraph has nothing to convert (converting it
+        # cost each process about 2 s when it first traced an arm).
+        self._pixels_compiled = tf.function(self._pixels, jit_compile=True, reduce_retracing=True, autograph=False)
+        self._compiled = tf.function(self.apply, reduce_retracing=True, autograph=False)
 
     @classmethod
     def from_dict(cls, table, value_range=(0.0, 255.0)):

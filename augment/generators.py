@@ -30,7 +30,7 @@ def pass_order(n, seed, pass_index, shuffle):
 def _pipeline(augment, normalize):
     def run(images, seed):
         return augment.apply(tf.cast(images, tf.float32), seed, normalize)
-    return tf.function(run, reduce_retracing=True)
+    return tf.function(run, reduce_retracing=True, autograph=False)
 
 
 def normalize_numpy(images, mode):

@@ -18,6 +18,18 @@ from augcompare.augment.keras_layers import build_layer
 FUNCTION_STREAM, MIXING_STREAM = 1, 2
 
 
+def converted(function):
+    """A user's function with AutoGraph's conversion (Python `if` and `for` on tensors become
+    graph control flow), as tf.function would give it: the training step that calls it is not
+    converted itself (TrainingModel.train_step)."""
+    if function is None:
+        return None
+    try:
+        return tf.autograph.to_graph(function)
+    except Exception:  # not a Python function AutoGraph can read (a built-in, a C extension): as it is
+        return function
+
+
 @keras.saving.register_keras_serializable(package="augcompare")
 class AugmentationLayer(keras.layers.Layer):
     """Takes [B, H, W, C] values (pixels in [0, 255]); in training, augments them with a per-batch
@@ -40,6 +52,7 @@ class AugmentationLayer(keras.layers.Layer):
             for spec in keras_layers]
         self.function_name = function if isinstance(function, str) else None
         self.function = load_function(function) if isinstance(function, str) else function
+        self._converted_function = converted(self.function)
         self.seed = self.add_weight(name="seed", shape=(), dtype="int64", trainable=False,
                                     initializer=keras.initializers.Constant(int(seed)))
         self.step = self.add_weight(name="step", shape=(), dtype="int64", initializer="zeros",
@@ -70,7 +83,7 @@ class AugmentationLayer(keras.layers.Layer):
         for layer in self.keras_layers:
             images = tf.cast(layer(images, training=True), tf.float32)
         if self.function is not None:
-            images = self.function(images, tf.random.experimental.stateless_fold_in(seed, FUNCTION_STREAM))
+            images = self._converted_function(images, tf.random.experimental.stateless_fold_in(seed, FUNCTION_STREAM))
         return images
 
     def call(self, images, training=None):

@@ -42,6 +42,7 @@ class TrainingModel(keras.Model):
     def call(self, images, training=False):
         return self.classifier(self.augmentation(images, training=False), training=training)
 
+    @tf.autograph.experimental.do_not_convert  # no control flow on tensors here: nothing to convert
     def train_step(self, data):
         images, targets = data
         images = tf.cast(images, tf.float32)

@@ -13,6 +13,7 @@ prepared.
 
 import inspect
 import math
+import warnings
 
 import numpy as np
 
@@ -49,12 +50,16 @@ def build_network(model, input_shape, num_classes, seed):
         network = _application(model.name[len(KERAS_PREFIX):], input_shape, num_classes, seed, keras)
     if model.weights:  # into the network as built, before anything is put after it
         try:
-            network.load_weights(model.weights)
+            with warnings.catch_warnings(record=True) as caught:  # Keras warns on its way to an error
+                warnings.simplefilter("always")
+                network.load_weights(model.weights)
         except Exception as error:  # Keras raises ValueError, KeyError, OSError... on a file that does not fit
             message = " ".join(str(error).split())[:200]
             raise ValueError(f"model.weights {model.weights} does not fit this network ({type(error).__name__}: "
                              f"{message}); give weights saved from the same network for {list(input_shape)} images "
                              f"and {num_classes} classes") from None
+        for warning in caught:  # loaded: what Keras had to say is worth seeing
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     outputs = getattr(network, "outputs", None) or [None]
     if model.from_logits or getattr(outputs[0], "dtype", "float32") != "float32":
         # Probabilities from here on, float32 under a mixed precision too (the loss needs them).
