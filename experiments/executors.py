@@ -166,8 +166,9 @@ def plan(run_config, jobs, flops, threads=None, gpus=None, step_flops=None):
             threads = max(1, cores // count)
         elif not run_config.jobs_at_once:
             count = max(1, min(count, cores // threads))  # no more threads than cores
-    else:
-        count = max(1, min(jobs, run_config.jobs_at_once or on_gpus or cores, cores // threads))
+    else:  # a resumption: the choice the run started with, on its thread count
+        count = run_config.jobs_at_once or on_gpus or choose_jobs_at_once(0, jobs, flops, cores, memory_bytes())
+        count = max(1, min(jobs, count, cores // threads))
     return (1 if run_config.executor == "ray" else count), threads
 
 

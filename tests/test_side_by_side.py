@@ -243,6 +243,7 @@ def test_the_plan_gives_every_executor_one_thread_count_and_a_resumed_run_keeps_
     assert executors.plan(RunConfig(jobs_at_once=2), 12, 1e13) == (2, 3)  # the user's count
     assert executors.plan(config, 1, 1e13, threads=1) == (1, 1)  # one job left
     assert executors.plan(config, 12, 1e13, threads=2) == (2, 2)  # a resume keeps the count it started with
+    assert executors.plan(config, 12, 1e9, threads=1) == (1, 1)  # and, for a small run, one job at a time
     assert executors.plan(RunConfig(executor="ray"), 12, 1e13, threads=2) == (1, 2)
 
 
