@@ -422,6 +422,8 @@ def _ray_job(job, threads):
     in `augcompare run`, on `threads` threads (the run's threads per job, plan()). GPU memory grows as needed
     instead of TensorFlow's default of taking the whole card at once, so that jobs given a
     fraction of a GPU (gpus_per_job < 1) can share it."""
+    from augcompare.experiments.jobfiles import check_visible
+    check_visible(job)  # before TensorFlow loads: a node without the files fails at once
     from augcompare.augment.backend import set_threads, tf
     from augcompare.experiments.job import run_job
     set_threads(threads)

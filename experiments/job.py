@@ -15,7 +15,6 @@ import itertools
 import json
 import math
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -40,11 +39,11 @@ from augcompare.experiments.jobfiles import (
     CHECKPOINT,
     RECORD,
     ROWS,
-    JobSetupError,
     Measure,
     Setup,
     best_index,
     best_model_path,
+    check_visible,
     checkpoint_epochs,
     initial_weights_path,
     read_checkpoint,
@@ -210,15 +209,6 @@ class EpochRecorder(keras.callbacks.Callback):
             self.on_epoch(row, self.stopped_early)
 
 
-def _check_visible(job):
-    host = socket.gethostname()
-    for what, path in (("the run directory", Path(job.run_dir)), ("the prepared data", Path(job.cache))):
-        if not path.is_dir():
-            raise JobSetupError(f"job {job.arm} seed {job.seed} on {host} cannot see {what} {path}; on a cluster the "
-                                "run directory (--out) and the prepared data (data.cache_dir) must be on a file system "
-                                "every node mounts at the same path")
-
-
 def _training_batches(dataset, train, trainer, seed, start_pass, count):
     """The next `count` training batches of a seed's stream from pass start_pass, as fit takes them."""
     stream = get_generator_cyclic(dataset.train_images, dataset.train_labels, train.batch_size, normalize=None,
@@ -301,7 +291,7 @@ def run_job(job, trainers=None, on_epoch=None, protect=contextlib.nullcontext):
     leaving it (after each step, each epoch's writes and the record) is where a recorded stop signal
     ends the job (processes.safe_point).
     """
-    _check_visible(job)
+    check_visible(job)
     started = time.perf_counter()
     job.folder.mkdir(parents=True, exist_ok=True)
     # One process per job folder: on a cluster a worker the scheduler gave up on (a node cut off,

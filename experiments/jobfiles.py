@@ -15,6 +15,7 @@ the same file from the seed); otherwise a job writes only to its own folder, job
 
 import dataclasses
 import re
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,17 @@ class Measure:
 class JobSetupError(UserError):
     """A job cannot see the files it needs (on a cluster: the run directory or the data are not
     on a file system its node mounts)."""
+
+
+def check_visible(job):
+    """JobSetupError where this node cannot see the job's run directory or prepared data: before
+    anything loads TensorFlow, so that a job on a node without them fails at once."""
+    host = socket.gethostname()
+    for what, path in (("the run directory", Path(job.run_dir)), ("the prepared data", Path(job.cache))):
+        if not path.is_dir():
+            raise JobSetupError(f"job {job.arm} seed {job.seed} on {host} cannot see {what} {path}; on a cluster the "
+                                "run directory (--out) and the prepared data (data.cache_dir) must be on a file system "
+                                "every node mounts at the same path")
 
 
 def job_folder(run_dir, arm, seed):

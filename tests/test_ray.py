@@ -86,21 +86,16 @@ def test_a_ray_run_stopped_with_ctrl_c_resumes_on_ray_to_the_local_executors_fil
     assert not (run_dir / "jobs").exists()
 
 
-def test_a_small_run_on_ray_gives_the_local_executors_files_on_its_thread_count(ray_cluster, tmp_path):
+def test_a_small_run_on_ray_gives_the_local_executors_files_on_its_thread_count(ray_cluster, tmp_path, monkeypatch):
     """Without TF_NUM_INTRAOP_THREADS (which the tests set) a small run trains one job at a time on
-    every core of this machine; on Ray its jobs train on that same count (cpus_per_job = 1 is only
-    what each reserves), so the files are the local executor's."""
+    every core of this machine (here in a worker process, as this one's TensorFlow runs on 1); on
+    Ray its jobs train on that same count (cpus_per_job = 1 is only what each reserves, and the
+    cluster's workers inherited TF_NUM_INTRAOP_THREADS = 1), so the files are the local executor's."""
     from augcompare.augment.cores import available_cores
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
-    address = ray.get_runtime_context().gcs_address  # the driver joins the tests' cluster
-    sets = SMALL + [f"data.cache_dir={tmp_path / 'cache'}", "train.seeds=[0]", "train.epochs=2"]
-    for run_id, executor in (("local", ["run.executor=local"]), ("ray", ["run.executor=ray", f"run.address={address}"])):
-        done = subprocess.run([sys.executable, "-m", "augcompare.experiments.cli", "run", "--out",
-                               str(tmp_path / "results"), "--run-id", run_id] + overrides(*sets, *executor),
-                              env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr
-    local, on_ray = (tmp_path / "results" / "demo" / run_id for run_id in ("local", "ray"))
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        monkeypatch.delenv(name)
+    local, on_ray = (run_small(tmp_path, *executor, run_id=run_id)
+                     for run_id, executor in (("local", []), ("ray", ["run.executor=ray"])))
     assert numbers(on_ray) == numbers(local)
     threads = [json.loads((run_dir / "environment.json").read_text())["threads_per_job"] for run_dir in (local, on_ray)]
     assert threads == [available_cores()] * 2
