@@ -35,6 +35,7 @@ def analyze(run_dir, *args):
     return cli.main(["analyze", str(run_dir), *args])
 
 
+@pytest.mark.slow
 def test_analyze_writes_another_summary_to_its_own_folder_and_changes_none_of_the_runs_files(run_dir, capsys):
     before = run_files(run_dir)
     assert analyze(run_dir, "--set", "analysis.min_effect=0.5", "--set", "analysis.comparisons=all") == 0
@@ -59,6 +60,7 @@ def test_analyze_writes_another_summary_to_its_own_folder_and_changes_none_of_th
     assert cli.main(["plot", str(run_dir)]) == 0  # plot still redraws the run's own
 
 
+@pytest.mark.slow
 def test_an_existing_analysis_is_replaced_only_with_force_and_a_name_can_be_given(run_dir, capsys):
     assert analyze(run_dir, "--set", "analysis.comparisons=all") == 0
     folder = run_dir / "analyses" / "comparisons-all"

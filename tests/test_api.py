@@ -54,6 +54,7 @@ def uninterrupted(arrays_experiment):
     return run_experiment(experiment, out=folder / "results", run_id="whole")
 
 
+@pytest.mark.slow
 def test_run_experiment_answers_with_objects_and_writes_what_the_command_line_writes(arrays_experiment,
                                                                                      uninterrupted, capsys):
     folder, experiment = arrays_experiment
@@ -148,6 +149,7 @@ def test_the_kernels_sigint_in_the_main_thread_stops_resumably(arrays_experiment
     assert numbers(resume_run(error.value.run_dir).history) == numbers(uninterrupted.history)
 
 
+@pytest.mark.slow
 def test_tensorflow_start_up_lines_stay_off_when_augcompare_is_imported_first():
     script = ("from augcompare.experiments import run_experiment; import tensorflow as tf; "
               "print(int(tf.constant(2) + 1))")

@@ -59,7 +59,7 @@ def write_experiment(folder, arms):
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
+def two_runs(tmp_path_factory):  # slow: the tests that take it are marked so
     """The same experiment with one arm of each kind, run twice."""
     folder = tmp_path_factory.mktemp("arms")
     experiment = write_experiment(folder, KINDS)
@@ -74,6 +74,7 @@ def without_timings(run_dir, arm):
     return rows, jobs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_kind_of_arm_trains_and_repeats_exactly(two_runs, kind):
     first, second = (without_timings(run_dir, kind) for run_dir in two_runs)
@@ -83,6 +84,7 @@ def test_each_kind_of_arm_trains_and_repeats_exactly(two_runs, kind):
     assert [r["loss"] for r in first[0]] != [r["loss"] for r in baseline]  # and it did augment
 
 
+@pytest.mark.slow
 def test_the_function_file_is_found_beside_the_experiment_and_the_snapshot_repeats_the_run(two_runs, tmp_path):
     snapshot = config.read_toml(two_runs[0] / "config.toml")
     assert snapshot["arms"]["function"]["function"].endswith("my_augs.py:jitter")
@@ -90,6 +92,7 @@ def test_the_function_file_is_found_beside_the_experiment_and_the_snapshot_repea
     assert config.build(snapshot).arms == config.load(two_runs[0].parent.parent.parent / "arms.toml").arms
 
 
+@pytest.mark.slow
 def test_every_kind_of_arm_is_drawn_with_label_weights_for_mixing(two_runs):
     from augcompare.experiments import preview
     experiment = config.build(config.read_toml(two_runs[0] / "config.toml"))
@@ -110,6 +113,7 @@ def test_every_kind_of_arm_is_drawn_with_label_weights_for_mixing(two_runs):
     assert (two_runs[0] / "augmentations.png").stat().st_size > 5000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["keras", "mixup"])
 def test_a_job_stopped_after_an_epoch_resumes_exactly(tmp_path, kind):
     """Keras layers keep seed-generator states: the checkpoint holds them, so a job continued
@@ -186,7 +190,7 @@ def test_mistakes_in_arms_are_one_line_errors(tmp_path, capsys, arm, message):
                            ".*a bug in my function", 1),
     # Side by side, a worker checks the arms (the driver loads no TensorFlow): the same line.
     pytest.param("my_augs.py:explode", f"failed on a batch of shape \\[2, 32, 32, 3\\]: RuntimeError: .*line {RAISES}, "
-                 "in explode.*a bug in my function", 2, id="side-by-side"),
+                 "in explode.*a bug in my function", 2, id="side-by-side", marks=pytest.mark.slow),
 ])
 def test_a_function_that_is_missing_or_changes_the_shape_is_refused_before_training(tmp_path, capsys, function,
                                                                                     message, jobs_at_once):
@@ -198,6 +202,7 @@ def test_a_function_that_is_missing_or_changes_the_shape_is_refused_before_train
     assert not list((tmp_path / "out").glob("*/*"))  # no run directory is left
 
 
+@pytest.mark.slow
 def test_a_trainer_reset_for_another_seed_trains_as_a_fresh_one(tmp_path):
     """The local executor compiles an arm once and resets it for every seed; a Ray worker builds
     it afresh. Both must give the same numbers, dropout, Keras layers and mixing included."""

@@ -28,8 +28,12 @@ ROWS = {**OPERATIONS, **{f"preset {name}": settings for name, settings in BUILT_
         "fill constant": dict(rotation=20, fill_mode="constant", fill_value=9)}
 # Every row on pixels; every operation also on values in [-1, 1] (the presets only combine them).
 PIXELS, VALUES = (0.0, 255.0), (-1.0, 1.0)
-CASES = [pytest.param(row, PIXELS, id=f"{name}-pixels") for name, row in ROWS.items()] + \
-    [pytest.param(row, VALUES, id=f"{name}-values") for name, row in OPERATIONS.items()]
+# The policies compile several operations each (RandAugment's list, AugMix's chains): slow.
+POLICIES = {"rand_augment", "rand_magnitude", "aug_mix", "preset randaugment", "preset augmix"}
+CASES = [pytest.param(row, PIXELS, id=f"{name}-pixels", marks=[pytest.mark.slow] * (name in POLICIES))
+         for name, row in ROWS.items()] + \
+    [pytest.param(row, VALUES, id=f"{name}-values", marks=[pytest.mark.slow] * (name in POLICIES))
+     for name, row in OPERATIONS.items()]
 
 
 def angles(augmentation, batch, seed):

@@ -3,6 +3,8 @@ targets are read from `augcompare bench`, not from timed tests)."""
 
 import importlib.util
 
+import pytest
+
 from augcompare.experiments import bench
 
 
@@ -15,11 +17,13 @@ def test_pipeline_bench_reports_every_pipeline_and_the_ratio():
     assert all(value > 0 for value in result["images_per_s"].values()) and result["ratio_vs_best_anchor"] > 0
 
 
+@pytest.mark.slow
 def test_memory_bench_measures_both_sizes():
     result = bench.bench_memory(small=200, large=400, size=8, batch_size=32, log=lambda line: None)
     assert set(result["peak_rss_anon_kib"]) == {200, 400} and result["ratio"] > 0
 
 
+@pytest.mark.slow
 def test_training_bench_times_every_arm_of_an_experiment(tmp_path):
     experiment = tmp_path / "two.toml"
     experiment.write_text('name = "two"\n[data]\nimage_size = 16\ntrain_per_class = 16\nval_per_class = 4\n'
@@ -32,6 +36,7 @@ def test_training_bench_times_every_arm_of_an_experiment(tmp_path):
     assert all(value > 0 for value in result["seconds_per_epoch"].values())
 
 
+@pytest.mark.slow
 def test_prepare_bench_measures_speed_and_the_memory_of_two_sizes():
     result = bench.bench_prepare(count=40, size=16, memory_counts=(20, 40), log=lambda line: None)
     assert result["ratio"] > 0 and result["single_process_images_per_s"] > 0

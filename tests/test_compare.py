@@ -385,6 +385,7 @@ def test_strength_png_has_a_panel_per_sweep_with_a_point_per_value(tmp_path):
 
 # ---- End to end --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_sweep_runs_an_arm_per_value_compares_every_pair_and_redraws(tmp_path, capsys):
     run_dir = run_small(tmp_path, "arms={baseline = {}, rot = {rotation = [10, 30]}}", "analysis.comparisons=all",
                         "train.seeds=[0, 1]", "train.epochs=1")

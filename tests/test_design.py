@@ -30,6 +30,7 @@ def two_stage(tmp_path_factory):
     return tmp_path, run_small(tmp_path, *DESIGN)
 
 
+@pytest.mark.slow
 def test_the_pilot_plans_the_seed_count(two_stage):
     _, run_dir = two_stage
     rows, jobs, design = numbers(run_dir)
@@ -44,6 +45,7 @@ def test_the_pilot_plans_the_seed_count(two_stage):
     assert "Stein's two-stage design" in (run_dir / "summary.md").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_at_epoch", [3, 9])  # in the pilot, and in the second stage
 def test_a_stop_in_either_stage_resumes_to_the_same_run(two_stage, stop_at_epoch, monkeypatch):
     tmp_path, whole = two_stage
@@ -64,6 +66,7 @@ def test_a_stop_in_either_stage_resumes_to_the_same_run(two_stage, stop_at_epoch
     assert numbers(run_dir) == numbers(whole)
 
 
+@pytest.mark.slow
 def test_a_pilot_whose_jobs_failed_is_a_one_line_error_not_a_plan(tmp_path, monkeypatch, capsys):
     fail_with_nan(monkeypatch, "augmented")
     with pytest.raises(AssertionError):  # run_small asserts exit 0
@@ -82,6 +85,7 @@ def test_the_design_needs_two_arms(tmp_path, capsys):
     assert error.count("\n") == 1 and "analysis.target_half_width needs two arms or more" in error
 
 
+@pytest.mark.slow
 def test_analyze_keeps_the_stein_interval_for_the_designs_metric_only_and_resume_adds_no_seeds(two_stage, tmp_path,
                                                                                             capsys):
     import shutil
@@ -158,6 +162,7 @@ def test_elimination_needs_the_two_stage_design(tmp_path, capsys):
 THREE_ARMS = 'arms={baseline = {}, augmented = {horizontal_flip = true}, broken = {brightness = 0.9}}'
 
 
+@pytest.mark.slow
 def test_an_eliminated_arm_trains_no_second_stage_seed(tmp_path, monkeypatch):
     """The pilot's numbers are faked (broken far below, every pair spread) so that the decision
     is certain on a tiny run; what is checked is what the run does with it."""
@@ -190,6 +195,7 @@ def test_an_eliminated_arm_trains_no_second_stage_seed(tmp_path, monkeypatch):
     (tmp_path / "summary.md").write_text(text)  # for a reader of the test's tmp_path
 
 
+@pytest.mark.slow
 def test_when_one_arm_is_left_the_run_ends_with_the_pilot(tmp_path, monkeypatch):
     fake = pilot({"baseline": 0.20, "augmented": 0.61, "broken": 0.25}, spread=0.01)
     monkeypatch.setattr(run_mod.Run, "primary_values", lambda self, arm, seeds: {s: fake[arm][s] for s in seeds})
@@ -209,6 +215,7 @@ def test_the_plan_says_how_the_pilot_eliminates_and_at_what_level_the_verdicts_r
     assert not [line for line in run_mod.plan_lines(off) if line.startswith("eliminate:")]
 
 
+@pytest.mark.slow
 def test_a_stop_in_the_second_stage_resumes_without_the_eliminated_arm(tmp_path, monkeypatch):
     fake = pilot({"baseline": 0.60, "augmented": 0.61, "broken": 0.20}, spread=0.03)
     monkeypatch.setattr(run_mod.Run, "primary_values", lambda self, arm, seeds: {s: fake[arm][s] for s in seeds})

@@ -32,6 +32,7 @@ def test_the_schedule_hands_out_jobs_as_the_workers_do():
     assert schedule([], 3, seconds, compile_seconds, 5.0)[0] == 5.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("design", [[], ["analysis.target_half_width=5", "analysis.pilot_seeds=2", "analysis.max_seeds=3",
                                          "run.jobs_at_once=2"]], ids=["seeds", "two-stage, side by side"])
 def test_estimate_prints_and_writes_the_prediction_and_trains_nothing(tmp_path, capsys, design):

@@ -187,6 +187,7 @@ print("pids", *sorted(seen))
 """
 
 
+@pytest.mark.slow
 def test_worker_processes_make_batches_without_tensorflow_and_never_hang_or_outlive_the_parent(tmp_path):
     """The original Sequence with worker processes: model.fit finishes (a hang fails the
     timeout), the workers ran (they were seen as children) and none is left afterwards."""

@@ -17,6 +17,7 @@ from augcompare.experiments import bench, executors, timing
 SHOW_KERNELS = "import json; from augcompare.augment.backend import kernels; print(json.dumps(kernels()))"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("value", "onednn"), [(None, True), ("0", False)])  # unset: set to 1; the user's value wins
 def test_onednn_is_on_unless_the_user_turns_it_off(value, onednn):
     env = {key: item for key, item in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
@@ -27,6 +28,7 @@ def test_onednn_is_on_unless_the_user_turns_it_off(value, onednn):
     assert shown["onednn"] is onednn and shown["TF_ENABLE_ONEDNN_OPTS"] == (value or "1")
 
 
+@pytest.mark.slow
 def test_a_run_records_its_kernels_precision_and_where_its_time_went(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AUGCOMPARE_TIMINGS", str(tmp_path / "timings.json"))
     timing.take()
@@ -84,6 +86,7 @@ def test_every_arm_augments_in_float32_under_a_mixed_precision(name):
     assert keras_layer(images, training=True).dtype == tf.float32
 
 
+@pytest.mark.slow
 def test_a_resume_on_other_kernels_warns_that_its_epochs_may_differ(tmp_path, capsys):
     from augcompare.experiments import cli
     run_dir = run_small(tmp_path, "train.seeds=[0]", "train.epochs=1")

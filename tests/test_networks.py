@@ -145,6 +145,7 @@ def own_network_run(tmp_path_factory):
     return run_base(folder, experiment)
 
 
+@pytest.mark.slow
 def test_arms_of_a_seed_start_from_the_same_weights_with_batchnorm_and_dropout(own_network_run):
     first, second = without_timings(own_network_run, "baseline"), without_timings(own_network_run, "again")
     assert len(first) == 2 and first == second  # same initial weights, batches and dropout masks
@@ -164,6 +165,7 @@ def test_the_run_records_the_network_its_file_and_its_cost(own_network_run):
     assert "my_nets.py:build, 138 parameters" in (own_network_run / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_resnet20_and_a_network_returning_logits_train(tmp_path, capsys):
     run_dir = run_base(tmp_path, write_experiment(tmp_path, []), "model.name=resnet20", "train.epochs=1",
                        "train.save_best=true", run_id="resnet")
@@ -178,6 +180,7 @@ def test_resnet20_and_a_network_returning_logits_train(tmp_path, capsys):
     assert job["status"] == "finished" and 0.0 <= job["test_accuracy"] <= 1.0
 
 
+@pytest.mark.slow
 def test_every_job_starts_from_the_given_weights(tmp_path):
     start = tmp_path / "start.weights.h5"
     small_cnn((32, 32, 3), 2, filters=(8, 16), dense_units=16, seed=7).save_weights(start)
@@ -191,6 +194,7 @@ def test_every_job_starts_from_the_given_weights(tmp_path):
         assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), given.get_weights()))
 
 
+@pytest.mark.slow
 def test_a_resume_and_a_rerun_warn_when_the_network_file_changed(tmp_path, capsys):
     run_dir = run_base(tmp_path, write_experiment(tmp_path, ['build = "my_nets.py:build"']), "train.epochs=1")
     recorded = config.read_toml(run_dir / "config.toml")["model"]["build_sha256"]

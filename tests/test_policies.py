@@ -199,6 +199,7 @@ def test_aug_mix_mixes_each_images_chains_to_their_own_depth():
     assert out.min() >= 0 and out.max() <= 255 and not np.array_equal(out, images)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["randaugment", "augmix"])
 def test_the_policies_compile_whole_under_xla_as_a_gpu_training_step_does(preset):
     """Where Keras compiles the whole training step with XLA (a GPU), the draws are compiled too:

@@ -52,6 +52,7 @@ def augmentations(draw):
 
 # Each example is a new set of operations, compiled anew (about 2 s): 12 combinations of up to
 # four, beside test_augmentation's every operation alone on both value ranges.
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None)
 @given(batches(), augmentations(), st.integers(0, 2**31 - 1))
 def test_every_operation_keeps_shape_and_dtype_and_stays_in_range(images, augmentation, seed):

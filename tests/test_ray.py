@@ -23,6 +23,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a Ray cluster, and a fresh worker process for every job
 
 SETTINGS = ["train.seeds=[0]", "train.epochs=3", "model.dropout=0.25"]
 

@@ -46,6 +46,7 @@ def uninterrupted(uninterrupted_run):
     return numbers(uninterrupted_run)
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_an_identical_history_and_config_toml_repeats_a_run(
         uninterrupted_run, uninterrupted, tmp_path):
     assert len(uninterrupted[0]) == TOTAL_ROWS and len(uninterrupted[1]) == 2
@@ -79,6 +80,7 @@ def stop_when(runs, ready):
     return results
 
 
+@pytest.mark.slow
 def test_a_run_killed_by_sigkill_resumes_to_the_uninterrupted_history(uninterrupted, tmp_path, capsys):
     refusals = []
 
@@ -106,6 +108,7 @@ def test_a_run_killed_by_sigkill_resumes_to_the_uninterrupted_history(uninterrup
     assert not (run_dir / "jobs").exists()  # ended jobs keep no folder
 
 
+@pytest.mark.slow
 def test_sigint_and_sigterm_stop_cleanly_with_the_resume_command(uninterrupted, tmp_path):
     cases = {signal.SIGINT: 130, signal.SIGTERM: 143}
     runs = [(*start(tmp_path, number.name), lambda p, _, number=number: p.send_signal(number)) for number in cases]
@@ -118,6 +121,7 @@ def test_sigint_and_sigterm_stop_cleanly_with_the_resume_command(uninterrupted, 
         assert numbers(run_dir) == uninterrupted
 
 
+@pytest.mark.slow
 def test_resume_of_an_ended_run_changes_nothing(uninterrupted_run):
     before = (uninterrupted_run / "history.csv").read_text()
     assert cli.main(["run", "--resume", str(uninterrupted_run)]) == 0

@@ -24,6 +24,7 @@ def one_seed_run(tmp_path_factory):
     return run_small(tmp_path_factory.mktemp("one_seed"), run_id="one")
 
 
+@pytest.mark.slow
 def test_resume_with_more_seeds_trains_only_their_jobs_as_a_run_of_every_seed_would(one_seed_run, tmp_path, capsys):
     run_dir = tmp_path / "grown"
     shutil.copytree(one_seed_run, run_dir)

@@ -103,11 +103,13 @@ def resumed_history(interrupted_run, tmp_path_factory):
     return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in read_history(run_dir / "history.csv")]
 
 
+@pytest.mark.slow
 def test_the_interrupted_run_resumes_when_nothing_is_damaged(resumed_history):
     assert [(row["arm"], row["epoch"]) for row in resumed_history] == [
         (arm, epoch) for arm in ("baseline", "augmented") for epoch in (1, 2, 3)]
 
 
+@pytest.mark.slow
 def test_a_row_cut_short_by_a_power_loss_is_trained_again(interrupted_run, resumed_history, tmp_path):
     """The process died while appending the second epoch's row (its checkpoint never written):
     the fragment is no row, and the next row starts on a line of its own."""
@@ -120,6 +122,7 @@ def test_a_row_cut_short_by_a_power_loss_is_trained_again(interrupted_run, resum
     assert rows == resumed_history
 
 
+@pytest.mark.slow
 def test_a_job_still_trained_by_another_process_is_waited_for_then_continued(interrupted_run, tmp_path):
     """A worker the scheduler gave up on may still hold its job when the job runs again: the new
     one waits for its lock, then continues from the checkpoint it left."""

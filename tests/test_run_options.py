@@ -46,6 +46,7 @@ def early_stopped(tmp_path_factory):
     return tmp_path, run_dir
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_jobs_and_the_summary_says_so(early_stopped):
     _, run_dir = early_stopped
     records = jobs_of(run_dir)
@@ -64,6 +65,7 @@ def test_early_stopping_ends_jobs_and_the_summary_says_so(early_stopped):
     assert "stopped early" in (run_dir / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_test_labels_change_no_decision(early_stopped):
     """Other test labels change the test results and nothing val decided."""
     tmp_path, run_dir = early_stopped
@@ -82,6 +84,7 @@ def test_test_labels_change_no_decision(early_stopped):
     assert cache.open_cache(copy).meta["counts"]["test"] == len(labels)
 
 
+@pytest.mark.slow
 def test_best_models_and_tensorboard_logs(tmp_path):
     run_dir = run_small(tmp_path, "train.epochs=3", "train.save_best=true", "train.tensorboard=true",
                         "train.monitor=val_accuracy")
@@ -101,6 +104,7 @@ def test_best_models_and_tensorboard_logs(tmp_path):
         assert list((run_dir / "tensorboard" / f"{arm}-seed0").rglob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_a_nan_loss_fails_that_job_and_the_others_go_on(tmp_path, monkeypatch):
     fail_with_nan(monkeypatch, "broken")
     run_dir = run_small(tmp_path, "train.seeds=[0, 1]", "train.lr_schedule=constant", "arms.broken={contrast = 0.5}")

@@ -164,6 +164,7 @@ def test_an_error_after_a_progress_line_starts_on_its_own_line(capsys):
     assert status.strip().endswith("images/s") and message.startswith("augcompare: error: unknown key train.epoch")
 
 
+@pytest.mark.slow
 def test_start_up_is_quiet_and_listing_commands_and_a_runs_planning_load_no_tensorflow():
     scripts = {
         # A run's driver plans and starts its job workers before it loads TensorFlow (experiments.run).
@@ -184,6 +185,7 @@ def test_start_up_is_quiet_and_listing_commands_and_a_runs_planning_load_no_tens
     assert results["listing"][0].strip().endswith("tensorflow loaded: False")
 
 
+@pytest.mark.slow
 def test_skipped_images_are_named_in_the_runs_output_and_directory(tmp_path, capsys):
     from test_prepare import write_folder
     write_folder(tmp_path / "images", {"cat": (60, 0, 0), "dog": (0, 60, 0)}, 9)

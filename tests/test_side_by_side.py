@@ -111,6 +111,7 @@ def start_until_mid_job(tmp_path, cache, run_id):
     return process, run_dir, seen
 
 
+@pytest.mark.slow
 def test_a_worker_killed_in_the_middle_of_a_job_is_replaced_and_the_run_ends_as_one_job_at_a_time(
         one_at_a_time, tmp_path):
     shared, whole = one_at_a_time
@@ -131,6 +132,7 @@ def test_a_worker_killed_in_the_middle_of_a_job_is_replaced_and_the_run_ends_as_
     assert not (run_dir / "jobs").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_and_a_killed_driver_end_the_workers_and_the_run_resumes_as_one_never_stopped(one_at_a_time,
                                                                                              tmp_path):
     shared, whole = one_at_a_time
@@ -161,6 +163,7 @@ def test_ctrl_c_and_a_killed_driver_end_the_workers_and_the_run_resumes_as_one_n
     assert json.loads((run_dir / "environment.json").read_text())["threads_per_job"] == 1  # kept from the start
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_a_worker_sets_the_run_up_stops_it_at_once_and_leaves_no_run_directory(tmp_path):
     """A function of the user's that hangs as a worker checks the arms: Ctrl-C stops that worker
     at once (it has no job to finish) instead of waiting the minute a stopped worker may take."""
@@ -185,6 +188,7 @@ def test_ctrl_c_while_a_worker_sets_the_run_up_stops_it_at_once_and_leaves_no_ru
     assert not list((tmp_path / "results").glob("*/*"))  # no run directory is left
 
 
+@pytest.mark.slow
 def test_a_worker_waiting_for_its_next_job_ends_on_sigterm():
     """The worker records SIGTERM and stops at a safe point: waiting for a job is one, so a stop
     that arrives between two jobs ends it there, rather than after the next job's first step
@@ -269,6 +273,7 @@ def test_the_default_plan_counts_the_machines_memory_not_what_is_free_now(monkey
     assert executors.memory_bytes() == 16 * 2**30
 
 
+@pytest.mark.slow
 def test_one_job_at_a_time_on_another_thread_count_than_this_process_trains_in_a_worker_on_it(tmp_path):
     """This process's TensorFlow already runs on 1 thread (conftest): a run asking for 2 gets them
     in a worker process rather than silently training here on 1."""

@@ -6,11 +6,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import SMALL
 
 from augcompare.experiments.history import read_history
 
 
+@pytest.mark.slow
 def test_arms_train_under_a_distribution_strategy(tmp_path):
     """mirrored over two CPU devices (its augmented arm a Keras layer's, which must not start
     TensorFlow's devices before they are split), and multi_worker with one worker; side by side,

@@ -109,6 +109,7 @@ def latest_per_step(client, run_id, key):
     return sorted(latest.items())
 
 
+@pytest.mark.slow
 def test_a_tracked_run_is_one_mlflow_run_with_params_tags_verdicts_and_artifacts(tracked):
     run_dir, uri, client, seen = tracked
     ids = json.loads((run_dir / "mlflow.json").read_text())
@@ -321,6 +322,7 @@ def test_a_relative_sqlite_path_is_made_absolute_and_on_error_is_checked(tmp_pat
         config.load(overrides=["track.on_error=later"])
 
 
+@pytest.mark.slow
 def test_seeds_added_on_resume_stay_tracked_with_the_new_seeds_as_a_tag(tmp_path, capsys):
     """An MLflow param never changes: train.seeds keeps the start's value, augcompare.train.seeds
     holds the seeds added, and the added seeds' jobs get their nested runs."""

@@ -55,6 +55,7 @@ horizontal_flip = true
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, normalize, channels", [("spins", "standardize", 1), ("values", "divmax", 2)])
 def test_float_npy_data_of_any_channel_count_from_the_command_line(tmp_path, capsys, kind, normalize, channels):
     write_samples(tmp_path / "samples", kind)
