@@ -21,10 +21,11 @@ settings.load_profile("augcompare")
 
 # Whole files go to the two test workers (pyproject's --dist loadfile) in collection order: the
 # longest first, so that no worker is left alone with a long file at the end while the other idles.
-LONGEST_FIRST = ["test_ray.py", "test_side_by_side.py", "test_arms.py", "test_resume.py", "test_runs.py",
-                 "test_kernels.py", "test_strategy.py", "test_api.py", "test_bench.py", "test_run_options.py",
-                 "test_design.py", "test_generators.py", "test_properties.py", "test_values.py", "test_run_files.py",
-                 "test_compare.py", "test_augmentation.py", "test_tracking.py", "test_tfds_source.py"]
+LONGEST_FIRST = ["test_ray.py", "test_side_by_side.py", "test_arms.py", "test_augmentation.py", "test_runs.py",
+                 "test_resume.py", "test_networks.py", "test_design.py", "test_properties.py", "test_run_options.py",
+                 "test_kernels.py", "test_bench.py", "test_strategy.py", "test_estimate.py", "test_api.py",
+                 "test_tracking.py", "test_run_files.py", "test_values.py", "test_analyze.py",
+                 "test_resume_settings.py", "test_compare.py", "test_generators.py", "test_plots.py"]
 
 
 def pytest_collection_modifyitems(items):
