@@ -249,26 +249,27 @@ def _run_table(run):
     out = ["| | " + " | ".join(f"`{name}`" for name in names) + " |", "| --- |" + " --- |" * len(names)]
     out.append("| whole command | " + " | ".join(
         f"{_seconds(v['wall_seconds'])} ({first / v['wall_seconds']:.2f}x)" for v in variants.values()) + " |")
-    parts = list(dict.fromkeys(part for v in variants.values() for part in v.get("parts_seconds", {})))
-    for part in parts:
-        cells = []
-        for v in variants.values():
-            seconds = v.get("parts_seconds", {}).get(part)
-            # A record converted from earlier prose keeps the shares it stated; a new one computes them.
-            share = (v["parts_share_percent"].get(part) if "parts_share_percent" in v
-                     else None if seconds is None else 100 * seconds / v["wall_seconds"])
-            cells.append("-" if seconds is None else _seconds(seconds) + ("" if share is None else f" ({share:.1f}%)"))
-        out.append(f"| {_cell(part)} | " + " | ".join(cells) + " |")
+    def part_cell(v, part):
+        seconds = v.get("parts_seconds", {}).get(part)
+        # A record converted from earlier prose keeps the shares it stated; a new one computes them.
+        share = (v["parts_share_percent"].get(part) if "parts_share_percent" in v
+                 else None if seconds is None else 100 * seconds / v["wall_seconds"])
+        return "-" if seconds is None else _seconds(seconds) + ("" if share is None else f" ({share:.1f}%)")
+
+    def answer_cell(v, arm):
+        answer = v.get("answer", {}).get(arm)
+        return "-" if answer is None else "%+.1f [%+.1f, %+.1f] *%s*" % tuple(answer)
+
+    def rows(key, label, cell):
+        """A row for each part (or arm) any variant has under key."""
+        for name in dict.fromkeys(name for v in variants.values() for name in v.get(key, {})):
+            out.append(f"| {label(name)} | " + " | ".join(cell(v, name) for v in variants.values()) + " |")
+
+    rows("parts_seconds", _cell, part_cell)
     if all("other_fraction" in v for v in variants.values()):
         out.append("| everything but training and evaluation | " + " | ".join(
             f"{100 * v['other_fraction']:.1f}%" for v in variants.values()) + " |")
-    arms = list(dict.fromkeys(arm for v in variants.values() for arm in v.get("answer", {})))
-    for arm in arms:
-        cells = []
-        for v in variants.values():
-            answer = v.get("answer", {}).get(arm)
-            cells.append("-" if answer is None else "%+.1f [%+.1f, %+.1f] *%s*" % tuple(answer))
-        out.append(f"| the answer: {arm} - baseline, 95% CI | " + " | ".join(cells) + " |")
+    rows("answer", lambda arm: f"the answer: {arm} - baseline, 95% CI", answer_cell)
     return out
 
 
