@@ -319,10 +319,34 @@ def _epochs(figures):
     return out
 
 
-# A table per benchmark a record holds: what `augcompare bench --json` writes under each name, and
-# `epochs`, the per-arm epoch times of an `augcompare run` (the CIFAR-10 and Fashion-MNIST stand-ins).
+def _hours(seconds):
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def _estimate(figures):
+    """`augcompare run --estimate --json` of each experiment: the plan and the prediction, then
+    each arm's measured training step."""
+    out = ["| experiment | jobs: pilot (most) | jobs at once x threads | predicted: pilot | predicted: most |",
+           "| --- | --- | --- | --- | --- |"]
+    for experiment, answer in figures.items():
+        seconds = answer["seconds"]
+        out.append(f"| `{experiment}` | {answer['jobs']} ({answer['jobs_most']}) | {answer['jobs_at_once']} x "
+                   f"{answer['threads_per_job']} | {_hours(seconds['expected'])} | {_hours(seconds['most'])} |")
+    arms = list(dict.fromkeys(arm for answer in figures.values() for arm in answer["arms"]))
+    out += ["", "| ms a training step | " + " | ".join(f"`{experiment}`" for experiment in figures) + " |",
+            "| --- |" + " --- |" * len(figures)]
+    for arm in arms:
+        cells = [f"{answer['arms'][arm]['step'] * 1000:.0f}" if arm in answer["arms"] else "-"
+                 for answer in figures.values()]
+        out.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return out
+
+
+# A table per benchmark a record holds: what `augcompare bench --json` writes under each name,
+# `epochs`, the per-arm epoch times of an `augcompare run` (the CIFAR-10 and Fashion-MNIST stand-ins),
+# and `estimate`, what `augcompare run --estimate --json` wrote for each experiment.
 RENDERERS = {"run": _run_table, "pipeline": _pipeline, "training": _training, "memory": _memory,
-             "prepare": _prepare, "epochs": _epochs}
+             "prepare": _prepare, "epochs": _epochs, "estimate": _estimate}
 
 
 def render_record(name, record):
