@@ -90,10 +90,6 @@ def choose_jobs_at_once(requested, jobs, flops, cores=None, memory=None):
     return max(1, count)
 
 
-# The compiled trainers of this process, kept from run to run (job.trainer_key).
-_TRAINERS = {}
-
-
 def set_up_here(setup):
     """jobfiles.Setup in this process (TensorFlow loads here)."""
     with timing.span("run: start-up (imports)"):
@@ -109,7 +105,6 @@ class LocalExecutor:
 
     def __init__(self, threads):
         self.threads = threads
-        self.trainers = _TRAINERS
 
     def set_up(self, setup):
         """What the run needs TensorFlow for before the jobs train (jobfiles.Setup), where they
@@ -124,9 +119,9 @@ class LocalExecutor:
     def run(self, jobs, on_epoch, on_done, protect):
         """Trains jobs in order; on_epoch(job, row, stopped_early) after every epoch,
         on_done(job, record) after every job; protect(): the run's signal-safe section."""
-        from augcompare.experiments.job import run_job
+        from augcompare.experiments.job import TRAINERS, run_job
         for job in jobs:
-            record = run_job(job, self.trainers, on_epoch=lambda row, stop, job=job: on_epoch(job, row, stop),
+            record = run_job(job, TRAINERS, on_epoch=lambda row, stop, job=job: on_epoch(job, row, stop),
                              protect=protect)
             on_done(job, record)
 

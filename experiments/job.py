@@ -265,6 +265,9 @@ def _test_results(trainer, dataset, recorder, epochs, batch_size):
 # Compiled trainers a process keeps (the least recently used go first): tracing an arm's training
 # step takes longer than a small job's epochs.
 KEPT_TRAINERS = 16
+# This process's compiled trainers, trainer_key -> Trainer, kept from job to job and from run to
+# run: the one cache the local executor and a job worker both pass to run_job.
+TRAINERS = {}
 
 
 def trainer_key(job, experiment, dataset, steps):
@@ -286,7 +289,8 @@ def run_job(job, trainers=None, on_epoch=None, protect=contextlib.nullcontext):
     """Trains and evaluates one job; returns its record (also written to its record.json).
 
     trainers: a dict trainer_key -> Trainer to reuse compiled models across the jobs of one
-    process (the executors keep one), or None to build one. on_epoch(row, stopped_early): called after each epoch.
+    process (TRAINERS, which the executors pass), or None to build one. on_epoch(row,
+    stopped_early): called after each epoch.
     protect(): a context in which the row and checkpoint writes of an epoch are not interrupted;
     leaving it (after each step, each epoch's writes and the record) is where a recorded stop signal
     ends the job (processes.safe_point).
