@@ -523,7 +523,8 @@ def record(figures, command):
     import datetime
     import importlib.metadata
     import platform
-    from augcompare.augment.backend import cpu, keras, tf
+    from augcompare.augment.backend import keras, tf
+    from augcompare.experiments.machine import cpu
     processor = cpu()
     versions = {"augcompare": importlib.metadata.version("augcompare"), "Python": platform.python_version(),
                 "TensorFlow": tf.__version__, "Keras": keras.__version__, "NumPy": np.__version__}

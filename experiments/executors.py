@@ -32,7 +32,7 @@ import sys
 import time
 from multiprocessing.connection import Connection, wait
 
-from augcompare.augment.cores import available_cores, users_threads
+from augcompare.experiments.machine import available_cores, users_threads
 from augcompare.experiments import gpus as gpus_mod
 from augcompare.experiments import timing
 from augcompare.experiments.errors import RunStopped, UserError
@@ -176,7 +176,8 @@ def trains_here_on(threads):
     or the count it already runs on (its setting, TF_NUM_INTRAOP_THREADS as the process started,
     or every core). Loads TensorFlow."""
     with timing.span("run: start-up (imports)"):
-        from augcompare.augment.backend import set_threads, tf
+        from augcompare.augment.backend import tf
+        from augcompare.experiments.machine import set_threads
     if set_threads(threads):
         return True
     return (tf.config.threading.get_intra_op_parallelism_threads() or _STARTING_THREADS
@@ -419,8 +420,9 @@ def _ray_job(job, threads):
     fraction of a GPU (gpus_per_job < 1) can share it."""
     from augcompare.experiments.jobfiles import check_visible
     check_visible(job)  # before TensorFlow loads: a node without the files fails at once
-    from augcompare.augment.backend import set_threads, tf
+    from augcompare.augment.backend import tf
     from augcompare.experiments.job import run_job
+    from augcompare.experiments.machine import set_threads
     set_threads(threads)
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from augcompare.augment import get_generator_cyclic
-from augcompare.augment.backend import keras, kernels, tf
+from augcompare.augment.backend import keras, tf
 from augcompare.augment.keras_layers import seed_python_random
 from augcompare.experiments import cache as cache_format
 from augcompare.experiments import config as config_mod
@@ -50,6 +50,7 @@ from augcompare.experiments.jobfiles import (
     save_checkpoint,
     should_stop_early,
 )
+from augcompare.experiments.machine import kernels
 from augcompare.experiments.processes import safe_point
 from augcompare.experiments.training import (
     Trainer,

@@ -39,7 +39,8 @@ class Stopped(BaseException):
 def serve(connection, threads):
     stop = DeferredSignals([signal.SIGTERM], lambda number: Stopped())
     stop.install()
-    from augcompare.augment.backend import set_threads, tf
+    from augcompare.augment.backend import tf
+    from augcompare.experiments.machine import set_threads
     set_threads(threads)
     tf.config.experimental.enable_op_determinism()
     from augcompare.experiments import timing
