@@ -6,6 +6,10 @@ names are loaded on first use, so that the command line's quick commands load no
 
 import importlib
 
+from augcompare.experiments.machine import use_onednn
+
+use_onednn()  # before anything of the harness loads TensorFlow (experiments.machine)
+
 _EXPORTS = {"run_experiment": "api", "resume_run": "api", "load_run": "api", "RunResult": "api"}
 __all__ = sorted(_EXPORTS)
 

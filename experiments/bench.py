@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from augcompare.experiments import demo_scenes, lsun, stats, timing
+from augcompare.experiments import demo_scenes, lsun_release, stats, timing
 from augcompare.experiments.config import DataConfig
 from augcompare.experiments.images import decode, open_database
 from augcompare.experiments.prepare import prepare_source
@@ -46,7 +46,7 @@ def lsun_like_database(path, count, seed=0, distinct=None):
         drawn.resize((width, 256), Image.Resampling.BILINEAR).save(buffer, format="WEBP", quality=85)
         values.append(buffer.getvalue())
     items = {f"{rng.integers(0, 2**63):016x}".ljust(40, "0")[:40]: values[i % len(values)] for i in range(count)}
-    lsun.write_database(path, items)
+    lsun_release.write_database(path, items)
     return list(items)
 
 
@@ -124,7 +124,7 @@ def bench_prepare(count=3000, size=64, memory_counts=(3000, 30_000), log=print):
         for category in CATEGORIES:
             path = root / f"{category}_train_lmdb"
             with open_database(path).begin() as txn:
-                for key in lsun.keys_from(path, 0, count // 2):
+                for key in lsun_release.keys_from(path, 0, count // 2):
                     decode(txn.get(key), size)
                     decoded += 1
         single = decoded / (time.perf_counter() - started)
@@ -523,7 +523,8 @@ def record(figures, command):
     import datetime
     import importlib.metadata
     import platform
-    from augcompare.augment.backend import cpu, keras, tf
+    from augcompare.augment.backend import keras, tf
+    from augcompare.experiments.machine import cpu
     processor = cpu()
     versions = {"augcompare": importlib.metadata.version("augcompare"), "Python": platform.python_version(),
                 "TensorFlow": tf.__version__, "Keras": keras.__version__, "NumPy": np.__version__}

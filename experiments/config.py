@@ -19,7 +19,7 @@ import tomli_w
 
 from augcompare.augment.params import MIXING, NORMALIZATIONS, PARAMS, PRESETS, check_arm, parse_function, scale_preset
 from augcompare.experiments.errors import UserError
-from augcompare.experiments.lsun import CATEGORIES as LSUN_CATEGORIES
+from augcompare.experiments.lsun_release import CATEGORIES as LSUN_CATEGORIES
 from augcompare.models.networks import KERAS_PREFIX, NETWORKS
 
 # The experiment files installed with the package (read through importlib.resources, so they are

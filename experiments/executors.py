@@ -32,7 +32,7 @@ import sys
 import time
 from multiprocessing.connection import Connection, wait
 
-from augcompare.augment.cores import available_cores, users_threads
+from augcompare.experiments.machine import available_cores, users_threads
 from augcompare.experiments import gpus as gpus_mod
 from augcompare.experiments import timing
 from augcompare.experiments.errors import RunStopped, UserError
@@ -90,10 +90,6 @@ def choose_jobs_at_once(requested, jobs, flops, cores=None, memory=None):
     return max(1, count)
 
 
-# The compiled trainers of this process, kept from run to run (job.trainer_key).
-_TRAINERS = {}
-
-
 def set_up_here(setup):
     """jobfiles.Setup in this process (TensorFlow loads here)."""
     with timing.span("run: start-up (imports)"):
@@ -109,7 +105,6 @@ class LocalExecutor:
 
     def __init__(self, threads):
         self.threads = threads
-        self.trainers = _TRAINERS
 
     def set_up(self, setup):
         """What the run needs TensorFlow for before the jobs train (jobfiles.Setup), where they
@@ -124,9 +119,9 @@ class LocalExecutor:
     def run(self, jobs, on_epoch, on_done, protect):
         """Trains jobs in order; on_epoch(job, row, stopped_early) after every epoch,
         on_done(job, record) after every job; protect(): the run's signal-safe section."""
-        from augcompare.experiments.job import run_job
+        from augcompare.experiments.job import TRAINERS, run_job
         for job in jobs:
-            record = run_job(job, self.trainers, on_epoch=lambda row, stop, job=job: on_epoch(job, row, stop),
+            record = run_job(job, TRAINERS, on_epoch=lambda row, stop, job=job: on_epoch(job, row, stop),
                              protect=protect)
             on_done(job, record)
 
@@ -181,7 +176,8 @@ def trains_here_on(threads):
     or the count it already runs on (its setting, TF_NUM_INTRAOP_THREADS as the process started,
     or every core). Loads TensorFlow."""
     with timing.span("run: start-up (imports)"):
-        from augcompare.augment.backend import set_threads, tf
+        from augcompare.augment.backend import tf
+        from augcompare.experiments.machine import set_threads
     if set_threads(threads):
         return True
     return (tf.config.threading.get_intra_op_parallelism_threads() or _STARTING_THREADS
@@ -424,8 +420,9 @@ def _ray_job(job, threads):
     fraction of a GPU (gpus_per_job < 1) can share it."""
     from augcompare.experiments.jobfiles import check_visible
     check_visible(job)  # before TensorFlow loads: a node without the files fails at once
-    from augcompare.augment.backend import set_threads, tf
+    from augcompare.augment.backend import tf
     from augcompare.experiments.job import run_job
+    from augcompare.experiments.machine import set_threads
     set_threads(threads)
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)

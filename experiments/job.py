@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from augcompare.augment import get_generator_cyclic
-from augcompare.augment.backend import keras, kernels, tf
+from augcompare.augment.backend import keras, tf
 from augcompare.augment.keras_layers import seed_python_random
 from augcompare.experiments import cache as cache_format
 from augcompare.experiments import config as config_mod
@@ -50,6 +50,7 @@ from augcompare.experiments.jobfiles import (
     save_checkpoint,
     should_stop_early,
 )
+from augcompare.experiments.machine import kernels
 from augcompare.experiments.processes import safe_point
 from augcompare.experiments.training import (
     Trainer,
@@ -265,6 +266,9 @@ def _test_results(trainer, dataset, recorder, epochs, batch_size):
 # Compiled trainers a process keeps (the least recently used go first): tracing an arm's training
 # step takes longer than a small job's epochs.
 KEPT_TRAINERS = 16
+# This process's compiled trainers, trainer_key -> Trainer, kept from job to job and from run to
+# run: the one cache the local executor and a job worker both pass to run_job.
+TRAINERS = {}
 
 
 def trainer_key(job, experiment, dataset, steps):
@@ -286,7 +290,8 @@ def run_job(job, trainers=None, on_epoch=None, protect=contextlib.nullcontext):
     """Trains and evaluates one job; returns its record (also written to its record.json).
 
     trainers: a dict trainer_key -> Trainer to reuse compiled models across the jobs of one
-    process (the executors keep one), or None to build one. on_epoch(row, stopped_early): called after each epoch.
+    process (TRAINERS, which the executors pass), or None to build one. on_epoch(row,
+    stopped_early): called after each epoch.
     protect(): a context in which the row and checkpoint writes of an epoch are not interrupted;
     leaving it (after each step, each epoch's writes and the record) is where a recorded stop signal
     ends the job (processes.safe_point).

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import features
 
-from augcompare.experiments import arrays, cache, console
+from augcompare.experiments import array_files, cache, console
 from augcompare.experiments.errors import Interrupted, UserError
 from augcompare.experiments.files import DirectoryLock, read_json, write_json
 from augcompare.experiments.images import close_arrays, close_databases, decode_chunk
@@ -73,7 +73,7 @@ def source_params(data):
         # the arrays' own path (file or folder) is the root, and their sizes and times tell a
         # changed file: arrays are rewritten in place more often than image folders
         params["root"] = str(Path(data.path).expanduser().resolve())
-        params["files"] = arrays.fingerprint(data.path)
+        params["files"] = array_files.fingerprint(data.path)
     if data.source == "keras":
         # a missing data set fails here, before anything is prepared (or is downloaded, where asked)
         params.update(root=str(keras_source.find(data)), name=data.name)

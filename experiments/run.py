@@ -39,7 +39,7 @@ import numpy as np
 from augcompare.augment.params import arm_title, augments, parse_function
 from augcompare.experiments import config as config_mod
 from augcompare.experiments import gpus as gpus_mod
-from augcompare.experiments import plots, stats, timing, tracking
+from augcompare.experiments import plots, report, stats, timing, tracking
 from augcompare.experiments import started as started_with
 from augcompare.experiments.data import load_dataset
 from augcompare.experiments.errors import Interrupted, RunStopped, UserError
@@ -808,7 +808,7 @@ def summary_of(run_dir, experiment, history, records, design):
                               test_count=test_count, design=design, comparisons=analysis.comparisons,
                               sweeps=experiment.sweeps)
     summary = {"name": experiment.name, **summary}
-    markdown = stats.to_markdown(summary, experiment.name)
+    markdown = report.to_markdown(summary, experiment.name)
     environment_json = run_dir / "environment.json"
     recorded = read_json(environment_json, "delete it to leave the model out") if environment_json.is_file() else {}
     if isinstance(recorded, dict) and isinstance(recorded.get("model"), dict):

@@ -39,14 +39,14 @@ class Stopped(BaseException):
 def serve(connection, threads):
     stop = DeferredSignals([signal.SIGTERM], lambda number: Stopped())
     stop.install()
-    from augcompare.augment.backend import set_threads, tf
+    from augcompare.augment.backend import tf
+    from augcompare.experiments.machine import set_threads
     set_threads(threads)
     tf.config.experimental.enable_op_determinism()
     from augcompare.experiments import timing
-    from augcompare.experiments.job import measure, run_job, set_up
+    from augcompare.experiments.job import TRAINERS, measure, run_job, set_up
     from augcompare.experiments.jobfiles import Measure, Setup
     connection.send(("ready", os.getpid()))
-    trainers = {}  # job.trainer_key -> Trainer: compiled once in this process, reset for every seed
     while True:
         # Between jobs, a SIGTERM the handler recorded ends the worker here; one that arrives while
         # it waits for a task is seen within WAKE_SECONDS (a blocking recv would not return).
@@ -67,7 +67,7 @@ def serve(connection, threads):
             elif setup:
                 result = set_up(task)
             else:
-                result = run_job(task, trainers, protect=stop.protected,
+                result = run_job(task, TRAINERS, protect=stop.protected,
                                  on_epoch=lambda row, stopped_early: connection.send(("epoch", task.name, row,
                                                                                       stopped_early)))
         except Exception as error:  # reported by the driver, which stops the run with it

@@ -13,7 +13,7 @@ from matplotlib.text import Text
 from scipy import stats as scipy_stats
 
 from augcompare.augment.params import MAGNITUDES, MIXING, PARAMS, PRESETS, REQUIRES, augments
-from augcompare.experiments import config, plots, run, stats
+from augcompare.experiments import config, plots, report, run, stats
 from augcompare.experiments.config import SWEEPABLE, UserError
 from augcompare.experiments.files import write_json
 from augcompare.experiments.history import read_history
@@ -135,7 +135,7 @@ def test_the_ranking_names_the_best_and_the_arms_not_shown_worse():
     assert close["mean"] == pytest.approx(np.mean(np.subtract(FOUR["close"], FOUR["strong"])))
     assert close["verdict"] != "worse" and weak["verdict"] == "worse" and weak["mean"] < 0
     assert weak["prob_improvement"]["estimate"] == 0.0  # weak never beats strong
-    text = stats.to_markdown({"name": "x", **summary}, "x")
+    text = report.to_markdown({"name": "x", **summary}, "x")
     assert "## Ranking" in text and "**No separable best.** strong, close could equally be picked" in text
     assert "**Best" not in text
 
@@ -161,7 +161,7 @@ def test_the_ranking_stands_on_the_seeds_every_arm_ran():
     assert ranking["order"] == ["a", "b", "c"] and ranking["best"] == "a" and ranking["seeds"] == list(range(8))
     assert ranking["vs_best"]["b"]["verdict"] == "worse"
     assert ranking["means"]["a"]["mean"] == pytest.approx(np.mean(values["a"][:8]))
-    text = stats.to_markdown(summary, "x")
+    text = report.to_markdown(summary, "x")
     assert "**Best: a.** Every other arm is shown worse than it." in text and "seed(s) 8 left out" in text
 
 
@@ -178,7 +178,7 @@ def test_an_arm_shown_worse_than_the_baseline_is_never_offered_as_a_pick():
     ranking = summary["ranking"]
     assert ranking["vs_best"]["flip"]["verdict"] == "inconclusive"  # the larger family does not separate them
     assert "flip" not in ranking["picks"] and ranking["picks"] == ["strong", "baseline"] and ranking["best"] is None
-    text = stats.to_markdown(summary, "x")
+    text = report.to_markdown(summary, "x")
     assert "**No separable best.** strong, baseline could equally be picked" in text
     # With the baseline leading, flip's row against it shows the verdict of the table above: one verdict a pair.
     summary = summary_of({**values, "strong": [value - 0.01 for value in values["strong"]]}, baseline="baseline")
@@ -203,7 +203,7 @@ def test_a_ranking_at_four_seeds_says_that_no_comparison_can_be_decided():
     summary = summary_of({arm: values[:4] for arm, values in FOUR.items()}, baseline="plain")
     assert summary["ranking"]["best"] is None
     assert ("**No separable best.** At 4 seed(s) no comparison can be shown better or worse (the exact sign-flip "
-            "test's smallest p is 0.125); 6 seeds can. The order above is by mean alone.") in stats.to_markdown(summary,
+            "test's smallest p is 0.125); 6 seeds can. The order above is by mean alone.") in report.to_markdown(summary,
                                                                                                                  "x")
 
 
@@ -212,7 +212,7 @@ def test_two_augmented_arms_without_a_baseline_are_compared():
     summary = summary_of({"standard": FOUR["strong"], "geometric": FOUR["plain"]})
     (pair,) = summary["pairs"]
     assert (pair["arm"], pair["other"]) == ("geometric", "standard") and pair["primary"]["verdict"] == "worse"
-    text = stats.to_markdown(summary, "x")
+    text = report.to_markdown(summary, "x")
     assert "nothing is compared" not in text and "| geometric | standard | 6 | -10.3 |" in text
 
 
@@ -342,11 +342,11 @@ def test_a_sweep_summary_names_the_best_value_and_those_not_shown_worse():
     assert (sweep["best"], sweep["best_arm"], sweep["leader"], sweep["picks"]) == (None, None, 30, [30, 10])
     assert [point["value"] for point in sweep["points"]] == [10, 30, 90]
     assert sweep["points"][2]["mean"] == pytest.approx(np.mean(np.subtract(FOUR["weak"], FOUR["plain"])))
-    text = stats.to_markdown(summary, "x")
+    text = report.to_markdown(summary, "x")
     assert "no separable best; rotation = 30, 10 could equally be picked." in text
     separable = summary_of({**values, "r-10": FOUR["plain"]}, baseline="plain", sweeps=sweeps)["sweeps"]["r"]
     assert (separable["best"], separable["best_arm"], separable["not_worse"]) == (30, "r-30", [])
-    assert "best rotation = **30** (`r-30`)" in stats.to_markdown(summary_of({**values, "r-10": FOUR["plain"]},
+    assert "best rotation = **30** (`r-30`)" in report.to_markdown(summary_of({**values, "r-10": FOUR["plain"]},
                                                                              baseline="plain", sweeps=sweeps), "x")
 
 

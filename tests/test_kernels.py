@@ -10,11 +10,11 @@ import sys
 import pytest
 from conftest import run_small
 
-from augcompare.augment.backend import kernels
+from augcompare.experiments.machine import kernels
 from augcompare.augment.keras_layers import _example_spec, usable_layers
 from augcompare.experiments import bench, executors, timing
 
-SHOW_KERNELS = "import json; from augcompare.augment.backend import kernels; print(json.dumps(kernels()))"
+SHOW_KERNELS = "import json; from augcompare.experiments.machine import kernels; print(json.dumps(kernels()))"
 
 
 @pytest.mark.slow

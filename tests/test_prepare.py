@@ -23,7 +23,7 @@ from augcompare.experiments.data import load_dataset
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.files import DirectoryLock
 from augcompare.experiments.images import decode, image_format, open_database, resize_and_crop
-from augcompare.experiments.lsun import keys_from, start_key, write_database
+from augcompare.experiments.lsun_release import keys_from, start_key, write_database
 
 SIZE = 16
 

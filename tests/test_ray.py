@@ -92,7 +92,7 @@ def test_a_small_run_on_ray_gives_the_local_executors_files_on_its_thread_count(
     every core of this machine (here in a worker process, as this one's TensorFlow runs on 1); on
     Ray its jobs train on that same count (cpus_per_job = 1 is only what each reserves, and the
     cluster's workers inherited TF_NUM_INTRAOP_THREADS = 1), so the files are the local executor's."""
-    from augcompare.augment.cores import available_cores
+    from augcompare.experiments.machine import available_cores
     for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
         monkeypatch.delenv(name)
     local, on_ray = (run_small(tmp_path, *executor, run_id=run_id)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -169,20 +170,25 @@ def test_start_up_is_quiet_and_listing_commands_and_a_runs_planning_load_no_tens
     scripts = {
         # A run's driver plans and starts its job workers before it loads TensorFlow (experiments.run).
         "listing": "import sys; from augcompare.experiments import cli, executors, run; cli.main(['augmentations']); "
-                   "cli.main(['experiments']); print('tensorflow loaded:', 'tensorflow' in sys.modules)",
-        "api": "import numpy as np; from augcompare.augment import Augmentation; "
-               "Augmentation(rotation=10)(np.zeros((2, 8, 8, 3), np.uint8), seed=0)",
+                   "cli.main(['experiments']); print('tensorflow loaded:', 'tensorflow' in sys.modules); "
+                   "import os; print('oneDNN:', os.environ.get('TF_ENABLE_ONEDNN_OPTS'))",
+        # The augmentation alone leaves the process's settings as they were (oneDNN: the harness's).
+        "api": "import os; import numpy as np; from augcompare.augment import Augmentation; "
+               "Augmentation(rotation=10)(np.zeros((2, 8, 8, 3), np.uint8), seed=0); "
+               "print('oneDNN set:', 'TF_ENABLE_ONEDNN_OPTS' in os.environ)",
         # Modules that import keras.src, each imported first.
         **{module: f"import {module}"
            for module in ("augcompare.augment.keras_layers", "augcompare.experiments.training")},
     }
+    environment = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
     processes = {name: subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
+                                        stderr=subprocess.PIPE, text=True, env=environment)
                  for name, script in scripts.items()}  # side by side: each mostly waits on imports
     results = {name: (*process.communicate(timeout=120), process.returncode) for name, process in processes.items()}
     for name, (_, stderr, code) in results.items():
         assert code == 0 and stderr == "", (name, stderr)  # no absl, oneDNN, CUDA or retracing lines
-    assert results["listing"][0].strip().endswith("tensorflow loaded: False")
+    assert results["listing"][0].strip().endswith("tensorflow loaded: False\noneDNN: 1")
+    assert results["api"][0].strip() == "oneDNN set: False"
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from augcompare.augment.params import augments
-from augcompare.experiments import stats
+from augcompare.experiments import report, stats
 
 
 def test_the_paired_interval_covers_a_known_mean_at_the_nominal_rate():
@@ -148,7 +148,7 @@ def test_summary_reports_the_primary_comparison_with_holm_across_arms():
     assert summary["arms"]["flip"]["test_accuracy"]["values"] == pytest.approx([0.80, 0.83, 0.77, 0.82, 0.80, 0.81])
     assert summary["primary"]["noise_floor"]["test_images"] == 500
     assert "fractions in [0, 1]" in summary["units"] and "percentage points" in summary["units"]
-    text = stats.to_markdown(summary, "x")
+    text = report.to_markdown(summary, "x")
     assert "**flip: better** than plain" in text and text.index("## Primary metric") < text.index("## Arms")
 
 
@@ -173,7 +173,7 @@ def test_no_spread_across_seeds_is_not_equivalence(control, treated):
     summary = summary_of({"plain": control, "other": treated}, test_count=100_000)
     entry = summary["vs_baseline"]["other"]["primary"]
     assert entry["verdict"] == "inconclusive" and entry["reason"] == "no spread across 2 seeds"
-    assert "inconclusive (no spread across 2 seeds)" in stats.to_markdown(summary, "x")
+    assert "inconclusive (no spread across 2 seeds)" in report.to_markdown(summary, "x")
     assert entry["p"] == stats.sign_flip_p(np.subtract(treated, control)) and entry["mde"] is None
 
 
@@ -183,7 +183,7 @@ def test_six_seeds_without_spread_are_better_by_the_sign_flip_test_and_say_so():
     entry = summary["vs_baseline"]["flip"]["primary"]
     assert entry["verdict"] == "better" and entry["reason"] == "no spread across 6 seeds"
     assert entry["p"] == pytest.approx(2 / 2**6)
-    assert "better (no spread across 6 seeds)" in stats.to_markdown(summary, "x")
+    assert "better (no spread across 6 seeds)" in report.to_markdown(summary, "x")
 
 
 def test_four_seeds_cannot_show_better_whatever_the_t_test_says():

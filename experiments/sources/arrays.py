@@ -1,10 +1,10 @@
 """The arrays source: x_train / y_train (and x_val / y_val, x_test / y_test) in an .npz file or a
-folder of .npy files (experiments.arrays reads their headers and labels).
+folder of .npy files (experiments.array_files reads their headers and labels).
 """
 
 import numpy as np
 
-from augcompare.experiments import arrays as release
+from augcompare.experiments import array_files as release
 from augcompare.experiments import cache
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.sources.plan import Group, each_class, ordered, shuffled
@@ -12,7 +12,7 @@ from augcompare.experiments.sources.plan import Group, each_class, ordered, shuf
 
 def plan(data, path, scratch=None):
     """x_train / y_train (and x_val / y_val, x_test / y_test where given) in an .npz file or a
-    folder of .npy files (experiments.arrays). A split not given is held out of train, seeded and
+    folder of .npy files (experiments.array_files). A split not given is held out of train, seeded and
     stratified, as a folder's; a given split takes each class's first images in a seeded order.
     uint8 images are pixels (resized to image_size, channels kept); other real numbers are values,
     kept bit for bit (float32), whose size must be image_size."""

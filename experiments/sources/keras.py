@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from augcompare.experiments import arrays, cache
+from augcompare.experiments import array_files, cache
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.images import read_cifar_batch
 from augcompare.experiments.sources.plan import Group, each_class, ordered, shuffled
@@ -192,8 +192,8 @@ def plan(data, root, scratch):
     folder = find(data)
     class_names = _class_names(folder, name)
     if layout["kind"] == "array":
-        found = arrays.find(folder / "mnist.npz")
-        labels = {split: {f"x_{split}": arrays.read_labels(found[f"y_{split}"], found[f"x_{split}"].shape[0],
+        found = array_files.find(folder / "mnist.npz")
+        labels = {split: {f"x_{split}": array_files.read_labels(found[f"y_{split}"], found[f"x_{split}"].shape[0],
                                                           found[f"x_{split}"])}
                   for split in SPLIT_FILES}
         channels = 1

@@ -1,9 +1,9 @@
 """The lsun source: the official LSUN release, <category>_train_lmdb/ and <category>_val_lmdb/
-(experiments.lsun reads them).
+(experiments.lsun_release reads them).
 """
 
 from augcompare.experiments import cache
-from augcompare.experiments import lsun as release
+from augcompare.experiments import lsun_release as release
 from augcompare.experiments.config import ALL
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.sources.plan import Group, allowance, asked, consecutive, fitting, least, ordered, per_class
