@@ -206,6 +206,17 @@ def test_when_one_arm_is_left_the_run_ends_with_the_pilot(tmp_path, monkeypatch)
     assert {job["seed"] for job in jobs} == {0, 1, 2}
 
 
+def test_every_bundled_two_stage_experiment_of_several_arms_races():
+    # As written (an LSUN file's data.root need not exist here), the defaults filled in.
+    bundled = {path.stem: config.read_toml(path) for path in sorted((ROOT / "experiments").glob("*.toml"))}
+    analysis = {name: {**config.to_dict(config.load())["analysis"], **raw.get("analysis", {})}
+                for name, raw in bundled.items()}
+    two_stage = [name for name, raw in bundled.items()
+                 if analysis[name]["target_half_width"] and len(raw.get("arms", {})) > 2]
+    assert {"cifar10", "fashion_mnist", "resnet20_cifar10"} <= set(two_stage)
+    assert [name for name in two_stage if not analysis[name]["eliminate"]] == []
+
+
 def test_the_plan_says_how_the_pilot_eliminates_and_at_what_level_the_verdicts_run():
     experiment = config.load(ROOT / "experiments" / "cifar10.toml")  # bundled: 7 arms, eliminate on
     (line,) = [line for line in run_mod.plan_lines(experiment) if line.startswith("eliminate:")]
