@@ -11,7 +11,7 @@ from pathlib import Path
 
 from augcompare.augment.params import augments
 from augcompare.experiments import config as config_mod
-from augcompare.experiments import run as run_mod
+from augcompare.experiments import outputs
 from augcompare.experiments import stats
 from augcompare.experiments import started as started_with
 from augcompare.experiments.errors import UserError
@@ -102,8 +102,8 @@ def analyze(run_dir, overrides=(), name=None, force=False, per_seed=False):
         if not (run_dir / needed).is_file():
             raise UserError(f"{run_dir / needed} is missing, so there is nothing to analyze: continue the run with "
                             f"augcompare run --resume {run_dir}, or restore the file from a copy")
-    records, design = run_mod.read_runs(run_dir)
-    _, history = run_mod.ended_rows(run_dir, records)
+    records, design = outputs.read_runs(run_dir)
+    _, history = outputs.ended_rows(run_dir, records)
     baselines = [stats.baseline_arm(e.arms, augments, e.analysis.baseline)
                  for e in (experiment, analysed)]
     design = _design(design, experiment, analysed, *baselines)
@@ -115,7 +115,7 @@ def analyze(run_dir, overrides=(), name=None, force=False, per_seed=False):
                    f"# augcompare analyze {run_dir}: the run's analysis settings"
                    + (f", with {', '.join(changed)} changed" if changed else "") + "\n"
                    + config_mod.dumps({"analysis": config_mod.to_dict(analysed)["analysis"]}))
-        markdown = run_mod.write_outputs(run_dir, analysed, history, records, design, per_seed, out_dir=folder)
+        markdown = outputs.write_outputs(run_dir, analysed, history, records, design, per_seed, out_dir=folder)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # no half-written analysis is left to be taken for one
         raise

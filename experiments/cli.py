@@ -131,8 +131,8 @@ def _run(args):
 
 
 def _plot(args):
-    from augcompare.experiments import run
-    print(run.redraw(args.run_dir, per_seed=args.per_seed), end="")
+    from augcompare.experiments import outputs
+    print(outputs.redraw(args.run_dir, per_seed=args.per_seed), end="")
     print(f"figures redrawn in {args.run_dir}")
 
 

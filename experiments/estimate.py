@@ -18,6 +18,7 @@ from pathlib import Path
 
 from augcompare.experiments import config as config_mod
 from augcompare.experiments import gpus as gpus_mod
+from augcompare.experiments import planning
 from augcompare.experiments import run as run_mod
 from augcompare.experiments.executors import make_executor
 from augcompare.experiments.files import write_json
@@ -67,13 +68,13 @@ def estimate(experiment, json_path=None, log=print):
     returns (and writes to json_path) {"jobs", "jobs_most", "jobs_at_once", "threads_per_job",
     "seconds": {"expected", "most", "start_up"}, "arms": {arm: measured seconds of each part}}.
     expected: the run (a two-stage design: its pilot); most: every seed it may run."""
-    dataset = run_mod._data(experiment)
+    dataset = planning.checked_data(experiment)
     with tempfile.TemporaryDirectory(prefix="augcompare-estimate-") as scratch:
         # The run's own planner, on an empty folder: the same plan the run would make.
         planner = run_mod.Run(scratch, experiment, dataset, lambda line: None, False)
         jobs_at_once, threads = planner.executor_plan()
         counts = {split: len(dataset.split(split)[1]) for split in ("train", "val", "test")}
-        for line in run_mod.plan_lines(experiment, counts["test"]):
+        for line in planning.plan_lines(experiment, counts["test"]):
             log(line)
         if line := gpus_mod.plan_line(planner.gpus, jobs_at_once, experiment.train.precision):
             log(line)

@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 
+from augcompare.experiments.errors import Signalled
+
 
 def end_with_parent(parent):
     """Ignores SIGINT (Ctrl-C reaches every process of the terminal's group; the main one stops
@@ -20,15 +22,15 @@ def end_with_parent(parent):
 
 
 class DeferredSignals:
-    """Records signals in their handler and turns them into an exception (exception(number) makes
-    it) at the next safe point: check(), or the end of a protected() block, inside which no safe
-    point stops, so that a stop never cuts an epoch's writes in the middle. The handler raises
+    """Records signals in their handler and raises the first as errors.Signalled at the next safe
+    point: check(), or the end of a protected() block, inside which no safe point stops, so that a
+    stop never cuts an epoch's writes in the middle. The handler raises
     nothing itself: raised there, a stop that lands in a __del__ (or a weakref callback) was
     printed as "Exception ignored" and lost, and the process went on. install() takes the signals
     (main thread only); restore() gives them back."""
 
-    def __init__(self, numbers, exception):
-        self.numbers, self.exception = tuple(numbers), exception
+    def __init__(self, numbers):
+        self.numbers = tuple(numbers)
         self.depth, self.pending, self.previous = 0, None, {}
 
     def install(self):
@@ -47,7 +49,7 @@ class DeferredSignals:
         """A safe point: raises the recorded signal's exception, unless inside protected()."""
         if self.pending is not None and not self.depth:
             number, self.pending = self.pending, None
-            raise self.exception(number)
+            raise Signalled(number)
 
     @contextlib.contextmanager
     def protected(self):

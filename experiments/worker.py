@@ -25,19 +25,15 @@ import signal
 import sys
 from multiprocessing.connection import Connection
 
-from augcompare.experiments.errors import UserError
+from augcompare.experiments.errors import Signalled, UserError
 from augcompare.experiments.processes import DeferredSignals, end_with_parent
 
 
 WAKE_SECONDS = 0.2  # how often a worker waiting for a task looks for a stop
 
 
-class Stopped(BaseException):
-    """SIGTERM from the driver: the job ends where it is (every finished epoch is on disk)."""
-
-
 def serve(connection, threads):
-    stop = DeferredSignals([signal.SIGTERM], lambda number: Stopped())
+    stop = DeferredSignals([signal.SIGTERM])  # from the driver: the job ends where it is
     stop.install()
     from augcompare.augment.backend import tf
     from augcompare.experiments.machine import set_threads
@@ -93,7 +89,7 @@ def main():
     connection = Connection(descriptor)
     try:
         serve(connection, threads)
-    except (Stopped, BrokenPipeError, ConnectionResetError):
+    except (Signalled, BrokenPipeError, ConnectionResetError):
         pass
     finally:
         connection.close()

@@ -13,7 +13,7 @@ from matplotlib.text import Text
 from scipy import stats as scipy_stats
 
 from augcompare.augment.params import MAGNITUDES, MIXING, PARAMS, PRESETS, REQUIRES, augments
-from augcompare.experiments import config, plots, report, run, stats
+from augcompare.experiments import config, outputs, planning, plots, report, run, stats
 from augcompare.experiments.config import SWEEPABLE, UserError
 from augcompare.experiments.files import write_json
 from augcompare.experiments.history import read_history
@@ -191,12 +191,12 @@ def test_the_plan_line_warns_when_the_seeds_or_the_test_split_cannot_support_a_v
     """Four seeds and 300 test images: the start says that no arm can be shown better, worse or
     equivalent, and what would do; the bundled demo (6 seeds, 1000 test images) is only told about
     equivalence."""
-    lines = run.plan_lines(config.load("demo", ["train.seeds=[0, 1, 2, 3]"]), 300)
+    lines = planning.plan_lines(config.load("demo", ["train.seeds=[0, 1, 2, 3]"]), 300)
     assert any(line.startswith("warning: 4 seed(s) cannot show an arm better or worse") for line in lines)
     assert any(line.startswith("warning: on 300 test images") and "2500 test images" in line for line in lines)
-    demo = run.plan_lines(config.load("demo"), 1000)
+    demo = planning.plan_lines(config.load("demo"), 1000)
     assert not any("seed(s) cannot" in line for line in demo) and any("on 1000 test images" in line for line in demo)
-    assert not any(line.startswith("warning") for line in run.plan_lines(config.load("demo"), 2500))
+    assert not any(line.startswith("warning") for line in planning.plan_lines(config.load("demo"), 2500))
 
 
 def test_a_ranking_at_four_seeds_says_that_no_comparison_can_be_decided():
@@ -234,8 +234,8 @@ def test_the_reference_summaries_recompute_from_their_history(name, tmp_path):
     history.csv and runs.json today, byte for byte (the demo's as before this comparison of pairs)."""
     reference = ROOT / "results" / name / "reference"
     experiment = config.build(config.read_toml(reference / "config.toml"))
-    records, design = run.read_runs(reference)
-    summary, markdown = run.summary_of(reference, experiment, read_history(reference / "history.csv"), records,
+    records, design = outputs.read_runs(reference)
+    summary, markdown = outputs.summary_of(reference, experiment, read_history(reference / "history.csv"), records,
                                        design)
     write_json(tmp_path / "summary.json", summary)
     assert (tmp_path / "summary.json").read_text() == (reference / "summary.json").read_text()

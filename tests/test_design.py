@@ -9,6 +9,7 @@ import pytest
 from conftest import fail_with_nan, run_small
 
 from augcompare.experiments import cli, config, stats
+from augcompare.experiments import planning
 from augcompare.experiments import run as run_mod
 from augcompare.experiments.history import read_history
 from augcompare.experiments.progress import RunProgress
@@ -219,11 +220,11 @@ def test_every_bundled_two_stage_experiment_of_several_arms_races():
 
 def test_the_plan_says_how_the_pilot_eliminates_and_at_what_level_the_verdicts_run():
     experiment = config.load(ROOT / "experiments" / "cifar10.toml")  # bundled: 7 arms, eliminate on
-    (line,) = [line for line in run_mod.plan_lines(experiment) if line.startswith("eliminate:")]
+    (line,) = [line for line in planning.plan_lines(experiment) if line.startswith("eliminate:")]
     assert "Holm across all 21 pairs, p < 0.01" in line and "the final verdicts run at 0.04" in line
     assert "could never reach 0.01 at 5 pilot seeds (its smallest p is 0.0625)" in line
     off = config.build(config.apply_overrides(config.to_dict(experiment), ["analysis.eliminate=false"]))
-    assert not [line for line in run_mod.plan_lines(off) if line.startswith("eliminate:")]
+    assert not [line for line in planning.plan_lines(off) if line.startswith("eliminate:")]
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 from conftest import SMALL, overrides
 from test_prepare import prepared, scene, write_folder
 
-from augcompare.experiments import cli, config, run
+from augcompare.experiments import cli, config, planning
 from augcompare.experiments.cache import open_cache
 from augcompare.experiments.errors import UserError
 from augcompare.experiments.history import HistoryWriter, read_history
@@ -136,7 +136,7 @@ def test_a_cache_whose_arrays_do_not_match_its_meta_json(tmp_path):
 
 def test_an_output_folder_that_cannot_be_written_fails_before_any_data_is_read(tmp_path, capsys, monkeypatch):
     (tmp_path / "file").write_text("not a folder")
-    monkeypatch.setattr(run, "load_dataset", lambda data: pytest.fail("data was read before the check"))
+    monkeypatch.setattr(planning, "load_dataset", lambda data, check=None: pytest.fail("data was read before the check"))
     assert cli.main(["run", "--out", str(tmp_path / "file" / "results")]) == 2
     error = capsys.readouterr().err
     assert error.startswith("augcompare: error: cannot create") and "choose another --out" in error

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from augcompare.experiments import config, executors, gpus, run
+from augcompare.experiments import config, executors, gpus, planning
 from augcompare.experiments.config import RunConfig
 
 LISTING = """0, GPU-aaaa-1111, NVIDIA H100 80GB HBM3, 81559, 550.54.15, 9.0
@@ -119,7 +119,7 @@ def test_the_plan_line_names_the_gpus_and_suggests_float16_where_it_is_fast():
 
 def test_environment_json_records_each_gpus_model_and_driver():
     tensorflow = {"tensorflow": "2", "keras": "3", "devices": [], "replicas": 1, "kernels": {}}
-    recorded = run.environment(config.load(), 8, 2, tensorflow, gpus=H100)
+    recorded = planning.environment(config.load(), 8, 2, tensorflow, gpus=H100)
     assert recorded["gpus"] == [{"name": "NVIDIA H100 80GB HBM3", "memory_bytes": 81559 * 2**20,
                                  "driver": "550.54.15", "compute_capability": "9.0"}] * 2
-    assert run.environment(config.load(), 1, 2, tensorflow)["gpus"] == []
+    assert planning.environment(config.load(), 1, 2, tensorflow)["gpus"] == []

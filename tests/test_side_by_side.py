@@ -14,7 +14,7 @@ import time
 import pytest
 from conftest import SMALL, kill_a_job_after_its_first_epoch, numbers, overrides, rows_in, run_small
 
-from augcompare.experiments import cli, executors, run
+from augcompare.experiments import cli, executors, planning
 from augcompare.experiments.config import RunConfig
 from augcompare.experiments.history import read_history
 from augcompare.models import small_cnn, training_flops
@@ -252,12 +252,12 @@ def test_the_plan_gives_every_executor_one_thread_count_and_a_resumed_run_keeps_
 
 
 def test_a_resume_keeps_the_count_of_a_run_that_recorded_every_core_as_0():
-    assert run.recorded_threads({"threads_per_job": 2}) == 2
+    assert planning.recorded_threads({"threads_per_job": 2}) == 2
     every_core = {"threads_per_job": 0, "kernels": {"intra_op_threads": 0, "TF_NUM_INTRAOP_THREADS": None, "cores": 8}}
-    assert run.recorded_threads(every_core) == 8  # those of the machine it started on, not this one's
+    assert planning.recorded_threads(every_core) == 8  # those of the machine it started on, not this one's
     every_core["kernels"]["TF_NUM_INTRAOP_THREADS"] = "3"
-    assert run.recorded_threads(every_core) == 3
-    assert run.recorded_threads({}) is None and run.recorded_threads(None) is None
+    assert planning.recorded_threads(every_core) == 3
+    assert planning.recorded_threads({}) is None and planning.recorded_threads(None) is None
 
 
 def test_the_default_plan_counts_the_machines_memory_not_what_is_free_now(monkeypatch, tmp_path):
