@@ -39,8 +39,31 @@ class _NoRetracingWarnings(logging.Filter):
         return "triggered tf.function retracing" not in record.getMessage()
 
 
+# Where they are installed, Keras imports the packages of integrations that training never uses:
+# scikit-learn (its wrappers), pandas (DataFrames given to fit), IPython (its notebook file editor)
+# and matplotlib.pyplot (image galleries), about a third of the cost of loading TensorFlow and
+# Keras. A process of the harness's own (the command line, a job worker, a Ray job) sets
+# AUGCOMPARE_LEAN_KERAS=1 (experiments.machine.lean_keras) and Keras loads without them; each still
+# imports as usual afterwards. A user's process loads Keras as it always does.
+KERAS_EXTRAS = ("sklearn", "pandas", "IPython", "matplotlib.pyplot")
+
+
+@contextlib.contextmanager
+def extras_hidden():
+    """Makes `import` of each of KERAS_EXTRAS not yet imported fail (ImportError) for the block."""
+    hidden = [name for name in KERAS_EXTRAS if name not in sys.modules]
+    sys.modules.update(dict.fromkeys(hidden))
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
 if "tensorflow" not in sys.modules:
-    with stderr_silenced():
+    lean = os.environ.get("AUGCOMPARE_LEAN_KERAS") == "1" and "keras" not in sys.modules
+    with stderr_silenced(), (extras_hidden() if lean else contextlib.nullcontext()):
         import keras
         import tensorflow
         tensorflow.config.list_physical_devices()  # device discovery writes its own lines

@@ -251,6 +251,8 @@ def _bench(args):
 
 def main(argv=None):
     started_at = time.time()
+    from augcompare.experiments.machine import lean_keras
+    lean_keras()  # this process is the harness's
     args = _parser().parse_args(argv)
     from augcompare.experiments import console, timing
     from augcompare.experiments.errors import RunStopped, UserError

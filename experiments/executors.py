@@ -420,9 +420,10 @@ def _ray_job(job, threads):
     fraction of a GPU (gpus_per_job < 1) can share it."""
     from augcompare.experiments.jobfiles import check_visible
     check_visible(job)  # before TensorFlow loads: a node without the files fails at once
+    from augcompare.experiments.machine import lean_keras, set_threads
+    lean_keras()
     from augcompare.augment.backend import tf
     from augcompare.experiments.job import run_job
-    from augcompare.experiments.machine import set_threads
     set_threads(threads)
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)

@@ -26,6 +26,7 @@ import sys
 from multiprocessing.connection import Connection
 
 from augcompare.experiments.errors import Signalled, UserError
+from augcompare.experiments.machine import lean_keras
 from augcompare.experiments.processes import DeferredSignals, end_with_parent
 
 
@@ -86,6 +87,7 @@ def _failure(error):
 def main():
     descriptor, threads, parent = (int(argument) for argument in sys.argv[1:4])
     end_with_parent(parent)
+    lean_keras()
     connection = Connection(descriptor)
     try:
         serve(connection, threads)

@@ -172,15 +172,23 @@ def test_start_up_is_quiet_and_listing_commands_and_a_runs_planning_load_no_tens
         "listing": "import sys; from augcompare.experiments import cli, executors, run; cli.main(['augmentations']); "
                    "cli.main(['experiments']); print('tensorflow loaded:', 'tensorflow' in sys.modules); "
                    "import os; print('oneDNN:', os.environ.get('TF_ENABLE_ONEDNN_OPTS'))",
-        # The augmentation alone leaves the process's settings as they were (oneDNN: the harness's).
+        # The augmentation alone leaves the process's settings as they were (oneDNN: the harness's),
+        # and Keras with the integrations it loads where they are installed.
         "api": "import os; import numpy as np; from augcompare.augment import Augmentation; "
                "Augmentation(rotation=10)(np.zeros((2, 8, 8, 3), np.uint8), seed=0); "
-               "print('oneDNN set:', 'TF_ENABLE_ONEDNN_OPTS' in os.environ)",
+               "print('oneDNN set:', 'TF_ENABLE_ONEDNN_OPTS' in os.environ); "
+               "from keras.src.wrappers import sklearn_wrapper; print('scikit-learn:', bool(sklearn_wrapper.sklearn))",
+        # A process of the harness's own loads Keras without them; they import as usual afterwards.
+        "harness": "import sys; from augcompare.experiments.machine import lean_keras; lean_keras(); "
+                   "from augcompare.augment.backend import KERAS_EXTRAS, keras; "
+                   "print('loaded:', [name for name in KERAS_EXTRAS if sys.modules.get(name)]); "
+                   "import pandas, sklearn; print('importable: True')",
         # Modules that import keras.src, each imported first.
         **{module: f"import {module}"
            for module in ("augcompare.augment.keras_layers", "augcompare.experiments.training")},
     }
-    environment = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("TF_ENABLE_ONEDNN_OPTS", "AUGCOMPARE_LEAN_KERAS")}
     processes = {name: subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, env=environment)
                  for name, script in scripts.items()}  # side by side: each mostly waits on imports
@@ -188,7 +196,8 @@ def test_start_up_is_quiet_and_listing_commands_and_a_runs_planning_load_no_tens
     for name, (_, stderr, code) in results.items():
         assert code == 0 and stderr == "", (name, stderr)  # no absl, oneDNN, CUDA or retracing lines
     assert results["listing"][0].strip().endswith("tensorflow loaded: False\noneDNN: 1")
-    assert results["api"][0].strip() == "oneDNN set: False"
+    assert results["api"][0].strip() == "oneDNN set: False\nscikit-learn: True"  # the test extra installs it
+    assert results["harness"][0].strip() == "loaded: []\nimportable: True"
 
 
 @pytest.mark.slow
