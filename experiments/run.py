@@ -419,7 +419,7 @@ class Hold:
     resume command (Interrupted, from preparing the data, says what continues it itself)."""
 
     def __init__(self, run_dir, command, new):
-        self.run_dir, self.new, self.is_kept = Path(run_dir), new, not new
+        self.run_dir, self.is_kept = Path(run_dir), not new
         self.lock = DirectoryLock(self.run_dir / ".lock", command).acquire()
         self.executor = None
 
