@@ -12,6 +12,10 @@ from hypothesis import settings
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
+# The test processes and every subprocess they start load Keras as the harness's own processes do
+# (experiments.machine.lean_keras); the start-up test checks a user's process, which loads it whole.
+os.environ.setdefault("AUGCOMPARE_LEAN_KERAS", "1")
+
 import augcompare.augment  # noqa: E402,F401  (sets the Keras backend before any test imports keras)
 from augcompare.experiments import cli  # noqa: E402
 
